@@ -1,0 +1,22 @@
+"""Shared fixtures. The synthetic data sets are generated once per test session.
+
+detectron2 reads DETECTRON2_DATASETS when its builtin data sets are first imported, so the variable
+is set here, before any test module imports detectron2.
+"""
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_DATASETS = Path(tempfile.mkdtemp(prefix="clsa-tests-datasets-"))
+os.environ["DETECTRON2_DATASETS"] = str(_DATASETS)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root():
+    """The tiny synthetic data sets (imagenet/, VOC2007/, VOC2012/, coco/), seed 0."""
+    from common.synthetic import generate
+
+    generate(_DATASETS, seed=0, size="tiny")
+    return _DATASETS

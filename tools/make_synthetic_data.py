@@ -1,0 +1,34 @@
+"""Writes the built-in synthetic data sets in the real ImageNet, Pascal VOC and COCO 2017 layouts.
+
+    python tools/make_synthetic_data.py --out datasets [--seed 0] [--size tiny|small]
+
+Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's builtin names
+(voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val), and
+datasets/imagenet/train as the pretraining DATA.ROOT.
+"""
+import argparse
+import sys
+import time
+
+from common.synthetic import SIZES, generate
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder to write imagenet/, VOC2007/, VOC2012/, coco/ into")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
+                        help="tiny: seconds, for tests; small: the demo")
+    args = parser.parse_args(argv)
+    start = time.time()
+    try:
+        folders = generate(args.out, seed=args.seed, size=args.size)
+    except FileExistsError as err:
+        sys.exit(f"make_synthetic_data: {err}")
+    for folder in folders:
+        print(f"  {folder}")
+    print(f"synthetic data sets ({args.size}, seed {args.seed}) ready in {time.time() - start:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
