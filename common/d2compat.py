@@ -30,6 +30,17 @@ _NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "str": str, "object"
 class _MissingCompiledOps(types.ModuleType):
     """Stands in for ``detectron2._C`` when detectron2 was built without its C++ extension."""
 
+    # detectron2's environment report (default_setup logs it) asks for these three.
+    @staticmethod
+    def get_compiler_version():
+        return "none: pure-Python detectron2 build without _C (common/d2compat.py)"
+
+    get_cuda_version = get_compiler_version
+
+    @staticmethod
+    def has_cuda():
+        return False
+
     def __getattr__(self, op):
         if op.startswith("__"):
             raise AttributeError(op)

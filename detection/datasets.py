@@ -1,0 +1,27 @@
+"""Checks that the data sets a config names exist on disk, before any model is built."""
+import os
+
+import detectron2.data.datasets  # noqa: F401  (registers the builtin names under DETECTRON2_DATASETS)
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+
+def expected_paths(name):
+    """The folders/files a registered data set reads (VOC: its year folder; COCO: json + images)."""
+    if name not in DatasetCatalog.list():
+        raise KeyError(f"data set {name!r} is not registered; detectron2's builtin names include "
+                       "voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val")
+    meta = MetadataCatalog.get(name)
+    if hasattr(meta, "dirname"):
+        return [meta.dirname]
+    return [p for p in (getattr(meta, "json_file", None), getattr(meta, "image_root", None)) if p]
+
+
+def check_datasets(names):
+    root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    for name in names:
+        for path in expected_paths(name):
+            if not os.path.exists(path):
+                raise FileNotFoundError(
+                    f"data set {name!r} expects {os.path.abspath(path)}, which does not exist. Set "
+                    f"DETECTRON2_DATASETS (now {root!r}) to the folder holding VOC2007/, VOC2012/ and "
+                    "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR")

@@ -1,0 +1,41 @@
+"""results.json of a detection run, and the mean/std over seeds (the VOC protocol averages 5 trials)."""
+import json
+import os
+
+import numpy as np
+
+from common.io import sha256_file
+from detection.evaluation import flat_metrics
+
+
+def build_results(cfg, config_file, results, iterations):
+    weights = cfg.MODEL.WEIGHTS
+    return {
+        "task": "detection",
+        "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
+        "metrics": flat_metrics(results),
+        "config": os.path.abspath(config_file),
+        "weights": os.path.abspath(weights) if weights else "",
+        "weights_sha256": sha256_file(weights) if weights and os.path.isfile(weights) else None,
+        "seed": cfg.SEED,
+        "iterations": iterations,
+        "notes": {
+            "bbox": "VOC: PascalVOCDetectionEvaluator (VOC07 11-point AP for voc_2007_test); COCO: COCOeval",
+            "bbox_coco_style": "VOC only: COCOeval on the same predictions, for APs/APm/APl",
+        },
+    }
+
+
+def aggregate_trials(paths):
+    """Mean and std (population, as MoCo reports) of every metric over the trials' results.json."""
+    trials = [json.loads(open(p).read()) for p in paths]
+    keys = {(task, m) for t in trials for task, ms in t["metrics"].items() for m in ms}
+    mean, std = {}, {}
+    for task, metric in sorted(keys):
+        values = np.array([t["metrics"][task][metric] for t in trials])
+        mean.setdefault(task, {})[metric] = float(values.mean())
+        std.setdefault(task, {})[metric] = float(values.std())
+    first = trials[0]
+    return {**{k: first[k] for k in ("task", "datasets", "config", "weights", "weights_sha256", "iterations", "notes")},
+            "metrics": mean, "metrics_std": std, "seeds": [t["seed"] for t in trials],
+            "trials": [os.path.abspath(p) for p in paths]}

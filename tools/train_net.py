@@ -1,0 +1,126 @@
+"""Detection transfer with detectron2: fine-tune and evaluate a converted backbone.
+
+    python tools/train_net.py --config detection/voc0712_R50_C4.yaml --num-gpus 8 MODEL.WEIGHTS ckpt.pkl
+    python tools/train_net.py --config detection/coco_R50_C4.yaml --num-gpus 8 MODEL.WEIGHTS ckpt.pkl
+    python tools/train_net.py --config detection/voc0712_R50_C4.yaml --seeds 5 MODEL.WEIGHTS ckpt.pkl
+
+Data sets come from $DETECTRON2_DATASETS under detectron2's builtin names. OUTPUT_DIR receives
+detectron2's usual files plus results.json (bbox/segm AP, AP50, AP75, APs, APm, APl, the config,
+the weights and their sha256, the seed and the iteration count). With --seeds N each trial runs in
+OUTPUT_DIR/seed_K and OUTPUT_DIR/results.json holds their mean and std.
+"""
+import logging
+import os
+import subprocess
+import sys
+import weakref
+
+import detection  # noqa: F401  (detectron2 compatibility; registers Res5ROIHeadsExtraNorm)
+from common.io import atomic_write_json
+from detectron2.config import get_cfg
+from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detection.checkpoint import PretrainedWeightsCheckpointer
+from detection.datasets import check_datasets
+from detection.evaluation import build_evaluator
+from detection.results import aggregate_trials, build_results
+
+logger = logging.getLogger("detectron2")
+
+
+class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Same role as DefaultTrainer's checkpointer, but it refuses weights that match no backbone.
+        self.checkpointer = PretrainedWeightsCheckpointer(
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+
+def setup(args):
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.SEED < 0:
+        # Record the seed the run really used, so results.json can name it.
+        cfg.SEED = int.from_bytes(os.urandom(2), "little")
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    check_datasets(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)
+    if not cfg.MODEL.WEIGHTS:
+        logger.warning("MODEL.WEIGHTS is empty: the backbone starts from RANDOM INIT, not pretrained weights")
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        PretrainedWeightsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = Trainer.test(cfg, model)
+        iterations = None
+    else:
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = trainer._last_eval_results
+        iterations = trainer.max_iter
+    if comm.is_main_process():
+        verify_results(cfg, results)
+        summary = build_results(cfg, args.config_file, results, iterations)
+        atomic_write_json(summary, os.path.join(cfg.OUTPUT_DIR, "results.json"))
+        logger.info("wrote %s", os.path.join(cfg.OUTPUT_DIR, "results.json"))
+    return results
+
+
+def run_seeds(args, argv):
+    """Runs args.seeds trials, each in its own process and OUTPUT_DIR/seed_K, then aggregates them."""
+    cfg = get_cfg()
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    base_seed = max(cfg.SEED, 0)
+    trial_dirs = []
+    for k in range(args.seeds):
+        out = os.path.join(cfg.OUTPUT_DIR, f"seed_{base_seed + k}")
+        trial_dirs.append(out)
+        if os.path.exists(os.path.join(out, "results.json")):
+            logger.info("trial %d already done in %s", k, out)
+            continue
+        cmd = [sys.executable, __file__, *_without_seeds(argv), "SEED", str(base_seed + k), "OUTPUT_DIR", out]
+        print(f"[train_net] trial {k + 1}/{args.seeds}: seed {base_seed + k} -> {out}", flush=True)
+        subprocess.run(cmd, check=True)
+    summary = aggregate_trials([os.path.join(d, "results.json") for d in trial_dirs])
+    atomic_write_json(summary, os.path.join(cfg.OUTPUT_DIR, "results.json"))
+    print(f"[train_net] mean and std of {args.seeds} trials -> {cfg.OUTPUT_DIR}/results.json")
+
+
+def _without_seeds(argv):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--seeds":
+            skip = True
+        elif not a.startswith("--seeds="):
+            out.append(a)
+    return out
+
+
+def parse_args(argv=None):
+    parser = default_argument_parser()
+    parser.add_argument("--seeds", type=int, default=1, help="number of trials with seeds SEED, SEED+1, ...")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    if args.seeds > 1:
+        run_seeds(args, sys.argv[1:])
+    else:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
