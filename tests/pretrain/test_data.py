@@ -1,0 +1,125 @@
+import io
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pretrain.augment import MultiViewTransform
+from pretrain.data import PretrainImageFolder, check_image_root
+
+
+def small_views():
+    """A cheap stand-in for a preset: key, one weak and one strong view."""
+    return MultiViewTransform(key_size=32, weak=[(32, (0.2, 1.0))], strong=[(16, (0.1, 0.5))])
+
+
+def jpeg_bytes(seed, side=40):
+    array = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def make_tree(root, files):
+    """files: {"class/name.JPEG": bytes}. Returns root."""
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+@pytest.fixture
+def tree_with_corrupt_images(tmp_path):
+    # ImageFolder sorts classes and files, so the indices are: 0 a/0_truncated, 1 a/1_good,
+    # 2 b/0_garbage, 3 b/1_good, 4 b/2_truncated.
+    return make_tree(tmp_path / "train", {
+        "a/0_truncated.JPEG": jpeg_bytes(0)[:300],
+        "a/1_good.JPEG": jpeg_bytes(1),
+        "b/0_garbage.JPEG": b"not an image at all",
+        "b/1_good.JPEG": jpeg_bytes(3),
+        "b/2_truncated.JPEG": jpeg_bytes(4)[:300],
+    })
+
+
+def test_items_are_the_preset_views_and_the_index(synthetic_root):
+    dataset = PretrainImageFolder(synthetic_root / "imagenet" / "train",
+                                  MultiViewTransform.from_preset("clsa_single"))
+    assert len(dataset) == 80
+    views, index = dataset[5]
+    assert index == 5
+    assert [tuple(v.shape) for v in views] == [(3, 224, 224), (3, 224, 224), (3, 96, 96)]
+
+
+def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_with_corrupt_images, caplog):
+    dataset = PretrainImageFolder(tree_with_corrupt_images, small_views())
+    with caplog.at_level(logging.WARNING, logger="pretrain.data"):
+        views, index = dataset[0]
+        assert index == 1 and len(views) == 3
+        assert dataset.num_skipped == 1
+        assert "0_truncated.JPEG" in caplog.text
+        caplog.clear()
+        assert dataset[0][1] == 1
+        assert dataset.num_skipped == 2  # counted again, but not warned again
+        assert caplog.text == ""
+        assert dataset[2][1] == 3
+        assert "0_garbage.JPEG" in caplog.text
+        assert dataset[3][1] == 3
+        assert dataset[4][1] == 1  # wraps past the end to a/0 (corrupt) and on to a/1
+    assert dataset.num_skipped == 5
+
+
+def test_corrupt_images_keep_batches_full_and_are_counted_across_workers(tree_with_corrupt_images):
+    dataset = PretrainImageFolder(tree_with_corrupt_images, small_views())
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2,
+                                         multiprocessing_context="fork")
+    batches = list(loader)
+    assert len(batches) == 1
+    views, indices = batches[0]
+    assert [v.shape[0] for v in views] == [5, 5, 5]
+    assert indices.tolist() == [1, 1, 3, 3, 1]
+    assert dataset.num_skipped == 1 + 1 + 2  # items 0, 2 and 4 (which wraps through a/0)
+
+
+def test_no_readable_image_is_a_clear_error(tmp_path):
+    root = make_tree(tmp_path / "train", {"a/x.JPEG": b"garbage", "b/y.JPEG": b"garbage"})
+    with pytest.raises(RuntimeError, match="could be read"):
+        PretrainImageFolder(root, small_views())[0]
+
+
+def test_missing_root_names_the_folder_and_layout(tmp_path):
+    missing = tmp_path / "no_such_dir"
+    with pytest.raises(FileNotFoundError, match="no_such_dir.*root/<class>/<image>"):
+        check_image_root(missing)
+    with pytest.raises(FileNotFoundError, match="no_such_dir"):
+        PretrainImageFolder(missing, small_views())
+
+
+def test_file_as_root_is_a_clear_error(tmp_path):
+    path = tmp_path / "train.tar"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="train.tar.*not a folder"):
+        check_image_root(path)
+
+
+def test_empty_root_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no class folders.*root/<class>/<image>"):
+        check_image_root(tmp_path)
+
+
+def test_flat_folder_of_images_gets_a_hint(tmp_path):
+    (tmp_path / "x.JPEG").write_bytes(jpeg_bytes(0))
+    with pytest.raises(ValueError, match="move them into class sub-folders"):
+        check_image_root(tmp_path)
+
+
+def test_class_folders_without_images_are_a_clear_error(tmp_path):
+    make_tree(tmp_path, {"a/readme.txt": b"", "b/labels.csv": b""})
+    with pytest.raises(ValueError, match="2 class folders but no images"):
+        check_image_root(tmp_path)
+
+
+def test_valid_root_passes(synthetic_root):
+    check_image_root(synthetic_root / "imagenet" / "train")
