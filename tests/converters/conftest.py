@@ -1,0 +1,30 @@
+"""Session-wide checkpoints on disk (a ResNet-50 pretraining checkpoint is ~240 MB: write it once)."""
+import pytest
+import torch
+
+from converter_inputs import moco_checkpoint, pretrain_checkpoint, random_resnet
+
+
+@pytest.fixture(scope="session")
+def query_encoder():
+    return random_resnet(seed=0)
+
+
+@pytest.fixture(scope="session")
+def key_encoder():
+    return random_resnet(seed=1)
+
+
+@pytest.fixture(scope="session")
+def pretrain_ckpt(tmp_path_factory, query_encoder, key_encoder):
+    """A pretraining checkpoint on disk whose encoders are `query_encoder` and `key_encoder`."""
+    path = tmp_path_factory.mktemp("pretrain") / "checkpoint_0003.pth"
+    torch.save(pretrain_checkpoint(query_encoder, key_encoder), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def moco_ckpt(tmp_path_factory, query_encoder, key_encoder):
+    path = tmp_path_factory.mktemp("moco") / "moco_v2_200ep_pretrain.pth.tar"
+    torch.save(moco_checkpoint(query_encoder, key_encoder), path)
+    return path
