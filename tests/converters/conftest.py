@@ -28,3 +28,13 @@ def moco_ckpt(tmp_path_factory, query_encoder, key_encoder):
     path = tmp_path_factory.mktemp("moco") / "moco_v2_200ep_pretrain.pth.tar"
     torch.save(moco_checkpoint(query_encoder, key_encoder), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def d2_pkl(pretrain_ckpt, tmp_path_factory):
+    """`python converters/to_d2.py` applied to the pretraining checkpoint (query encoder)."""
+    from converters import to_d2
+
+    out = tmp_path_factory.mktemp("d2") / "clsa_r50.pkl"
+    assert to_d2.main([str(pretrain_ckpt), str(out)]) == 0
+    return out
