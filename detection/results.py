@@ -15,8 +15,9 @@ def build_results(cfg, config_file, results, iterations):
         "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
         "metrics": flat_metrics(results),
         "config": os.path.abspath(config_file),
-        "weights": os.path.abspath(weights) if weights else "",
-        "weights_sha256": sha256_file(weights) if weights and os.path.isfile(weights) else None,
+        "weights": {"path": os.path.abspath(weights) if weights else "",
+                    "sha256": sha256_file(weights) if weights and os.path.isfile(weights) else None},
+        "data_root": os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets")),
         "seed": cfg.SEED,
         "iterations": iterations,
         "notes": {
@@ -36,6 +37,6 @@ def aggregate_trials(paths):
         mean.setdefault(task, {})[metric] = float(values.mean())
         std.setdefault(task, {})[metric] = float(values.std())
     first = trials[0]
-    return {**{k: first[k] for k in ("task", "datasets", "config", "weights", "weights_sha256", "iterations", "notes")},
+    return {**{k: first[k] for k in ("task", "datasets", "data_root", "config", "weights", "iterations", "notes")},
             "metrics": mean, "metrics_std": std, "seeds": [t["seed"] for t in trials],
             "trials": [os.path.abspath(p) for p in paths]}

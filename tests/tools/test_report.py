@@ -1,0 +1,72 @@
+import json
+import re
+
+import pytest
+
+from tools import report
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def suite(tmp_path):
+    """A checkpoint's suite folder: VOC07 linear once, VOC detection over two seeds, no COCO."""
+    s = tmp_path / "clsa_single_200ep"
+    _write(s / "voc07_linear" / "results.json",
+           {"task": "voc07_linear", "metrics": {"per_image_mAP": 90.04, "per_class_mAP": 80.0}})
+    for seed, ap50 in ((0, 80.0), (1, 82.0)):
+        _write(s / "voc_det" / f"seed_{seed}" / "results.json",
+               {"task": "detection", "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}}})
+    return s
+
+
+def _row(markdown, name):
+    line = next(l for l in markdown.splitlines() if l.startswith(f"| {name} |"))
+    return [c.strip() for c in line.strip("|").split("|")][1:]
+
+
+def test_table3_has_the_paper_rows_exactly(suite):
+    markdown, data = report.build_report([suite])
+    assert "| Measurement | VOC07 Accuracy | VOC07+12 AP50 | COCO AP | COCO APS |" in markdown
+    assert _row(markdown, "MoCo v2 (paper)") == ["87.1", "82.5", "42.0", "20.8"]
+    assert _row(markdown, "SwAV (paper)") == ["88.9", "82.6", "42.1", "19.7"]
+    assert _row(markdown, "CLSA (paper)") == ["93.6", "83.2", "42.3", "24.4"]
+    assert _row(markdown, "Supervised (paper)") == ["87.5", "81.3", "40.8", "20.1"]
+
+
+def test_our_row_shows_mean_and_std_over_seeds_and_names_what_is_missing(suite):
+    markdown, data = report.build_report([suite])
+    ours = _row(markdown.split("### Extended")[0], "clsa_single_200ep (ours)")
+    assert ours[0] == "90.0"
+    assert ours[1] == "81.0 ± 1.0"  # population std of 80 and 82
+    assert ours[2] == ours[3] == "— (COCO detection not run)"
+    assert data["ours"]["clsa_single_200ep"]["table3"]["COCO AP"] == {"missing": "COCO detection not run"}
+    assert not re.search(r"\|\s*0\.0\s*\|", markdown.split("### Extended")[0]), "missing must never read as 0"
+
+
+def test_a_failed_stage_shows_its_reason(suite):
+    (suite / "coco_det").mkdir()
+    (suite / "coco_det" / "FAILED").write_text("exit code 1: out of memory\n")
+    markdown, _ = report.build_report([suite])
+    assert "— (failed: exit code 1: out of memory)" in markdown
+
+
+def test_synthetic_data_is_flagged_as_smoke_scale(suite, tmp_path):
+    (tmp_path / "datasets" / "VOC2007").mkdir(parents=True)
+    (tmp_path / "datasets" / "VOC2007" / ".synthetic.json").write_text("{}")
+    results = suite / "voc07_linear" / "results.json"
+    doc = json.loads(results.read_text())
+    results.write_text(json.dumps({**doc, "data_root": str(tmp_path / "datasets" / "VOC2007")}))
+    markdown, data = report.build_report([suite])
+    assert "SMOKE-SCALE" in markdown and "not paper reproductions" in markdown
+    assert data["ours"]["clsa_single_200ep"]["synthetic_data"] is True
+
+
+def test_main_writes_markdown_json_and_a_png(suite, capsys):
+    report.main([str(suite)])
+    assert (suite / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((suite / "report.json").read_text())["paper"]["CLSA"] == [93.6, 83.2, 42.3, 24.4]
+    assert (suite / "report.md").read_text() in capsys.readouterr().out

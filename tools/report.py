@@ -1,0 +1,196 @@
+"""The paper's Table 3 for evaluated checkpoints, next to the paper's own rows.
+
+    python tools/report.py SUITE_DIR [SUITE_DIR ...] [--out DIR]
+
+Each SUITE_DIR is one checkpoint's `tools/run_suite.py` output: stage folders voc07_svm/,
+voc07_linear/, imagenet_linear/, voc_det/ and coco_det/, each with a results.json (several seeds:
+mean and std are shown). Writes report.md, report.json and report.png (bar chart) to --out
+(default: the first SUITE_DIR) and prints the markdown.
+"""
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from common.io import atomic_path, atomic_write_json
+from common.synthetic import MARKER
+
+# Table 3 of the paper: VOC07 accuracy, VOC07+12 AP50, COCO AP, COCO APs.
+PAPER_ROWS = {
+    "MoCo v2": (87.1, 82.5, 42.0, 20.8),
+    "SwAV": (88.9, 82.6, 42.1, 19.7),
+    "CLSA": (93.6, 83.2, 42.3, 24.4),
+    "Supervised": (87.5, 81.3, 40.8, 20.1),
+}
+
+STAGE_NAMES = {"voc07_svm": "VOC07 SVM", "voc07_linear": "VOC07 linear", "imagenet_linear": "ImageNet linear",
+               "voc_det": "VOC07+12 detection", "coco_det": "COCO detection"}
+
+
+class Column:
+    """One table column: which stage's results.json and which metric inside `metrics`."""
+
+    def __init__(self, title, stage, *path):
+        self.title, self.stage, self.path = title, stage, path
+
+
+TABLE3 = [
+    # The CLSA reference code's "VOC07 accuracy": per-image AP over the 20 labels, averaged over images.
+    Column("VOC07 Accuracy", "voc07_linear", "per_image_mAP"),
+    Column("VOC07+12 AP50", "voc_det", "bbox", "AP50"),
+    Column("COCO AP", "coco_det", "bbox", "AP"),
+    Column("COCO APS", "coco_det", "bbox", "APs"),
+]
+EXTENDED = [
+    Column("VOC07 linear per-class mAP", "voc07_linear", "per_class_mAP"),
+    Column("VOC07 SVM mAP", "voc07_svm", "voc07_svm_mAP"),
+    Column("ImageNet top-1", "imagenet_linear", "top1"),
+    Column("VOC07+12 AP", "voc_det", "bbox", "AP"),
+    Column("VOC07+12 AP75", "voc_det", "bbox", "AP75"),
+    Column("COCO AP50", "coco_det", "bbox", "AP50"),
+    Column("COCO AP75", "coco_det", "bbox", "AP75"),
+    Column("COCO APM", "coco_det", "bbox", "APm"),
+    Column("COCO APL", "coco_det", "bbox", "APl"),
+    Column("COCO mask AP", "coco_det", "segm", "AP"),
+]
+
+
+def _lookup(metrics, path):
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _stage_results(stage_dir):
+    """The stage's results.json files: seed_*/results.json trials if present, else results.json."""
+    trials = sorted(stage_dir.glob("seed_*/results.json"))
+    if trials:
+        return [json.loads(p.read_text()) for p in trials]
+    single = stage_dir / "results.json"
+    return [json.loads(single.read_text())] if single.is_file() else []
+
+
+def cell(suite_dir, column):
+    """{"mean", "std", "n"} of a column for one checkpoint, or {"missing": reason}."""
+    stage_dir = Path(suite_dir) / column.stage
+    results = _stage_results(stage_dir)
+    if not results:
+        failed = stage_dir / "FAILED"
+        reason = f"failed: {failed.read_text().strip()[:80]}" if failed.is_file() else f"{STAGE_NAMES[column.stage]} not run"
+        return {"missing": reason}
+    values = [_lookup(r.get("metrics", {}), column.path) for r in results]
+    if any(v is None for v in values):
+        return {"missing": f"{STAGE_NAMES[column.stage]} has no {'.'.join(column.path)}"}
+    if any(not math.isfinite(v) for v in values):
+        return {"missing": f"{STAGE_NAMES[column.stage]} gave a non-finite {'.'.join(column.path)}"}
+    if len(results) == 1 and _lookup(results[0].get("metrics_std", {}), column.path) is not None:
+        # A stage that aggregated its own seeds (train_net.py --seeds).
+        return {"mean": values[0], "std": _lookup(results[0]["metrics_std"], column.path),
+                "n": len(results[0].get("seeds", [])) or 1}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+
+
+def _uses_synthetic_data(suite_dir):
+    roots = set()
+    for path in Path(suite_dir).glob("*/results.json"):
+        root = json.loads(path.read_text()).get("data_root")
+        if root:
+            roots.add(Path(root))
+    return any((r / MARKER).is_file() or any(r.glob(f"*/{MARKER}")) for r in roots)
+
+
+def _format(c):
+    if "missing" in c:
+        return f"— ({c['missing']})"
+    return f"{c['mean']:.1f} ± {c['std']:.1f}" if c["n"] > 1 else f"{c['mean']:.1f}"
+
+
+def _markdown(title, columns, rows):
+    lines = [f"### {title}", "", "| Measurement | " + " | ".join(c.title for c in columns) + " |",
+             "| --- |" + " --- |" * len(columns)]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
+    return "\n".join(lines)
+
+
+def build_report(suite_dirs):
+    ours = {Path(d).name: {"table3": [cell(d, c) for c in TABLE3], "extended": [cell(d, c) for c in EXTENDED],
+                           "synthetic_data": _uses_synthetic_data(d)} for d in suite_dirs}
+    table3_rows = [(f"{name} (paper)", [f"{v:.1f}" for v in values]) for name, values in PAPER_ROWS.items()]
+    table3_rows += [(f"{name} (ours)", [_format(c) for c in row["table3"]]) for name, row in ours.items()]
+    extended_rows = [(f"{name} (ours)", [_format(c) for c in row["extended"]]) for name, row in ours.items()]
+    notes = [
+        "VOC07 Accuracy is the CLSA reference code's metric: the average precision of the 20 labels of each "
+        "test image, averaged over images (transfer/voc07_linear.py, per_image_mAP). It is not the VOC07 SVM "
+        "mAP of PIRL/SwAV/VISSL, which the extended table lists separately.",
+        "VOC07+12 AP50: Faster R-CNN R50-C4, VOC07 11-point AP at IoU 0.5. COCO AP/APS: Mask R-CNN R50-C4 "
+        "box AP (COCOeval). Mean ± std where several seeds ran.",
+    ]
+    synthetic = [name for name, row in ours.items() if row["synthetic_data"]]
+    if synthetic:
+        notes.insert(0, f"SMOKE-SCALE: {', '.join(synthetic)} ran on the built-in synthetic data sets with tiny "
+                        "schedules. These numbers test the pipeline; they are not paper reproductions.")
+    markdown = "\n\n".join([
+        "## Transfer results (the paper's Table 3)",
+        _markdown("Table 3", TABLE3, table3_rows),
+        _markdown("Extended", EXTENDED, extended_rows),
+        "\n".join(f"- {n}" for n in notes),
+    ]) + "\n"
+    data = {"columns": [c.title for c in TABLE3], "paper": {k: list(v) for k, v in PAPER_ROWS.items()},
+            "ours": {name: {"table3": dict(zip([c.title for c in TABLE3], row["table3"])),
+                            "extended": dict(zip([c.title for c in EXTENDED], row["extended"])),
+                            "synthetic_data": row["synthetic_data"]} for name, row in ours.items()},
+            "notes": notes}
+    return markdown, data
+
+
+def plot(data, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(f"{k} (paper)", v, [0] * len(v)) for k, v in data["paper"].items()]
+    for name, row in data["ours"].items():
+        cells = [row["table3"][c] for c in data["columns"]]
+        rows.append((f"{name} (ours)", [c.get("mean", np.nan) for c in cells], [c.get("std", 0) for c in cells]))
+    columns = data["columns"]
+    width = 0.8 / len(rows)
+    fig, ax = plt.subplots(figsize=(2.4 * len(columns) + 2, 4))
+    x = np.arange(len(columns))
+    for i, (label, values, errors) in enumerate(rows):
+        ax.bar(x + i * width, values, width, yerr=errors, label=label, hatch="//" if "(ours)" in label else None)
+    ax.set_xticks(x + width * (len(rows) - 1) / 2, columns)
+    ax.set_ylabel("%")
+    ax.set_title("Transfer results against the CLSA paper's Table 3" + (
+        " (ours: synthetic smoke test)" if any(r["synthetic_data"] for r in data["ours"].values()) else ""))
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite_dirs", nargs="+", type=Path, help="run_suite.py output folders, one per checkpoint")
+    parser.add_argument("--out", type=Path, help="where report.md/.json/.png go (default: the first suite dir)")
+    args = parser.parse_args(argv)
+    for d in args.suite_dirs:
+        if not d.is_dir():
+            parser.error(f"{d} is not a folder; pass run_suite.py output folders")
+    out = args.out or args.suite_dirs[0]
+    markdown, data = build_report(args.suite_dirs)
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(markdown)
+    atomic_write_json(data, out / "report.json")
+    plot(data, out / "report.png")
+    print(markdown)
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Runs the whole transfer protocol for one checkpoint, then prints the Table-3 report.
+
+    python tools/run_suite.py --weights CKPT_OR_PRETRAIN_DIR --out suite/ckptname
+    python tools/run_suite.py --weights CKPT --out DIR --only voc_det,coco_det --seeds 5
+
+Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear (only
+with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and
+results.json). A stage that finished for the same checkpoint (same sha256) is skipped, so an
+interrupted suite resumes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
+Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
+`--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
+its numbers only test the pipeline.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.io import atomic_write_json, sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+STAGES = ("convert", "voc07_svm", "voc07_linear", "imagenet_linear", "voc_det", "coco_det", "report")
+DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc_det", "coco_det", "report")
+STAMP = "stage.json"
+
+# Overrides that make each stage a CPU smoke test (tiny inputs, few iterations, few RoIs).
+_SMOKE_DETECTION = [
+    "MODEL.DEVICE", "cpu", "SOLVER.REFERENCE_WORLD_SIZE", "0", "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(15,)", "SOLVER.WARMUP_ITERS", "5",
+    "SOLVER.CHECKPOINT_PERIOD", "1000", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
+    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "128", "MODEL.RPN.PRE_NMS_TOPK_TEST", "300",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "32", "TEST.PRECISE_BN.NUM_ITER", "4", "DATALOADER.NUM_WORKERS", "0",
+]
+SMOKE_ARGS = {
+    "voc07_svm": ["--costs", "0.1", "1", "10"],
+    "voc07_linear": ["--epochs", "20"],
+    "imagenet_linear": ["--epochs", "2", "--batch-size", "32"],
+    "voc_det": _SMOKE_DETECTION,
+    "coco_det": _SMOKE_DETECTION,
+}
+
+
+def resolve_weights(path):
+    """A checkpoint file, or a pretraining output folder (its last_checkpoint, else model_final.pth)."""
+    path = Path(path)
+    if path.is_dir():
+        last = path / "last_checkpoint"
+        name = last.read_text().strip() if last.is_file() else "model_final.pth"
+        path = path / name
+    if not path.is_file():
+        raise SystemExit(f"run_suite: no checkpoint at {path}; pass a checkpoint file or a pretraining OUTPUT_DIR")
+    return path.resolve()
+
+
+def stage_command(stage, args, weights, d2_weights, out):
+    py = [sys.executable]
+    smoke = SMOKE_ARGS.get(stage, []) if args.profile == "smoke" else []
+    if stage == "convert":
+        return py + [str(REPO / "converters/to_d2.py"), str(weights), str(d2_weights)]
+    if stage in ("voc07_svm", "voc07_linear"):
+        return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out)] + smoke
+    if stage == "imagenet_linear":
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
+        return launcher + [str(REPO / "transfer/imagenet_linear.py"), "--weights", str(weights), "--data",
+                           str(args.imagenet), "--output-dir", str(out)] + smoke
+    if stage in ("voc_det", "coco_det"):
+        config = "detection/voc0712_R50_C4.yaml" if stage == "voc_det" else "detection/coco_R50_C4.yaml"
+        seeds = args.seeds if stage == "voc_det" else 1
+        return py + [str(REPO / "tools/train_net.py"), "--config-file", str(REPO / config),
+                     "--num-gpus", str(max(1, args.num_gpus)), "--seeds", str(seeds),
+                     "MODEL.WEIGHTS", str(d2_weights), "OUTPUT_DIR", str(out)] + smoke
+    if stage == "report":
+        return py + [str(REPO / "tools/report.py"), str(args.out)]
+    raise ValueError(stage)
+
+
+def run_stage(stage, cmd, out, sha):
+    """Runs one stage with its output in out/log.txt; returns True on success."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "FAILED").unlink(missing_ok=True)
+    start = time.time()
+    with open(out / "log.txt", "w") as log:
+        log.write(" ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        last = ""
+        for line in proc.stdout:
+            log.write(line)
+            if stage == "report":
+                print(line, end="")
+            elif line.strip():
+                last = line.strip()
+                print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+        code = proc.wait()
+    seconds = time.time() - start
+    if code != 0:
+        tail = (out / "log.txt").read_text().strip().splitlines()[-12:]
+        (out / "FAILED").write_text(f"exit code {code}: {last}\n")
+        print(f"\n[suite] {stage}: FAILED (exit {code}) after {seconds:.0f} s; log {out / 'log.txt'}:\n  "
+              + "\n  ".join(tail), flush=True)
+        return False
+    atomic_write_json({"stage": stage, "weights_sha256": sha, "seconds": round(seconds, 1)}, out / STAMP)
+    if stage != "report":
+        print(f"\r[suite] {stage}: done in {seconds:.0f} s{'':<100}", flush=True)
+    return True
+
+
+def stage_is_done(out, sha):
+    stamp = out / STAMP
+    if not stamp.is_file():
+        return False
+    found = json.loads(stamp.read_text())["weights_sha256"]
+    if found != sha:
+        raise SystemExit(f"run_suite: {out} holds results for another checkpoint (sha256 {found[:12]}...); "
+                         "use another --out, or move that folder away; it is not overwritten")
+    return True
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="checkpoint, or a pretraining OUTPUT_DIR")
+    parser.add_argument("--out", type=Path, required=True, help="suite output folder for this checkpoint")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--imagenet", type=Path, help="ImageNet root with train/ and val/ (enables imagenet_linear)")
+    parser.add_argument("--seeds", type=int, default=5, help="VOC detection trials (the protocol averages 5)")
+    parser.add_argument("--num-gpus", type=int, default=None, help="default: all local GPUs")
+    parser.add_argument("--profile", choices=("full", "smoke"), default="full")
+    args = parser.parse_args(argv)
+    if args.num_gpus is None:
+        import torch
+
+        args.num_gpus = torch.cuda.device_count()
+    stages = args.only.split(",") if args.only else list(DEFAULT_STAGES)
+    if args.imagenet and not args.only:
+        stages.insert(stages.index("voc_det"), "imagenet_linear")
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
+    if "imagenet_linear" in stages and not args.imagenet:
+        parser.error("imagenet_linear needs --imagenet ROOT")
+
+    weights = resolve_weights(args.weights)
+    sha = sha256_file(weights)
+    d2_weights = args.out / "convert" / "model_d2.pkl"
+    print(f"[suite] checkpoint {weights} (sha256 {sha[:12]}...) -> {args.out}; stages: {', '.join(stages)}")
+    failed = []
+    for stage in stages:
+        out = args.out / stage
+        if stage != "report" and stage_is_done(out, sha):
+            print(f"[suite] {stage}: already done for this checkpoint, skipped")
+            continue
+        if stage in ("voc_det", "coco_det") and not d2_weights.is_file():
+            print(f"[suite] {stage}: skipped, no converted weights ({d2_weights}); run the convert stage")
+            failed.append(stage)
+            continue
+        if not run_stage(stage, stage_command(stage, args, weights, d2_weights, out), out, sha):
+            failed.append(stage)
+    if failed:
+        raise SystemExit(f"[suite] failed stages: {', '.join(failed)} (see their log.txt)")
+
+
+if __name__ == "__main__":
+    main()
