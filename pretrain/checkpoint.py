@@ -1,0 +1,99 @@
+"""Pretraining checkpoints, named and listed as detectron2 does (model_XXXXXXX.pth, last_checkpoint).
+
+A checkpoint is a dict that `torch.load(path, weights_only=True)` reads back:
+    kind        "clsa-suite/pretrain" (the converters check it)
+    model       CLSA.state_dict(): encoder_q.*, encoder_k.*, queue, queue_ptr (no "module." prefix)
+    optimizer   the SGD state
+    iteration   the last completed iteration (0-based); training resumes at iteration + 1
+    epoch       the epoch that iteration belongs to
+    config      the resolved config as YAML text
+    rng         {"torch": CPU RNG state, "cuda": CUDA RNG state (when on a GPU)}
+"""
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from common.io import atomic_path, atomic_torch_save
+
+KIND = "clsa-suite/pretrain"
+_REQUIRED = ("kind", "model", "optimizer", "iteration", "epoch", "config", "rng")
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def capture_rng():
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        rng["cuda"] = torch.cuda.get_rng_state()
+    return rng
+
+
+def restore_rng(rng):
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])
+
+
+def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config_yaml):
+    """Writes output_dir/name.pth atomically, then points last_checkpoint at it."""
+    output_dir = Path(output_dir)
+    path = output_dir / f"{name}.pth"
+    atomic_torch_save({
+        "kind": KIND, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "iteration": iteration, "epoch": epoch, "config": config_yaml, "rng": capture_rng(),
+    }, path)
+    with atomic_path(output_dir / "last_checkpoint") as tmp:
+        tmp.write_text(path.name)
+    return path
+
+
+def load_checkpoint(path):
+    """Reads and checks one checkpoint; any damage raises CheckpointError naming the file."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated zip, a pickle error, an unreadable file: all mean "damaged"
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+                              f"delete it to resume from an older one") from e
+    missing = [k for k in _REQUIRED if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing or checkpoint["kind"] != KIND:
+        raise CheckpointError(f"{path} is not a {KIND} checkpoint (missing {missing or 'nothing'}, "
+                              f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
+    return checkpoint
+
+
+def _candidates(output_dir):
+    """Checkpoint files, newest first: the one last_checkpoint names, then by iteration."""
+    output_dir = Path(output_dir)
+    numbered = sorted(output_dir.glob("model_[0-9]*.pth"),
+                      key=lambda p: int(re.search(r"(\d+)", p.name).group(1)), reverse=True)
+    files = [output_dir / "model_final.pth"] if (output_dir / "model_final.pth").exists() else []
+    files += numbered
+    pointer = output_dir / "last_checkpoint"
+    if pointer.exists():
+        named = output_dir / pointer.read_text().strip()
+        if named.exists():
+            files = [named] + [f for f in files if f != named]
+    return files
+
+
+def find_resume_checkpoint(output_dir):
+    """(path, checkpoint) of the newest readable checkpoint in output_dir, or None if there is none.
+
+    Damaged files are reported and skipped; if every file is damaged this raises rather than
+    silently restarting from scratch.
+    """
+    files = _candidates(output_dir)
+    for path in files:
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            logger.error("%s; falling back to the previous checkpoint", e)
+    if files:
+        raise CheckpointError(f"no readable checkpoint in {output_dir} (tried {[f.name for f in files]}); "
+                              f"remove them or pick another OUTPUT_DIR")
+    return None

@@ -1,0 +1,93 @@
+"""Every pretraining hyperparameter with the paper's default, in one place (yacs, as detectron2).
+
+The defaults are CLSA-Single (paper sections 3.3 and 4.1); the presets in pretrain/configs/ inherit
+from them through _BASE_ (fvcore's yacs CfgNode, the one detectron2 uses) and change only what
+differs. A key that is not defined here is an error.
+"""
+from fvcore.common.config import CfgNode as CN
+
+_C = CN()
+
+_C.MODEL = CN()
+# Backbone of the query and the momentum key encoder (torchvision name): resnet50 in the paper,
+# resnet18 for tests and the CPU demo.
+_C.MODEL.ARCH = "resnet50"
+# Size K of the FIFO queue of negative keys; must be a multiple of the global batch.
+_C.MODEL.QUEUE_SIZE = 65536
+# Momentum alpha of the key encoder update: phi = alpha * phi + (1 - alpha) * theta.
+_C.MODEL.MOMENTUM = 0.999
+# Temperature tau of the contrastive loss (eq. 1).
+_C.MODEL.TEMPERATURE = 0.2
+# Temperature of the DDM target and prediction distributions (eqs. 3-4); the official code's clsa_t.
+_C.MODEL.DDM_TEMPERATURE = 0.2
+# Balancing coefficient beta of the strong-view loss: L = L_C + beta * L_D.
+_C.MODEL.DDM_WEIGHT = 1.0
+# How strong queries are trained: "ddm" (CLSA), "contrastive" (Table 4 ablations: the strong query is
+# used directly in eq. 1, weighted by DDM_WEIGHT).
+_C.MODEL.STRONG_LOSS = "ddm"
+# Output dimension of the projection head.
+_C.MODEL.DIM = 128
+# Hidden width of the 2-layer MLP head (Linear-ReLU-Linear, no BN), as MoCo v2.
+_C.MODEL.MLP_HIDDEN = 2048
+# Shuffle the key encoder's batch across processes so that BN cannot leak the positive (MoCo).
+# A no-op with a single process.
+_C.MODEL.SHUFFLE_BN = True
+# Use SyncBatchNorm in both encoders instead of shuffle-BN (GPU only; needs more than one process to
+# make any difference).
+_C.MODEL.SYNC_BN = False
+
+_C.DATA = CN()
+# ImageFolder root in the ImageNet train layout (root/<class>/<image>).
+_C.DATA.ROOT = ""
+# DataLoader worker processes per training process.
+_C.DATA.NUM_WORKERS = 8
+# Named view set from pretrain.augment.PRESET_VIEWS; empty means use the explicit lists below.
+_C.DATA.VIEWS = "clsa_single"
+# Explicit views, used only when DATA.VIEWS is empty: crop sizes and (min, max) RandomResizedCrop scales.
+_C.DATA.WEAK_SIZES = []
+_C.DATA.WEAK_SCALES = []
+_C.DATA.STRONG_SIZES = []
+_C.DATA.STRONG_SCALES = []
+# Key view: MoCo v2 RandomResizedCrop(224, scale 0.2-1).
+_C.DATA.KEY_SIZE = 224
+_C.DATA.KEY_SCALE = (0.2, 1.0)
+# Strong augmentation: this many rounds of one of Table 1's 14 ops, each applied with this probability.
+_C.DATA.STRONG_NUM_OPS = 5
+_C.DATA.STRONG_PROB = 0.5
+# Apply the strong augmentation to the key view too (Table 4 "strong query & strong key"); used only
+# with explicit views (the presets carry their own setting).
+_C.DATA.STRONG_KEY = False
+
+_C.SOLVER = CN()
+# Global batch size over all processes (per-process batch = BATCH_SIZE / world size).
+_C.SOLVER.BATCH_SIZE = 256
+# SGD learning rate for a batch of 256; scaled linearly by BATCH_SIZE / 256.
+_C.SOLVER.BASE_LR = 0.03
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+_C.SOLVER.EPOCHS = 200
+# Linear warmup from 0 over this many epochs, then cosine decay to 0 per iteration (paper: none).
+_C.SOLVER.WARMUP_EPOCHS = 0
+# Stop after this many iterations (the cosine schedule still spans EPOCHS); 0 = the full schedule.
+_C.SOLVER.MAX_ITER = 0
+# Save a checkpoint every this many epochs (and always at the end).
+_C.SOLVER.CHECKPOINT_PERIOD = 10
+# Also save every this many iterations (0 = off); for short runs and preemptible clusters.
+_C.SOLVER.CHECKPOINT_PERIOD_ITERS = 0
+# bfloat16 autocast of the forward pass on CUDA (ignored on the CPU, which trains in fp32).
+_C.SOLVER.AMP = True
+# channels_last memory format on CUDA.
+_C.SOLVER.CHANNELS_LAST = True
+# torch.compile the two encoders.
+_C.SOLVER.COMPILE = False
+
+# Write metrics.json / TensorBoard / the progress bar every this many iterations (each log syncs).
+_C.LOG_PERIOD = 20
+_C.OUTPUT_DIR = "./output/pretrain"
+# Seeds model initialisation, the queue, the sampler and every view (per epoch and image index).
+_C.SEED = 0
+
+
+def get_cfg():
+    """A fresh copy of the defaults."""
+    return _C.clone()

@@ -1,0 +1,364 @@
+"""CLSA / MoCo v2 pretraining.
+
+    python pretrain/main.py --config-file pretrain/configs/clsa_single.yaml DATA.ROOT /imagenet/train
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        pretrain/main.py --config-file pretrain/configs/clsa_multi.yaml DATA.ROOT /imagenet/train
+
+A plain `python pretrain/main.py` starts one process per GPU itself (--num-gpus, default all; one
+process on a machine without GPU); under torchrun it is one of torchrun's processes.
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from common.io import atomic_path
+from pretrain.augment import PRESET_VIEWS, MultiViewTransform
+from pretrain.builder import CLSA
+from pretrain.checkpoint import find_resume_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from pretrain.config import get_cfg
+from pretrain.data import PretrainImageFolder, check_image_root
+from pretrain.loader import build_loader
+
+logger = logging.getLogger("pretrain")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml")
+    parser.add_argument("--resume", default="", metavar="auto|PATH",
+                        help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
+                             "or a checkpoint file")
+    parser.add_argument("--num-gpus", type=int, default=None,
+                        help="processes to start on this machine (default: one per GPU, or 1 without GPU); "
+                             "ignored under torchrun")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
+    return parser.parse_args(argv)
+
+
+def setup(args, world_size):
+    """The frozen config for `args`; every error a user can fix is raised here, before any process starts."""
+    cfg = get_cfg()
+    if args.config_file:
+        cfg.merge_from_file(args.config_file)
+    if len(args.opts) % 2:
+        raise ValueError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
+    try:
+        cfg.merge_from_list(args.opts)
+    except KeyError as e:
+        raise KeyError(f"{e.args[0]}; the keys and their defaults are in pretrain/config.py") from None
+    cfg.freeze()
+
+    batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
+    if batch % world_size:
+        raise ValueError(f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the "
+                         f"{world_size} processes")
+    if queue % batch:
+        raise ValueError(f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
+                         f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}")
+    if cfg.DATA.VIEWS and cfg.DATA.VIEWS not in PRESET_VIEWS:
+        raise ValueError(f"DATA.VIEWS {cfg.DATA.VIEWS!r} is not one of {sorted(PRESET_VIEWS)} "
+                         f"(or '' for DATA.WEAK_SIZES/...)")
+    if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
+        raise ValueError("MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                         "use MODEL.SHUFFLE_BN on the CPU")
+    views = view_settings(cfg)
+    if cfg.MODEL.STRONG_LOSS == "ddm" and views["strong"] and not views["weak"]:
+        raise ValueError("MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
+                         "set MODEL.STRONG_LOSS contrastive or add a weak view")
+    return cfg
+
+
+def view_settings(cfg):
+    """{"weak": [(size, scale)], "strong": [...], "strong_key": bool} from the preset or the explicit lists."""
+    if cfg.DATA.VIEWS:
+        return PRESET_VIEWS[cfg.DATA.VIEWS]
+    d = cfg.DATA
+    if len(d.WEAK_SIZES) != len(d.WEAK_SCALES) or len(d.STRONG_SIZES) != len(d.STRONG_SCALES):
+        raise ValueError("DATA.WEAK_SIZES/WEAK_SCALES and DATA.STRONG_SIZES/STRONG_SCALES need one scale pair per size")
+    return {"weak": list(zip(d.WEAK_SIZES, map(tuple, d.WEAK_SCALES))),
+            "strong": list(zip(d.STRONG_SIZES, map(tuple, d.STRONG_SCALES))), "strong_key": d.STRONG_KEY}
+
+
+def learning_rate(cfg, iteration, iters_per_epoch):
+    """Linear warmup, then cosine decay to 0 over the whole schedule, per iteration."""
+    peak = cfg.SOLVER.BASE_LR * cfg.SOLVER.BATCH_SIZE / 256
+    warmup = cfg.SOLVER.WARMUP_EPOCHS * iters_per_epoch
+    total = cfg.SOLVER.EPOCHS * iters_per_epoch
+    if iteration < warmup:
+        return peak * (iteration + 1) / warmup
+    return peak * 0.5 * (1.0 + math.cos(math.pi * (iteration - warmup) / max(total - warmup, 1)))
+
+
+class StopRequest:
+    """Records SIGTERM/SIGUSR1 (cluster preemption) so the loop can checkpoint at a step boundary."""
+
+    def __init__(self):
+        self.signum = None
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, self._record)
+
+    def _record(self, signum, frame):
+        self.signum = signum
+
+    def agreed(self, group):
+        """True on every process as soon as any process was signalled."""
+        if group is None:
+            return self.signum is not None
+        flag = torch.tensor([self.signum is not None], dtype=torch.int32)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
+        return bool(flag.item())
+
+
+class MetricsWriter:
+    """metrics.json JSON lines and TensorBoard scalars, on rank 0 (detectron2's outputs)."""
+
+    def __init__(self, output_dir):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.json = open(Path(output_dir) / "metrics.json", "a")
+        self.tensorboard = SummaryWriter(output_dir)
+
+    def write(self, iteration, metrics):
+        self.json.write(json.dumps({"iteration": iteration, **metrics}, sort_keys=True) + "\n")
+        self.json.flush()
+        for name, value in metrics.items():
+            self.tensorboard.add_scalar(name, value, iteration)
+
+    def close(self):
+        self.json.close()
+        self.tensorboard.close()
+
+
+def _setup_logging(output_dir, rank):
+    logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    logger.handlers.clear()
+    logger.propagate = False
+    formatter = logging.Formatter(f"[%(asctime)s rank{rank} %(name)s] %(message)s", "%m/%d %H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+
+
+def train(cfg, resume, rank, world_size, local_rank):
+    """The training loop of one process."""
+    output_dir = Path(cfg.OUTPUT_DIR)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    _setup_logging(output_dir, rank)
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    amp = cuda and cfg.SOLVER.AMP
+    memory_format = torch.channels_last if cuda and cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
+    # A gloo group for the per-step "was anyone signalled" vote: it never waits for the GPU.
+    control = None if world_size == 1 else (dist.new_group(backend="gloo") if cuda else dist.group.WORLD)
+    if rank == 0:
+        with atomic_path(output_dir / "config.yaml") as tmp:
+            tmp.write_text(cfg.dump())
+    logger.info("%d process(es) on %s, global batch %d, bf16 autocast %s, %s", world_size, device.type,
+                cfg.SOLVER.BATCH_SIZE, amp, memory_format)
+    if world_size == 1 and cfg.MODEL.SHUFFLE_BN:
+        logger.info("one process: shuffle-BN has nothing to shuffle across and is a no-op")
+
+    torch.manual_seed(cfg.SEED)  # the same initial weights and queue on every process
+    m = cfg.MODEL
+    model = CLSA(m.ARCH, m.DIM, m.MLP_HIDDEN, m.QUEUE_SIZE, m.MOMENTUM, m.TEMPERATURE, m.DDM_TEMPERATURE,
+                 m.DDM_WEIGHT, m.STRONG_LOSS, shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN)
+    if m.SYNC_BN:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device, memory_format=memory_format)
+    s = cfg.SOLVER
+    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=s.BASE_LR, momentum=s.MOMENTUM,
+                                weight_decay=s.WEIGHT_DECAY, fused=True if cuda else None)
+
+    views = view_settings(cfg)
+    transform = MultiViewTransform(cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"],
+                                   cfg.DATA.STRONG_NUM_OPS, cfg.DATA.STRONG_PROB, views["strong_key"])
+    dataset = PretrainImageFolder(cfg.DATA.ROOT, transform)
+    per_rank_batch = s.BATCH_SIZE // world_size
+    loader, sampler, seeded = build_loader(dataset, per_rank_batch, rank, world_size, cfg.SEED,
+                                           cfg.DATA.NUM_WORKERS, pin_memory=cuda)
+    iters_per_epoch = sampler.batches_per_epoch
+    if iters_per_epoch == 0:
+        raise ValueError(f"{cfg.DATA.ROOT} has {len(dataset)} images, fewer than one global batch of {s.BATCH_SIZE}")
+    max_iter = s.MAX_ITER or s.EPOCHS * iters_per_epoch
+
+    start_iter = 0
+    found = (find_resume_checkpoint(output_dir) if resume == "auto"
+             else (resume, load_checkpoint(resume)) if resume else None)
+    if found:
+        path, checkpoint = found
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_rng(checkpoint["rng"])
+        start_iter = checkpoint["iteration"] + 1
+        logger.info("resumed from %s at iteration %d", path, start_iter)
+    elif resume == "auto":
+        logger.info("no checkpoint in %s; starting from scratch", output_dir)
+    if s.COMPILE:
+        model.encoder_q.compile()
+        model.encoder_k.compile()
+    net = model if world_size == 1 else DistributedDataParallel(
+        model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
+    num_weak = len(views["weak"])
+
+    stop = StopRequest()
+    writer = MetricsWriter(output_dir) if rank == 0 else None
+    bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
+    # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
+    window_sums, window_count = None, 0
+    first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
+    data_time, window_start = 0.0, time.perf_counter()
+
+    def check_finite():
+        bad = first_bad_iter.clone()
+        if control is not None:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.item() >= 0:
+            raise FloatingPointError(
+                f"non-finite loss at iteration {bad.item()}; stopped without saving, the last good checkpoint "
+                f"in {output_dir} is untouched (lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or disable SOLVER.AMP)")
+
+    def checkpoint(name, iteration):
+        check_finite()
+        if rank == 0:
+            path = save_checkpoint(output_dir, name, model, optimizer, iteration, iteration // iters_per_epoch, cfg.dump())
+            logger.info("saved %s", path)
+        if control is not None:
+            dist.barrier(group=control)
+
+    iteration, done = start_iter, start_iter >= max_iter
+    model.train()
+    while not done:
+        epoch, start_batch = divmod(iteration, iters_per_epoch)
+        sampler.set_epoch(epoch, start_batch)
+        seeded.set_epoch(epoch)
+        fetch_start = time.perf_counter()
+        for batch_views, _ in loader:
+            data_time += time.perf_counter() - fetch_start
+            lr = learning_rate(cfg, iteration, iters_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch_views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in batch_views]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = net(batch_views[0], batch_views[1:1 + num_weak], batch_views[1 + num_weak:])
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+
+            names = sorted(out)
+            values = torch.stack([out[k].detach().float() for k in names])
+            window_sums = values if window_sums is None else window_sums + values
+            window_count += 1
+            newly_bad = ~torch.isfinite(out["loss"].detach()) & (first_bad_iter < 0)
+            first_bad_iter = torch.where(newly_bad, iteration, first_bad_iter)
+            bar.update(1)
+
+            last = iteration + 1 == max_iter
+            if (iteration + 1) % cfg.LOG_PERIOD == 0 or last:
+                check_finite()
+                if control is not None:
+                    dist.all_reduce(window_sums)
+                means = (window_sums / (window_count * world_size)).tolist()
+                elapsed = time.perf_counter() - window_start
+                metrics = {**dict(zip(names, means)), "lr": lr,
+                           "img_per_s": window_count * s.BATCH_SIZE / elapsed,
+                           "data_time": data_time / window_count, "data_time_share": data_time / elapsed,
+                           "skipped_images": dataset.num_skipped}
+                if writer:
+                    writer.write(iteration, metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.4g}",
+                                img_s=f"{metrics['img_per_s']:.1f}", data=f"{metrics['data_time_share']:.0%}")
+                window_sums, window_count, data_time, window_start = None, 0, 0.0, time.perf_counter()
+
+            stopping = stop.agreed(control)
+            completed_epochs, epoch_end = divmod(iteration + 1, iters_per_epoch)
+            if last:
+                checkpoint("model_final", iteration)
+            elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
+                  or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
+                checkpoint(f"model_{iteration:07d}", iteration)
+            if stopping and not last:
+                logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
+            iteration += 1
+            if stopping or last:
+                done = True
+                break
+            fetch_start = time.perf_counter()
+    bar.close()
+    if dataset.num_skipped:
+        logger.warning("%d reads of unreadable images were skipped (see the warnings above)", dataset.num_skipped)
+    if writer:
+        writer.close()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(local_rank, world_size, cfg, resume):
+    _run(cfg, resume, local_rank, world_size, local_rank)
+
+
+def _run(cfg, resume, rank, world_size, local_rank):
+    if world_size > 1:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend, rank=rank, world_size=world_size)
+    try:
+        train(cfg, resume, rank, world_size, local_rank)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def main(args):
+    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if torchrun:
+        world_size = int(os.environ["WORLD_SIZE"])
+    else:
+        world_size = args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1)
+    cfg = setup(args, world_size)
+    check_image_root(cfg.DATA.ROOT)
+    if torchrun:
+        _run(cfg, args.resume, int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
+    elif world_size == 1:
+        _run(cfg, args.resume, 0, 1, 0)
+    else:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        context = mp.spawn(_spawned, args=(world_size, cfg, args.resume), nprocs=world_size, join=False)
+
+        def forward_signal(signum, frame):  # preemption reaches the launcher; the workers must save
+            for process in context.processes:
+                if process.is_alive():
+                    os.kill(process.pid, signum)
+
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, forward_signal)
+        while not context.join():
+            pass
+
+
+if __name__ == "__main__":
+    main(parse_args())
