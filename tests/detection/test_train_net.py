@@ -1,0 +1,89 @@
+"""tools/train_net.py end to end on the synthetic VOC and COCO sets, on the CPU."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from tools.run_suite import SMOKE_ARGS
+
+TRAIN_NET = [sys.executable, "tools/train_net.py"]
+
+
+def run(args, datasets, **kwargs):
+    env = {**os.environ, "DETECTRON2_DATASETS": str(datasets), "OMP_NUM_THREADS": "2"}
+    return subprocess.run(TRAIN_NET + args, env=env, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def converted_r50(tmp_path_factory):
+    """A random torchvision ResNet-50 with random BN statistics, through converters/to_d2.py."""
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save(model.state_dict(), folder / "r50.pth")
+    subprocess.run([sys.executable, "converters/to_d2.py", str(folder / "r50.pth"), str(folder / "r50.pkl")],
+                   check=True, capture_output=True)
+    return folder / "r50.pkl"
+
+
+def _finite(results, task, *metrics):
+    return all(math.isfinite(results["metrics"][task][m]) for m in metrics)
+
+
+@pytest.mark.slow
+def test_voc_faster_rcnn_trains_evaluates_and_eval_only_reproduces_it(synthetic_root, converted_r50, tmp_path):
+    out = tmp_path / "voc"
+    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(converted_r50),
+                "OUTPUT_DIR", str(out), "SEED", "3", *SMOKE_ARGS["voc_det"]], synthetic_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert _finite(results, "bbox", "AP", "AP50", "AP75")
+    assert _finite(results, "bbox_coco_style", "APs", "APm", "APl")
+    assert results["iterations"] == 20 and results["seed"] == 3
+    from common.io import sha256_file
+
+    assert results["weights"]["sha256"] == sha256_file(converted_r50)
+
+    again = run(["--config", "detection/voc0712_R50_C4.yaml", "--eval-only", "MODEL.WEIGHTS",
+                 str(out / "model_final.pth"), "OUTPUT_DIR", str(tmp_path / "eval"), *SMOKE_ARGS["voc_det"]],
+                synthetic_root)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reproduced = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert reproduced["metrics"] == pytest.approx(results["metrics"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_coco_mask_rcnn_trains_and_reports_box_and_mask_ap(synthetic_root, converted_r50, tmp_path):
+    out = tmp_path / "coco"
+    proc = run(["--config", "detection/coco_R50_C4.yaml", "MODEL.WEIGHTS", str(converted_r50),
+                "OUTPUT_DIR", str(out), *SMOKE_ARGS["coco_det"]], synthetic_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert _finite(results, "bbox", "AP", "AP50", "AP75", "APs", "APm", "APl")
+    assert _finite(results, "segm", "AP", "APs")
+
+
+def test_missing_data_set_fails_before_the_model_is_built_naming_the_folder(tmp_path):
+    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "o")], tmp_path / "nodata")
+    assert proc.returncode != 0
+    assert f"expects {tmp_path / 'nodata' / 'VOC2007'}, which does not exist" in proc.stderr
+    assert "Starting training" not in proc.stderr + proc.stdout
+
+
+def test_unconverted_weights_stop_training_before_any_iteration(synthetic_root, tmp_path):
+    bad = tmp_path / "model_final.pth"
+    torch.save({"kind": "clsa-suite/pretrain", "model": torchvision.models.resnet18().state_dict()}, bad)
+    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(bad),
+                "OUTPUT_DIR", str(tmp_path / "o"), *SMOKE_ARGS["voc_det"]], synthetic_root)
+    assert proc.returncode != 0
+    assert "backbone/res5 weights unset" in proc.stderr and "converters/to_d2.py" in proc.stderr
+    assert "Starting training" not in proc.stderr + proc.stdout
