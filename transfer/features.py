@@ -1,0 +1,108 @@
+"""Frozen-backbone features for the VOC07 protocols, cached on disk.
+
+Each image is resized to 256 (shorter side) and then to 224 x 224, with no crop, as the issue for
+this suite specifies; VISSL's VOC07 config centre-crops instead, which can cut objects near the
+border out of a multi-label image. Normalisation is ImageNet's. The cache holds the raw pooled
+features; the SVM protocol L2-normalises them with `l2_normalise` (f / (||f|| + 1e-5), Goyal et al.
+2019), while the paper's linear classifier sees them as the backbone's fc layer would.
+
+Layers of the res5 (layer4) map, 7 x 7 at 224 px:
+- "res5": global average pool, 2048-d for ResNet-50 (512-d for ResNet-18);
+- "res5_2x2": AvgPool2d(6, stride 1) -> 2 x 2 x 2048 = 8192-d, the original benchmark's feature.
+"""
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from common.io import atomic_path, sha256_file
+from converters.checkpoint import load_backbone
+
+LAYERS = {
+    "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    "res5_2x2": lambda: nn.Sequential(nn.AvgPool2d(6, stride=1), nn.Flatten()),
+}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Part of every cache key: bump it when the transform or the pooling changes.
+FEATURE_VERSION = 2
+
+
+def default_cache_dir():
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clsa-suite" / "features"
+
+
+def build_resnet(weights):
+    """(torchvision ResNet with the checkpoint's backbone weights, its Backbone record)."""
+    backbone = load_backbone(weights, encoder="query")
+    model = getattr(torchvision.models, backbone.arch)()
+    missing, unexpected = model.load_state_dict(backbone.state_dict, strict=False)
+    assert not unexpected and all(k.startswith("fc.") for k in missing), (missing, unexpected)
+    return model, backbone
+
+
+def build_trunk(weights, layer):
+    """Frozen conv trunk (conv1 .. layer4) plus the pooling of `layer`, in eval mode."""
+    model, _ = build_resnet(weights)
+    trunk = nn.Sequential(*list(model.children())[:-2], LAYERS[layer]())
+    return trunk.eval().requires_grad_(False)
+
+
+class ImageList(torch.utils.data.Dataset):
+    transform = v2.Compose([
+        v2.ToImage(), v2.Resize(256, antialias=True), v2.Resize((224, 224), antialias=True),
+        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+    def __init__(self, paths):
+        self.paths = list(paths)
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB"))
+
+
+def l2_normalise(features):
+    return (features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-5)).astype(np.float32)
+
+
+@torch.no_grad()
+def extract(trunk, paths, batch_size=64, num_workers=2, desc="features"):
+    """Float32 features (images x dim) of `paths`; on the GPU when there is one."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    trunk = trunk.to(device)
+    loader = torch.utils.data.DataLoader(ImageList(paths), batch_size=batch_size, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
+    chunks = [trunk(batch.to(device, non_blocking=True)).float().cpu().numpy()
+              for batch in tqdm(loader, desc=desc, unit="batch")]
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def cache_path(cache_dir, weights_sha256, split, layer, paths):
+    """Cache file keyed by checkpoint sha256, split and layer (+ a hash of the image list, so two data
+    roots with the same split name never share an entry)."""
+    images = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{weights_sha256}_{split}-{images}_{layer}_v{FEATURE_VERSION}.npy"
+
+
+def cached_features(weights, split, paths, layer="res5", cache_dir=None, weights_sha256=None, **extract_args):
+    """Features of `paths` under `weights`, read from the cache when present, else extracted and cached."""
+    if layer not in LAYERS:
+        raise ValueError(f"unknown layer {layer!r}; choose one of {sorted(LAYERS)}")
+    weights_sha256 = weights_sha256 or sha256_file(weights)
+    path = cache_path(cache_dir or default_cache_dir(), weights_sha256, split, layer, paths)
+    if path.is_file():
+        return np.load(path)
+    features = extract(build_trunk(weights, layer), paths, desc=f"{split} {layer}", **extract_args)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, features)
+    return features

@@ -1,0 +1,51 @@
+"""Pascal VOC2007 image-level labels, read from ImageSets/Main/<class>_<split>.txt (1 / -1 / 0)."""
+import os
+from pathlib import Path
+
+import numpy as np
+
+# The 20 VOC class names in the devkit's order (the synthetic sets write the same list).
+from common.synthetic import VOC_CLASSES
+
+LAYOUT = "VOC2007/{JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.txt}"
+
+
+class DatasetError(FileNotFoundError):
+    """A data set folder that is missing or incomplete; the message names the path and the fix."""
+
+
+def voc2007_root(data_root=None):
+    """--data-root, else $DETECTRON2_DATASETS/VOC2007 (detectron2's convention), checked for its layout."""
+    if data_root is None:
+        base = os.environ.get("DETECTRON2_DATASETS", "datasets")
+        data_root = Path(base) / "VOC2007"
+    root = Path(data_root)
+    for sub in ("JPEGImages", "ImageSets/Main"):
+        if not (root / sub).is_dir():
+            raise DatasetError(f"{root / sub} not found: expected the layout {LAYOUT}; pass --data-root "
+                               "or set DETECTRON2_DATASETS to the folder that holds VOC2007")
+    return root
+
+
+def read_split(root, split):
+    """(image paths, int8 labels of shape images x 20 in {1, -1, 0}) of a VOC2007 split."""
+    root = Path(root)
+    ids, columns = None, []
+    for name in VOC_CLASSES:
+        path = root / "ImageSets" / "Main" / f"{name}_{split}.txt"
+        if not path.is_file():
+            raise DatasetError(f"{path} not found: expected the layout {LAYOUT}")
+        rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        if any(len(row) != 2 or row[1] not in ("1", "-1", "0") for row in rows):
+            raise DatasetError(f"{path}: every line must be '<image id> <1|-1|0>'")
+        file_ids = [row[0] for row in rows]
+        if ids is None:
+            ids = file_ids
+        elif file_ids != ids:
+            raise DatasetError(f"{path} lists other images than {VOC_CLASSES[0]}_{split}.txt")
+        columns.append([int(row[1]) for row in rows])
+    paths = [root / "JPEGImages" / f"{i}.jpg" for i in ids]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DatasetError(f"{missing[0]} not found ({len(missing)} images of {split} missing)")
+    return paths, np.array(columns, np.int8).T
