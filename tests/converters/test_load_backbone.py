@@ -114,3 +114,20 @@ def test_pretraining_checkpoint_without_the_requested_encoder_is_an_error(tmp_pa
 
     with pytest.raises(CheckpointError, match=r"has no encoder_k\.\* weights for --encoder key"):
         load_backbone(tmp_path / "ckpt.pth", encoder="key")
+
+
+@pytest.mark.parametrize("encoder", ["query", "key"])
+def test_checkpoint_written_by_pretraining_is_read(tmp_path, encoder):
+    from pretrain.builder import CLSA
+    from pretrain.checkpoint import save_checkpoint
+
+    model = CLSA(arch="resnet18", queue_size=64)
+    model.encoder_k.load_state_dict(random_resnet("resnet18", seed=3).state_dict(), strict=False)
+    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9)
+    path = save_checkpoint(tmp_path, "model_0000009", model, optimizer, iteration=9, epoch=0, config_yaml="A: 1\n")
+
+    backbone = load_backbone(path, encoder=encoder)
+
+    assert (backbone.source_kind, backbone.arch) == ("clsa-suite pretraining checkpoint", "resnet18")
+    encoder_module = model.encoder_q if encoder == "query" else model.encoder_k
+    assert_same_tensors(backbone.state_dict, backbone_tensors(encoder_module))
