@@ -137,19 +137,35 @@ class StrongAugment(v2.Transform):
         return f"num_ops={self.num_ops}, prob={self.prob}"
 
 
-class SeparableGaussianBlur(v2.GaussianBlur):
-    """v2.GaussianBlur computed as a horizontal then a vertical pass in float32, rounded once.
+def _gaussian_blur_matrix(length, kernel_size, sigma):
+    """M (length x length) such that x @ M blurs x along its last dimension exactly as torchvision's
+    Gaussian blur does: same 1-D kernel, reflect padding folded into the matrix."""
+    radius = kernel_size // 2
+    taps = torch.arange(-radius, radius + 1)
+    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
+    weights /= weights.sum()
+    out = torch.arange(length).unsqueeze(1)
+    src = (out + taps).abs()
+    src = torch.where(src > length - 1, 2 * (length - 1) - src, src)
+    matrix = torch.zeros(length, length)
+    matrix.index_put_((src.flatten(), out.expand_as(src).flatten()), weights.repeat(length), accumulate=True)
+    return matrix
 
-    A Gaussian kernel is separable, so this equals the 2-D blur up to rounding (at most 1 grey
-    level) at 2k instead of k^2 multiplies per pixel: ~5x faster on the CPU for the 23-pixel kernel
-    of a 224 crop, where the 2-D blur took most of a view's time.
+
+class MatmulGaussianBlur(v2.GaussianBlur):
+    """v2.GaussianBlur (same sigma draw, same result within 1 grey level) computed as M_h^T @ x @ M_w.
+
+    torch's depthwise 2-D convolution is slow on the CPU: for the 23-pixel kernel of a 224 crop it
+    took more time than the rest of the view. Two small matrix products are ~6x faster there and
+    no slower on 96 crops.
     """
 
     def transform(self, inpt, params):
         kernel_x, kernel_y = self.kernel_size
         sigma_x, sigma_y = params["sigma"]
-        out = F.gaussian_blur(inpt.to(torch.float32), [kernel_x, 1], [sigma_x, sigma_x])
-        out = F.gaussian_blur(out, [1, kernel_y], [sigma_y, sigma_y])
+        height, width = inpt.shape[-2:]
+        out = (_gaussian_blur_matrix(height, kernel_y, sigma_y).T @ inpt.to(torch.float32)
+               @ _gaussian_blur_matrix(width, kernel_x, sigma_x))
         return out if inpt.is_floating_point() else out.round_().to(inpt.dtype)
 
 
@@ -163,7 +179,7 @@ def _view_transform(size, scale, strong=None):
         v2.RandomResizedCrop(size, scale=scale, antialias=True),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([SeparableGaussianBlur(_blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomApply([MatmulGaussianBlur(_blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
         v2.RandomHorizontalFlip(),
     ]
     if strong is not None:
