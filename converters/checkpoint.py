@@ -120,18 +120,15 @@ def _one_line(error):
 
 
 def _pickle_mentions(path, words):
-    """Whether the pickle's opcodes carry any of `words` as a string; nothing is executed."""
-    found = False
+    """Whether the (first) pickle in `path` carries any of `words` as a string; nothing is executed."""
     with open(path, "rb") as f:
         try:
             for _, arg, _ in pickletools.genops(f):
-                if isinstance(arg, bytes):
-                    arg = arg.decode("latin1")
-                if isinstance(arg, str) and arg in words:
-                    found = True
-        except Exception:  # truncated or not a pickle after all: judge by what was read
+                if isinstance(arg, (str, bytes)) and (arg.decode("latin1") if isinstance(arg, bytes) else arg) in words:
+                    return True
+        except Exception:  # truncated, or not a pickle after all: judge by what was read
             pass
-    return found
+    return False
 
 
 def _find_resnet_weights(path, obj, encoder):
