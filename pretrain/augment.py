@@ -7,13 +7,13 @@ on some setups; see protocols.md, "Other").
 
 A strong view is a weak-style view followed by `StrongAugment`: 5 rounds of "pick one of the 14 ops
 of Table 1 uniformly, apply it with p=0.5 at a magnitude drawn uniformly from its Table 1 range".
-Deviations from the reference code (data_processing/RandAugment.py), which follows the paper's text
-less closely than Table 1:
+Where the reference code (data_processing/RandAugment.py) departs from Table 1, we follow Table 1:
 - the reference pool has Identity where Table 1 has Invert; we use Invert;
 - the reference draws v in {1..9} (factors 0.14..0.86, shear <= 0.27, rotate <= 27 deg, posterize
-  4..7 bits); we draw from the full Table 1 ranges.
+  4..7 bits, solarize thresholds 26..231); we draw from the full Table 1 ranges.
 Like the reference, geometric ops use nearest resampling and fill with black, shears pivot on the
-top-left corner (PIL's AFFINE convention) and rotations on the image centre.
+top-left corner (PIL's AFFINE convention) and rotations on the image centre. The Gaussian blur has a
+kernel of ~10% of the crop side (SimCLR's choice), where MoCo's PIL blur has an untruncated kernel.
 """
 import math
 from dataclasses import dataclass
@@ -243,7 +243,7 @@ class MultiViewTransform:
 
     def __call__(self, image):
         if isinstance(image, Image.Image):
-            image = F.pil_to_tensor(image.convert("RGB"))
+            image = F.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         if image.dtype != torch.uint8 or image.ndim != 3:
             raise TypeError(f"MultiViewTransform expects a PIL image or a uint8 CHW tensor, got "
                             f"{image.dtype} of shape {tuple(image.shape)}")

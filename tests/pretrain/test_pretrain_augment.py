@@ -303,3 +303,10 @@ def test_unknown_preset_names_the_choices():
 def test_non_uint8_input_is_rejected():
     with pytest.raises(TypeError, match="uint8"):
         MultiViewTransform.from_preset("mocov2")(torch.rand(3, 32, 32))
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA"])
+def test_non_rgb_pil_images_become_three_channel_views(mode):
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 50, 3), dtype=np.uint8)).convert(mode)
+    views = MultiViewTransform(key_size=24, weak=[(16, (0.5, 1.0))])(image)
+    assert [tuple(v.shape) for v in views] == [(3, 24, 24), (3, 16, 16)]
