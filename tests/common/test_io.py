@@ -17,6 +17,12 @@ def test_atomic_write_replaces_only_on_success(tmp_path):
     assert list(tmp_path.iterdir()) == [target], "no temporary file may be left behind"
 
 
+def test_atomic_write_gives_the_permissions_of_a_plain_open(tmp_path):
+    atomic_write_json({}, tmp_path / "a.json")
+    (tmp_path / "b.json").write_text("{}")
+    assert (tmp_path / "a.json").stat().st_mode == (tmp_path / "b.json").stat().st_mode
+
+
 def test_sha256_matches_hashlib(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "f").write_bytes(data)
