@@ -1,0 +1,41 @@
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from transfer import features
+
+
+def test_feature_cache_is_reused_and_the_model_built_once(tmp_path, synthetic_root, monkeypatch):
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    paths = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:3]
+    calls = []
+
+    def fake_trunk(path, layer):
+        calls.append((path, layer))
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # 3-d "features": mean colour
+
+    monkeypatch.setattr(features, "build_trunk", fake_trunk)
+    first = features.cached_features(weights, "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
+    second = features.cached_features(weights, "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (3, 3)
+    # Another layer or split is another cache entry.
+    features.cached_features(weights, "test", paths, "res5", tmp_path / "cache", num_workers=0)
+    assert len(calls) == 2
+
+
+def test_layers_give_gap_and_2x2_features_of_the_res5_map():
+    res5 = torch.arange(2 * 4 * 7 * 7, dtype=torch.float32).reshape(2, 4, 7, 7)
+    gap = features.LAYERS["res5"]()(res5)
+    torch.testing.assert_close(gap, res5.mean((2, 3)))
+    pooled = features.LAYERS["res5_2x2"]()(res5)
+    assert pooled.shape == (2, 4 * 2 * 2)
+    torch.testing.assert_close(pooled.reshape(2, 4, 2, 2)[:, :, 1, 0], res5[:, :, 1:7, 0:6].mean((2, 3)))
+
+
+def test_l2_normalise_matches_goyal_formula():
+    f = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_allclose(features.l2_normalise(f), [[3 / (5 + 1e-5), 4 / (5 + 1e-5)], [0, 0]], rtol=1e-6)

@@ -1,0 +1,54 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+from transfer.imagenet_linear import BackboneChanged, build_model, check_backbone_unchanged
+
+
+@pytest.fixture
+def r18_weights(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    return path
+
+
+def test_sanity_check_fires_when_a_backbone_weight_changes(r18_weights):
+    model, reference = build_model(r18_weights, num_classes=10)
+    with torch.no_grad():
+        model.fc.weight += 1.0  # fc is meant to learn: no alarm
+    check_backbone_unchanged(model, reference)
+    with torch.no_grad():
+        model.layer3[0].conv2.weight[0, 0, 0, 0] += 1e-6
+    with pytest.raises(BackboneChanged, match="layer3.0.conv2.weight"):
+        check_backbone_unchanged(model, reference)
+
+
+def test_only_fc_trains_and_it_starts_at_n0_001(r18_weights):
+    model, _ = build_model(r18_weights, num_classes=1000)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    assert abs(model.fc.weight.std().item() - 0.01) < 1e-3 and model.fc.bias.abs().max() == 0
+
+
+@pytest.mark.slow
+def test_runs_an_epoch_then_resumes_to_the_next(r18_weights, tmp_path, synthetic_root):
+    cmd = [sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
+           str(synthetic_root / "imagenet"), "--output-dir", str(tmp_path / "out"), "--workers", "0",
+           "--batch-size", "40"]
+    subprocess.run(cmd + ["--epochs", "1"], check=True, capture_output=True)
+    second = subprocess.run(cmd + ["--epochs", "2"], check=True, capture_output=True, text=True)
+    assert "resumed from" in second.stdout
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["epoch"] for row in results["history"]] == [1, 2]
+    assert results["split_sizes"] == {"train": 80, "val": 40, "classes": 10}
+    assert 0 <= results["metrics"]["top1_last"] <= results["metrics"]["top5_last"] <= 100
+
+
+def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
+    out = subprocess.run([sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights),
+                          "--data", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "nowhere/train not found" in out.stderr
