@@ -125,13 +125,14 @@ def main(args):
     net = nn.parallel.DistributedDataParallel(model, [device] if device.type == "cuda" else None) if world > 1 else model
     lr = PRESET_LR[args.preset]
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=lr, momentum=0.9, weight_decay=0)
-    loaders = {}
-    for split, dataset in (("train", train_set), ("val", val_set)):
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=split == "train", seed=args.seed) \
-            if world > 1 else None
-        loaders[split] = torch.utils.data.DataLoader(
-            dataset, batch_size=args.batch_size // world, shuffle=split == "train" and sampler is None,
-            sampler=sampler, num_workers=args.workers, pin_memory=device.type == "cuda", drop_last=False)
+    loader_args = dict(batch_size=args.batch_size // world, num_workers=args.workers,
+                       pin_memory=device.type == "cuda")
+    train_sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if world > 1 else None
+    train_loader = torch.utils.data.DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler,
+                                               **loader_args)
+    # Each process scores a disjoint slice of val (no padding duplicates, unlike DistributedSampler).
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(rank, len(val_set), world)),
+                                             **loader_args)
 
     checkpoint_path = args.output_dir / "checkpoint.pth"
     history, first_epoch = [], 0
@@ -149,15 +150,16 @@ def main(args):
     for epoch in range(first_epoch, args.epochs):
         for group in optimizer.param_groups:  # MoCo's per-epoch cosine: lr * 0.5 * (1 + cos(pi * epoch / epochs))
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
-        if world > 1:
-            loaders["train"].sampler.set_epoch(epoch)
-        for images, targets in tqdm(loaders["train"], desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
+        if train_sampler is not None:
+            train_sampler.set_epoch(epoch)
+        for images, targets in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
                                     disable=not show):
             loss = loss_fn(net(images.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        top1, top5 = evaluate(net, loaders["val"], device, show)
+        # The plain module: DDP's forward would broadcast buffers, a collective that uneven slices would hang.
+        top1, top5 = evaluate(model, val_loader, device, show)
         history.append({"epoch": epoch + 1, "top1": top1, "top5": top5, "lr": optimizer.param_groups[0]["lr"]})
         if show:
             print(f"epoch {epoch + 1}: top-1 {top1:.2f}  top-5 {top5:.2f}")

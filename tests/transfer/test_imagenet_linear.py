@@ -52,3 +52,15 @@ def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
                           "--data", str(tmp_path / "nowhere")], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "nowhere/train not found" in out.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_share_the_work(r18_weights, tmp_path, synthetic_root):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    subprocess.run(torchrun + ["transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
+                               str(synthetic_root / "imagenet"), "--output-dir", str(tmp_path), "--epochs", "1",
+                               "--workers", "0", "--batch-size", "40"], check=True, capture_output=True)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["processes"] == 2 and len(results["history"]) == 1
+    # Val accuracy is counted over the 40 val images exactly once across both processes.
+    assert (results["metrics"]["top1_last"] * 40 / 100) == pytest.approx(round(results["metrics"]["top1_last"] * 0.4))
