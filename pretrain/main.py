@@ -52,14 +52,19 @@ def parse_args(argv=None):
 def setup(args, world_size):
     """The frozen config for `args`; every error a user can fix is raised here, before any process starts."""
     cfg = get_cfg()
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
     if len(args.opts) % 2:
         raise ValueError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
+    # yacs reports an unknown key with an assert (overrides) or a KeyError (files).
+    try:
+        if args.config_file:
+            cfg.merge_from_file(args.config_file)
+    except (KeyError, AssertionError) as e:
+        raise KeyError(f"{args.config_file}: {e.args[0]}; the keys and their defaults are in pretrain/config.py") from None
     try:
         cfg.merge_from_list(args.opts)
-    except KeyError as e:
-        raise KeyError(f"{e.args[0]}; the keys and their defaults are in pretrain/config.py") from None
+    except (KeyError, AssertionError) as e:
+        raise KeyError(f"{e.args[0]} in the command-line overrides; the keys and their defaults are in "
+                       f"pretrain/config.py") from None
     cfg.freeze()
 
     batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE

@@ -1,0 +1,162 @@
+"""`python pretrain/main.py` end to end on tiny runs: presets, outputs, exact resume, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pretrain.augment import PRESET_VIEWS
+from pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
+from pretrain.main import learning_rate, main, parse_args, setup
+
+REPO = Path(__file__).resolve().parents[2]
+PRESETS = sorted((REPO / "pretrain" / "configs").glob("*.yaml"))
+
+
+def tiny(root, output_dir, *extra):
+    """resnet18 on 32 px key/weak and 24 px strong crops, global batch 8, queue 16, 10 iterations/epoch."""
+    return ["--config-file", str(REPO / "pretrain/configs/clsa_single.yaml"),
+            "DATA.ROOT", str(root), "OUTPUT_DIR", str(output_dir), "MODEL.ARCH", "resnet18",
+            "MODEL.DIM", "16", "MODEL.MLP_HIDDEN", "32", "MODEL.QUEUE_SIZE", "16", "SOLVER.BATCH_SIZE", "8",
+            "DATA.NUM_WORKERS", "0", "DATA.VIEWS", "", "DATA.KEY_SIZE", "32",
+            "DATA.WEAK_SIZES", "[32]", "DATA.WEAK_SCALES", "[[0.2, 1.0]]",
+            "DATA.STRONG_SIZES", "[24]", "DATA.STRONG_SCALES", "[[0.086, 0.429]]", "LOG_PERIOD", "2", *extra]
+
+
+@pytest.fixture(scope="module")
+def train_root(synthetic_root):
+    return synthetic_root / "imagenet" / "train"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_preset_loads_with_paper_defaults_and_its_views(preset):
+    cfg = setup(parse_args(["--config-file", str(preset)]), world_size=8)
+    assert cfg.DATA.VIEWS == preset.stem and cfg.DATA.VIEWS in PRESET_VIEWS
+    assert (cfg.MODEL.QUEUE_SIZE, cfg.MODEL.MOMENTUM, cfg.MODEL.TEMPERATURE, cfg.MODEL.DDM_TEMPERATURE,
+            cfg.MODEL.DDM_WEIGHT, cfg.MODEL.DIM, cfg.MODEL.MLP_HIDDEN) == (65536, 0.999, 0.2, 0.2, 1.0, 128, 2048)
+    assert (cfg.SOLVER.BATCH_SIZE, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
+            cfg.SOLVER.EPOCHS) == (256, 0.03, 0.9, 1e-4, 200)
+    expected_loss = "contrastive" if preset.stem in ("mocov2_strong_query", "mocov2_strong_query_key",
+                                                     "clsa_single_contrastive") else "ddm"
+    assert cfg.MODEL.STRONG_LOSS == expected_loss
+
+
+def test_learning_rate_scales_with_batch_warms_up_and_decays_to_zero():
+    cfg = setup(parse_args(["SOLVER.BATCH_SIZE", "512", "SOLVER.EPOCHS", "10", "SOLVER.WARMUP_EPOCHS", "1",
+                            "MODEL.QUEUE_SIZE", "1024"]), world_size=1)
+    assert learning_rate(cfg, 9, iters_per_epoch=10) == pytest.approx(0.06)  # end of warmup: 0.03 * 512/256
+    assert learning_rate(cfg, 4, iters_per_epoch=10) == pytest.approx(0.03)
+    assert learning_rate(cfg, 10, iters_per_epoch=10) == pytest.approx(0.06)
+    assert learning_rate(cfg, 55, iters_per_epoch=10) == pytest.approx(0.03)  # half-way through the cosine
+    assert learning_rate(cfg, 99, iters_per_epoch=10) < 1e-3
+
+
+def test_unknown_config_key_is_a_clear_error():
+    with pytest.raises(KeyError, match="MODEL.QUEUE_SIZ.*pretrain/config.py"):
+        setup(parse_args(["MODEL.QUEUE_SIZ", "4096"]), world_size=1)
+
+
+def test_queue_not_a_multiple_of_the_global_batch_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"QUEUE_SIZE \(1000\).*SOLVER.BATCH_SIZE \(256\)"):
+        setup(parse_args(["MODEL.QUEUE_SIZE", "1000"]), world_size=1)
+    with pytest.raises(ValueError, match="divisible by the 3 processes"):
+        setup(parse_args([]), world_size=3)
+
+
+def test_missing_data_root_fails_before_training(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        main(parse_args(tiny(tmp_path / "does-not-exist", tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+def tiny_checkpoint(output_dir, iteration):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    return save_checkpoint(output_dir, f"model_{iteration:07d}", model, optimizer, iteration, 0, "SEED: 0\n")
+
+
+def test_truncated_checkpoint_is_named_and_resume_falls_back_to_the_previous_one(tmp_path, caplog):
+    older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
+    newer.write_bytes(newer.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="model_0000009.pth is corrupt or truncated"):
+        load_checkpoint(newer)
+    path, checkpoint = find_resume_checkpoint(tmp_path)
+    assert path == older and checkpoint["iteration"] == 4
+    assert "model_0000009.pth" in caplog.text
+    older.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no readable checkpoint"):
+        find_resume_checkpoint(tmp_path)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    checkpoint = torch.load(tiny_checkpoint(tmp_path, 0), weights_only=True)
+    assert checkpoint["kind"] == "clsa-suite/pretrain" and isinstance(checkpoint["rng"]["torch"], torch.Tensor)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000000.pth"
+
+
+def final_state(output_dir):
+    return torch.load(Path(output_dir) / "model_final.pth", weights_only=True)
+
+
+def test_run_writes_detectron2_style_outputs(train_root, tmp_path):
+    main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD_ITERS", "2")))
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert (tmp_path / "model_0000001.pth").exists() and (tmp_path / "config.yaml").exists()
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+    lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [1, 3]
+    assert {"loss", "loss_contrastive", "loss_ddm", "top1", "lr", "img_per_s", "data_time"} <= set(lines[0])
+    checkpoint = final_state(tmp_path)
+    assert checkpoint["iteration"] == 3 and checkpoint["model"]["queue_ptr"].item() == 0  # 4 x 8 keys, K 16
+    assert "resnet18" in checkpoint["config"]
+
+
+def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(train_root, tmp_path):
+    """12 iterations straight vs 5 + resume + 7 (iteration 5 is mid-epoch; the run crosses epoch 1)."""
+    main(parse_args(tiny(train_root, tmp_path / "straight", "SOLVER.MAX_ITER", "12")))
+    main(parse_args(tiny(train_root, tmp_path / "resumed", "SOLVER.MAX_ITER", "5")))
+    main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path / "resumed", "SOLVER.MAX_ITER", "12")]))
+    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert straight["iteration"] == resumed["iteration"] == 11
+    assert straight["model"].keys() == resumed["model"].keys()
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    first_momentum = next(iter(straight["optimizer"]["state"].values()))["momentum_buffer"]
+    assert torch.equal(first_momentum, next(iter(resumed["optimizer"]["state"].values()))["momentum_buffer"])
+
+
+def test_non_finite_loss_stops_naming_the_iteration_and_saves_nothing(train_root, tmp_path):
+    with pytest.raises(FloatingPointError, match="iteration 0"):
+        main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", "MODEL.TEMPERATURE", "0.0")))
+    assert not list(tmp_path.glob("*.pth"))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root, tmp_path):
+    args = tiny(train_root, tmp_path / "killed", "SOLVER.MAX_ITER", "30", "LOG_PERIOD", "1")
+    process = subprocess.Popen([sys.executable, str(REPO / "pretrain/main.py"), *args], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    metrics = tmp_path / "killed" / "metrics.json"
+    while not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 0
+    stopped_at = load_checkpoint(tmp_path / "killed" / (tmp_path / "killed" / "last_checkpoint").read_text())
+    assert 2 <= stopped_at["iteration"] < 29
+    main(parse_args(["--resume", "auto", *args]))
+    main(parse_args(tiny(train_root, tmp_path / "straight", "SOLVER.MAX_ITER", "30")))
+    killed, straight = final_state(tmp_path / "killed"), final_state(tmp_path / "straight")
+    assert all(torch.equal(v, killed["model"][k]) for k, v in straight["model"].items())
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_through_main(train_root, tmp_path):
+    main(parse_args(["--num-gpus", "2", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "3")]))
+    checkpoint = final_state(tmp_path)
+    assert checkpoint["iteration"] == 2 and checkpoint["model"]["queue_ptr"].item() == 8  # 3 x 8 keys mod 16
