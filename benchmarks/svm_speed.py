@@ -14,8 +14,10 @@ costs and the same test mAP (bit for bit), then prints the times.
 """
 import argparse
 import time
+import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import cross_val_score
 
 from transfer import svm
@@ -29,7 +31,8 @@ CLASS_FREQUENCY = (0.05, 0.05, 0.07, 0.04, 0.05, 0.04, 0.15, 0.07, 0.09, 0.03,
 def synthetic_features(n, rng, protos, offset):
     labels = np.where(rng.random((n, len(CLASS_FREQUENCY))) < CLASS_FREQUENCY, 1, -1).astype(np.int8)
     # An image-level nuisance shared by all positions keeps the classes from being trivially separable.
-    signal = (labels == 1).astype(np.float32) @ protos + offset + rng.normal(0, 0.3, (n, protos.shape[1])).astype(np.float32)
+    nuisance = rng.normal(0, 0.3, (n, protos.shape[1])).astype(np.float32)
+    signal = (labels == 1).astype(np.float32) @ protos + offset + nuisance
     features = np.zeros((n, protos.shape[1]), np.float32)
     for _ in range(49):
         features += np.maximum(0, signal + rng.normal(0, 1, features.shape).astype(np.float32))
@@ -66,9 +69,6 @@ def main():
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    import warnings
-    from sklearn.exceptions import ConvergenceWarning
-
     warnings.simplefilter("ignore", ConvergenceWarning)  # the baseline's fits warn; ours count them
     rng = np.random.default_rng(args.seed)
     protos = rng.normal(0, 0.03, (len(CLASS_FREQUENCY), 2048)).astype(np.float32)

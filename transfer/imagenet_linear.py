@@ -122,7 +122,9 @@ def main(args):
     torch.manual_seed(args.seed)
     model, reference = build_model(args.weights, len(train_set.classes))
     model.to(device).eval()  # eval for the whole run: BN statistics stay the pretrained ones
-    net = nn.parallel.DistributedDataParallel(model, [device] if device.type == "cuda" else None) if world > 1 else model
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, [device] if device.type == "cuda" else None)
     lr = PRESET_LR[args.preset]
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=lr, momentum=0.9, weight_decay=0)
     loader_args = dict(batch_size=args.batch_size // world, num_workers=args.workers,

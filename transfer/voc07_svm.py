@@ -7,8 +7,6 @@ transfer/metrics.py (voc_ap), the features in transfer/features.py.
 """
 import time
 
-import numpy as np
-
 from transfer import cli, svm
 from transfer.features import LAYERS, cached_features, l2_normalise
 from transfer.metrics import per_class_voc_ap
