@@ -3,7 +3,9 @@
 detectron2 reads DETECTRON2_DATASETS when its builtin data sets are first imported, so the variable
 is set here, before any test module imports detectron2.
 """
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 
 _DATASETS = Path(tempfile.mkdtemp(prefix="clsa-tests-datasets-"))
 os.environ["DETECTRON2_DATASETS"] = str(_DATASETS)
+atexit.register(shutil.rmtree, _DATASETS, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
