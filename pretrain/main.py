@@ -108,6 +108,16 @@ def learning_rate(cfg, iteration, iters_per_epoch):
     return peak * 0.5 * (1.0 + math.cos(math.pi * (iteration - warmup) / max(total - warmup, 1)))
 
 
+def train_step(net, optimizer, views, num_weak, amp):
+    """One SGD step on [key, *weak, *strong] views; returns the model's outputs, still on the device."""
+    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=amp):
+        out = net(views[0], views[1:1 + num_weak], views[1 + num_weak:])
+    optimizer.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    optimizer.step()
+    return out
+
+
 class StopRequest:
     """Records SIGTERM/SIGUSR1 (cluster preemption) so the loop can checkpoint at a step boundary."""
 
@@ -262,11 +272,7 @@ def train(cfg, resume, rank, world_size, local_rank):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch_views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in batch_views]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out = net(batch_views[0], batch_views[1:1 + num_weak], batch_views[1 + num_weak:])
-            optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            optimizer.step()
+            out = train_step(net, optimizer, batch_views, num_weak, amp)
 
             names = sorted(out)
             values = torch.stack([out[k].detach().float() for k in names])
