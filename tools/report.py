@@ -38,15 +38,15 @@ class Column:
 
 TABLE3 = [
     # The CLSA reference code's "VOC07 accuracy": per-image AP over the 20 labels, averaged over images.
-    Column("VOC07 Accuracy", "voc07_linear", "per_image_mAP"),
+    Column("VOC07 Accuracy", "voc07_linear", "voc07_per_image_AP"),
     Column("VOC07+12 AP50", "voc_det", "bbox", "AP50"),
     Column("COCO AP", "coco_det", "bbox", "AP"),
     Column("COCO APS", "coco_det", "bbox", "APs"),
 ]
 EXTENDED = [
-    Column("VOC07 linear per-class mAP", "voc07_linear", "per_class_mAP"),
+    Column("VOC07 linear per-class mAP", "voc07_linear", "voc07_mAP"),
     Column("VOC07 SVM mAP", "voc07_svm", "voc07_svm_mAP"),
-    Column("ImageNet top-1", "imagenet_linear", "top1"),
+    Column("ImageNet top-1 (best)", "imagenet_linear", "top1_best"),
     Column("VOC07+12 AP", "voc_det", "bbox", "AP"),
     Column("VOC07+12 AP75", "voc_det", "bbox", "AP75"),
     Column("COCO AP50", "coco_det", "bbox", "AP50"),
@@ -124,7 +124,7 @@ def build_report(suite_dirs):
     extended_rows = [(f"{name} (ours)", [_format(c) for c in row["extended"]]) for name, row in ours.items()]
     notes = [
         "VOC07 Accuracy is the CLSA reference code's metric: the average precision of the 20 labels of each "
-        "test image, averaged over images (transfer/voc07_linear.py, per_image_mAP). It is not the VOC07 SVM "
+        "test image, averaged over images (transfer/voc07_linear.py, voc07_per_image_AP). It is not the VOC07 SVM "
         "mAP of PIRL/SwAV/VISSL, which the extended table lists separately.",
         "VOC07+12 AP50: Faster R-CNN R50-C4, VOC07 11-point AP at IoU 0.5. COCO AP/APS: Mask R-CNN R50-C4 "
         "box AP (COCOeval). Mean ± std where several seeds ran.",

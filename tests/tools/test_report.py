@@ -16,7 +16,7 @@ def suite(tmp_path):
     """A checkpoint's suite folder: VOC07 linear once, VOC detection over two seeds, no COCO."""
     s = tmp_path / "clsa_single_200ep"
     _write(s / "voc07_linear" / "results.json",
-           {"task": "voc07_linear", "metrics": {"per_image_mAP": 90.04, "per_class_mAP": 80.0}})
+           {"task": "voc07_linear", "metrics": {"voc07_per_image_AP": 90.04, "voc07_mAP": 80.0}})
     for seed, ap50 in ((0, 80.0), (1, 82.0)):
         _write(s / "voc_det" / f"seed_{seed}" / "results.json",
                {"task": "detection", "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}}})
