@@ -62,7 +62,9 @@ def stage_command(stage, args, weights, d2_weights, out):
     if stage == "convert":
         return py + [str(REPO / "converters/to_d2.py"), str(weights), str(d2_weights)]
     if stage in ("voc07_svm", "voc07_linear"):
-        return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out)] + smoke
+        # Both VOC07 stages read the same frozen features: one cache, one extraction.
+        return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out),
+                     "--cache-dir", str(args.out / "features")] + smoke
     if stage == "imagenet_linear":
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
         return launcher + [str(REPO / "transfer/imagenet_linear.py"), "--weights", str(weights), "--data",
