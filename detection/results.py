@@ -40,3 +40,19 @@ def aggregate_trials(paths):
     return {**{k: first[k] for k in ("task", "datasets", "data_root", "config", "weights", "iterations", "notes")},
             "metrics": mean, "metrics_std": std, "seeds": [t["seed"] for t in trials],
             "trials": [os.path.abspath(p) for p in paths]}
+
+
+def trial_is_done(path, cfg, config_file):
+    """True if `path` holds a finished trial of this config and weights; an existing trial of other
+    weights or another config is an error rather than a result to average in."""
+    if not os.path.isfile(path):
+        return False
+    found = json.loads(open(path).read())
+    weights = cfg.MODEL.WEIGHTS
+    expected = {"config": os.path.abspath(config_file),
+                "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None}
+    actual = {"config": found.get("config"), "weights": found.get("weights", {}).get("sha256")}
+    if actual != expected:
+        raise SystemExit(f"{path} holds a trial of {actual}, not of {expected}; use another OUTPUT_DIR "
+                         "or move it away (it is not averaged in, nor overwritten)")
+    return True

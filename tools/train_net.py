@@ -24,7 +24,7 @@ from detectron2.utils import comm
 from detection.checkpoint import PretrainedWeightsCheckpointer
 from detection.datasets import check_datasets
 from detection.evaluation import build_evaluator
-from detection.results import aggregate_trials, build_results
+from detection.results import aggregate_trials, build_results, trial_is_done
 
 logger = logging.getLogger("detectron2")
 
@@ -32,7 +32,8 @@ logger = logging.getLogger("detectron2")
 class Trainer(DefaultTrainer):
     def __init__(self, cfg):
         super().__init__(cfg)
-        # Same role as DefaultTrainer's checkpointer, but it refuses weights that match no backbone.
+        # Loading goes through this one, which refuses weights that match no backbone; the
+        # PeriodicCheckpointer hook built by DefaultTrainer keeps detectron2's, which saves the same way.
         self.checkpointer = PretrainedWeightsCheckpointer(
             self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
 
@@ -88,8 +89,8 @@ def run_seeds(args, argv):
     for k in range(args.seeds):
         out = os.path.join(cfg.OUTPUT_DIR, f"seed_{base_seed + k}")
         trial_dirs.append(out)
-        if os.path.exists(os.path.join(out, "results.json")):
-            logger.info("trial %d already done in %s", k, out)
+        if trial_is_done(os.path.join(out, "results.json"), cfg, args.config_file):
+            print(f"[train_net] trial {k + 1}/{args.seeds} already done in {out}", flush=True)
             continue
         cmd = [sys.executable, __file__, *_without_seeds(argv), "SEED", str(base_seed + k), "OUTPUT_DIR", out]
         print(f"[train_net] trial {k + 1}/{args.seeds}: seed {base_seed + k} -> {out}", flush=True)

@@ -20,7 +20,7 @@ def model():
     return build_model(cfg)
 
 
-def _backbone_pickle(model, path, author="clsa-suite"):
+def _backbone_pickle(model, path, author="clsa-suite", protocol=4):
     """A converter-style .pkl made from detectron2's own names: backbone.X -> X, roi_heads.res5.X -> res5.X."""
     weights = {}
     for name, value in model.state_dict().items():
@@ -30,12 +30,13 @@ def _backbone_pickle(model, path, author="clsa-suite"):
             weights[name[len("roi_heads."):]] = value
     weights = {k: torch.randn_like(v.float()).numpy() for k, v in weights.items() if "num_batches" not in k}
     with open(path, "wb") as f:
-        pickle.dump({"model": weights, "__author__": author, "matching_heuristics": True}, f)
+        pickle.dump({"model": weights, "__author__": author, "matching_heuristics": True}, f, protocol=protocol)
     return weights
 
 
-def test_converted_backbone_loads_every_weight_except_the_new_res5_norm(model, tmp_path):
-    weights = _backbone_pickle(model, tmp_path / "w.pkl")
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_converted_backbone_loads_every_weight_except_the_new_res5_norm(model, tmp_path, protocol):
+    weights = _backbone_pickle(model, tmp_path / "w.pkl", protocol=protocol)
     incompatible = PretrainedWeightsCheckpointer(model)._load_model(
         PretrainedWeightsCheckpointer(model)._load_file(str(tmp_path / "w.pkl")))
     assert {k.rsplit(".", 1)[0] for k in incompatible.missing_keys if "backbone" in k or "res5" in k} == {"roi_heads.res5.norm"}
