@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 import torchvision
 
-PRETRAIN_KIND = "clsa-suite/pretrain"
+# One error type and one kind string for pretraining checkpoints, whoever reads them.
+from pretrain.checkpoint import KIND as PRETRAIN_KIND, CheckpointError
+
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
 # (blocks in layer1..layer4, bottleneck blocks?) -> torchvision constructor name
@@ -29,13 +31,6 @@ _ARCHS = {
     ((3, 8, 36, 3), True): "resnet152",
 }
 _LAYER_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be converted; the message is one line naming the file and the fix."""
-
-    def __init__(self, path, reason):
-        super().__init__(f"{path}: {reason}")
 
 
 @dataclass

@@ -22,8 +22,12 @@ _REQUIRED = ("kind", "model", "optimizer", "iteration", "epoch", "config", "rng"
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, for resuming or converting alike; the message is one line
+    naming the file and the fix."""
+
+    def __init__(self, path, reason):
+        super().__init__(f"{path}: {reason}")
 
 
 def capture_rng():
@@ -57,12 +61,12 @@ def load_checkpoint(path):
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip, a pickle error, an unreadable file: all mean "damaged"
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e}); "
-                              f"delete it to resume from an older one") from e
+        raise CheckpointError(path, f"corrupt or truncated ({type(e).__name__}: {e}); "
+                                    f"delete it to resume from an older one") from e
     missing = [k for k in _REQUIRED if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing or checkpoint["kind"] != KIND:
-        raise CheckpointError(f"{path} is not a {KIND} checkpoint (missing {missing or 'nothing'}, "
-                              f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
+        raise CheckpointError(path, f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
+                                    f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
     return checkpoint
 
 
@@ -94,6 +98,6 @@ def find_resume_checkpoint(output_dir):
         except CheckpointError as e:
             logger.error("%s; falling back to the previous checkpoint", e)
     if files:
-        raise CheckpointError(f"no readable checkpoint in {output_dir} (tried {[f.name for f in files]}); "
-                              f"remove them or pick another OUTPUT_DIR")
+        raise CheckpointError(output_dir, f"no readable checkpoint (tried {[f.name for f in files]}); "
+                                          f"remove them or pick another OUTPUT_DIR")
     return None

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 import torchvision
@@ -131,3 +133,13 @@ def test_checkpoint_written_by_pretraining_is_read(tmp_path, encoder):
     assert (backbone.source_kind, backbone.arch) == ("clsa-suite pretraining checkpoint", "resnet18")
     encoder_module = model.encoder_q if encoder == "query" else model.encoder_k
     assert_same_tensors(backbone.state_dict, backbone_tensors(encoder_module))
+
+
+def test_resume_and_conversion_raise_the_one_checkpoint_error_the_clis_catch(tmp_path):
+    from pretrain.checkpoint import load_checkpoint
+
+    path = tmp_path / "model_0000009.pth"
+    path.write_bytes(b"PK\x03\x04 truncated")
+    for read in (load_checkpoint, load_backbone):
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(path))}: "):
+            read(path)

@@ -83,7 +83,7 @@ def tiny_checkpoint(output_dir, iteration):
 def test_truncated_checkpoint_is_named_and_resume_falls_back_to_the_previous_one(tmp_path, caplog):
     older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
     newer.write_bytes(newer.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="model_0000009.pth is corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="model_0000009.pth: corrupt or truncated"):
         load_checkpoint(newer)
     path, checkpoint = find_resume_checkpoint(tmp_path)
     assert path == older and checkpoint["iteration"] == 4
