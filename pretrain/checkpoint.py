@@ -14,11 +14,18 @@ import re
 from pathlib import Path
 
 import torch
+import yaml
 
 from common.io import atomic_path, atomic_torch_save
 
 KIND = "clsa-suite/pretrain"
 _REQUIRED = ("kind", "model", "optimizer", "iteration", "epoch", "config", "rng")
+# The config keys that define a run: the weight shapes, the loss, the views, the schedule (the batch
+# sets iterations per epoch, hence the lr and the sampler position) and the seed. A checkpoint
+# resumes only a run that agrees on all of them.
+RUN_KEYS = ("MODEL.ARCH", "MODEL.DIM", "MODEL.MLP_HIDDEN", "MODEL.QUEUE_SIZE", "MODEL.STRONG_LOSS",
+            "DATA.VIEWS", "DATA.WEAK_SIZES", "DATA.WEAK_SCALES", "DATA.STRONG_SIZES", "DATA.STRONG_SCALES",
+            "DATA.STRONG_KEY", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "SEED")
 logger = logging.getLogger(__name__)
 
 
@@ -68,6 +75,21 @@ def load_checkpoint(path):
         raise CheckpointError(path, f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
                                     f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
     return checkpoint
+
+
+def check_same_run(path, checkpoint, config_yaml):
+    """Raises CheckpointError naming the RUN_KEYS on which `checkpoint` and `config_yaml` differ."""
+    def lookup(config, key):
+        for part in key.split("."):
+            config = config.get(part, "<absent>") if isinstance(config, dict) else "<absent>"
+        return config
+
+    saved, current = yaml.safe_load(checkpoint["config"]) or {}, yaml.safe_load(config_yaml)
+    differing = [f"{key} {lookup(saved, key)!r} -> {lookup(current, key)!r}" for key in RUN_KEYS
+                 if lookup(saved, key) != lookup(current, key)]
+    if differing:
+        raise CheckpointError(path, f"written by a different run ({'; '.join(differing)}); resume with the "
+                                    f"checkpoint's own config, or start this run in a new OUTPUT_DIR")
 
 
 def _candidates(output_dir):

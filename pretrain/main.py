@@ -27,7 +27,8 @@ from tqdm import tqdm
 from common.io import atomic_path
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.builder import CLSA
-from pretrain.checkpoint import find_resume_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_checkpoint, restore_rng,
+                                 save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import PretrainImageFolder, check_image_root
 from pretrain.loader import build_loader
@@ -184,6 +185,11 @@ def train(cfg, resume, rank, world_size, local_rank):
     memory_format = torch.channels_last if cuda and cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
     # A gloo group for the per-step "was anyone signalled" vote: it never waits for the GPU.
     control = None if world_size == 1 else (dist.new_group(backend="gloo") if cuda else dist.group.WORLD)
+    # Before config.yaml is overwritten: a checkpoint of another run stops here and loses nothing.
+    found = (find_resume_checkpoint(output_dir) if resume == "auto"
+             else (resume, load_checkpoint(resume)) if resume else None)
+    if found:
+        check_same_run(*found, cfg.dump())
     if rank == 0:
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.dump())
@@ -216,8 +222,6 @@ def train(cfg, resume, rank, world_size, local_rank):
     max_iter = s.MAX_ITER or s.EPOCHS * iters_per_epoch
 
     start_iter = 0
-    found = (find_resume_checkpoint(output_dir) if resume == "auto"
-             else (resume, load_checkpoint(resume)) if resume else None)
     if found:
         path, checkpoint = found
         model.load_state_dict(checkpoint["model"])

@@ -163,6 +163,35 @@ def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root
     assert_bitwise_equal(straight_run, final_state(tmp_path))
 
 
+@pytest.fixture(scope="module")
+def one_iteration_run(train_root, tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("one_iteration")
+    main(parse_args(tiny(train_root, output_dir, "SOLVER.MAX_ITER", "1")))
+    return output_dir
+
+
+@pytest.mark.parametrize("overrides, differing", [
+    (("DATA.VIEWS", "mocov2"), "DATA.VIEWS '' -> 'mocov2'"),  # another preset, the same weight shapes
+    (("SOLVER.BATCH_SIZE", "16"), "SOLVER.BATCH_SIZE 8 -> 16"),  # another lr schedule and sampler position
+    (("MODEL.ARCH", "resnet34", "SEED", "1"), "MODEL.ARCH 'resnet18' -> 'resnet34'; SEED 0 -> 1"),
+])
+@pytest.mark.parametrize("resume", ["auto", "model_final.pth"])
+def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
+        train_root, one_iteration_run, tmp_path, overrides, differing, resume):
+    output_dir = one_iteration_run if resume == "auto" else tmp_path
+    config_before = (one_iteration_run / "config.yaml").read_text()
+    resume = resume if resume == "auto" else str(one_iteration_run / resume)
+    # MAX_ITER 1: a resume that wrongly went ahead would find the run finished rather than train.
+    args = tiny(train_root, output_dir, "MODEL.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "1", *overrides)
+    with pytest.raises(CheckpointError) as error:
+        main(parse_args(["--resume", resume, *args]))
+    message = str(error.value)
+    assert message.startswith(f"{one_iteration_run / 'model_final.pth'}: written by a different run")
+    assert f"({differing});" in message and "new OUTPUT_DIR" in message and "\n" not in message
+    assert (one_iteration_run / "config.yaml").read_text() == config_before
+    assert final_state(one_iteration_run)["iteration"] == 0
+
+
 def test_non_finite_loss_stops_naming_the_iteration_and_saves_nothing(train_root, tmp_path):
     with pytest.raises(FloatingPointError, match="iteration 0"):
         main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", "MODEL.TEMPERATURE", "0.0")))
