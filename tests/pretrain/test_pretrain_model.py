@@ -85,9 +85,26 @@ def test_momentum_update_is_exact_and_in_place():
         bound = 4 * 2.0 ** -24 * (0.99 * kp.abs() + 0.01 * qp.abs())
         assert ((param.double() - (0.99 * kp + 0.01 * qp)).abs() <= bound).all()
         assert param.data_ptr() == ptr
-    # BN statistics are the key encoder's own (MoCo): only parameters follow the query encoder.
-    bn_k, bn_q = model.encoder_k.bn1, model.encoder_q.bn1
-    assert bn_k.running_mean is not bn_q.running_mean
+
+
+def test_momentum_update_moves_key_parameters_but_leaves_key_bn_statistics_alone():
+    """BN running statistics are the key encoder's own (MoCo): only parameters follow the query encoder."""
+    model = tiny_model(momentum=0.5)
+    with torch.no_grad():
+        for encoder, shift in ((model.encoder_q, 3.0), (model.encoder_k, -1.0)):
+            for bn in (m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+                bn.running_mean.normal_().add_(shift)
+                bn.running_var.uniform_(0.5, 2.0).add_(shift + 1.0)
+        for p in model.encoder_q.parameters():
+            p.add_(1.0)  # the update must change every key parameter
+    buffers_before = {k: v.clone() for k, v in model.encoder_k.named_buffers()}
+    params_before = {k: v.clone() for k, v in model.encoder_k.named_parameters()}
+    model.momentum_update_key_encoder()
+    for name, value in model.encoder_k.named_buffers():
+        assert torch.equal(value, buffers_before[name]), name
+    assert any(name.endswith("running_var") for name in buffers_before)
+    for name, value in model.encoder_k.named_parameters():
+        assert not torch.equal(value, params_before[name]), name
 
 
 def test_queue_is_fifo_and_its_pointer_wraps():
