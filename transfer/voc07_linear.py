@@ -5,7 +5,9 @@
 A linear layer on the frozen global-average-pooled res5 feature (2048-d for ResNet-50), trained on
 VOC2007 trainval as the paper states (the reference code trains on train and picks the epoch on
 val), tested on VOC2007 test. SGD lr 0.05, momentum 0.9, no weight decay, batch 256, 100 epochs,
-constant lr, BCE-with-logits over the 20 labels; difficult labels count as negative in training.
+constant lr, BCE-with-logits summed over the 20 labels and the batch (reduction="sum", as the reference
+code; the mean over batch x 20 would make each step 1/5120 as large and leave the layer undertrained);
+difficult labels count as negative in training.
 The layer starts at N(0, 0.01), bias 0 (as MoCo's linear evaluation). Features are computed once
 (no augmentation; the reference code augments and uses 5-crop testing, which this protocol omits).
 
@@ -43,7 +45,7 @@ def get_parser():
 
 
 def train_linear(features, labels, epochs, lr, batch_size, seed):
-    """nn.Linear trained with BCE-with-logits on (images x classes) VOC labels; 1 positive, else 0."""
+    """nn.Linear trained with summed BCE-with-logits on (images x classes) VOC labels; 1 positive, else 0."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.from_numpy(features)
     y = torch.from_numpy((labels == 1).astype(np.float32))
@@ -51,7 +53,7 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
     nn.init.normal_(layer.weight, 0, 0.01, generator=generator)
     nn.init.zeros_(layer.bias)
     optimizer = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9, weight_decay=0)
-    loss_fn = nn.BCEWithLogitsLoss()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     for _ in tqdm(range(epochs), desc="linear layer", unit="epoch"):
         for batch in torch.randperm(len(x), generator=generator).split(batch_size):
             optimizer.zero_grad()
@@ -89,7 +91,8 @@ def main(args):
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
         "protocol": (f"CLSA section 4.1: linear layer (N(0, 0.01) init) on frozen GAP res5 features (resize 256 "
                      f"then 224x224, no crop, not normalised), trained on VOC07 trainval, SGD lr {args.lr} momentum "
-                     f"0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, constant lr, BCE-with-logits, "
+                     f"0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, constant lr, BCE-with-logits "
+                     "summed over labels and batch (reduction='sum', as the reference code), "
                      "difficult = negative; tested on VOC07 test. voc07_mAP: VOC all-point AP per class, difficult "
                      "excluded, mean over 20. voc07_per_image_AP: label-ranking AP per test image, difficult labels "
                      f"left out, images without a positive skipped ({images} of {len(test_labels)} used)."),
