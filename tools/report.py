@@ -65,33 +65,26 @@ def _lookup(metrics, path):
     return metrics
 
 
-def _stage_results(stage_dir):
-    """The stage's results.json files: seed_*/results.json trials if present, else results.json."""
-    trials = sorted(stage_dir.glob("seed_*/results.json"))
-    if trials:
-        return [json.loads(p.read_text()) for p in trials]
-    single = stage_dir / "results.json"
-    return [json.loads(single.read_text())] if single.is_file() else []
-
-
 def cell(suite_dir, column):
-    """{"mean", "std", "n"} of a column for one checkpoint, or {"missing": reason}."""
+    """{"mean", "std", "n"} of a column for one checkpoint, or {"missing": reason}.
+
+    A stage that ran several seeds (train_net.py --seeds) aggregated them itself: its results.json
+    carries the mean in `metrics` and the std in `metrics_std`.
+    """
     stage_dir = Path(suite_dir) / column.stage
-    results = _stage_results(stage_dir)
-    if not results:
+    path = stage_dir / "results.json"
+    if not path.is_file():
         failed = stage_dir / "FAILED"
         reason = f"failed: {failed.read_text().strip()[:80]}" if failed.is_file() else f"{STAGE_NAMES[column.stage]} not run"
         return {"missing": reason}
-    values = [_lookup(r.get("metrics", {}), column.path) for r in results]
-    if any(v is None for v in values):
+    results = json.loads(path.read_text())
+    value = _lookup(results.get("metrics", {}), column.path)
+    if value is None:
         return {"missing": f"{STAGE_NAMES[column.stage]} has no {'.'.join(column.path)}"}
-    if any(not math.isfinite(v) for v in values):
+    if not math.isfinite(value):
         return {"missing": f"{STAGE_NAMES[column.stage]} gave a non-finite {'.'.join(column.path)}"}
-    if len(results) == 1 and _lookup(results[0].get("metrics_std", {}), column.path) is not None:
-        # A stage that aggregated its own seeds (train_net.py --seeds).
-        return {"mean": values[0], "std": _lookup(results[0]["metrics_std"], column.path),
-                "n": len(results[0].get("seeds", [])) or 1}
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values)}
+    std = _lookup(results.get("metrics_std", {}), column.path)
+    return {"mean": float(value), "std": float(std or 0.0), "n": len(results.get("seeds", [])) or 1}
 
 
 def _uses_synthetic_data(suite_dir):
@@ -124,8 +117,11 @@ def build_report(suite_dirs):
     extended_rows = [(f"{name} (ours)", [_format(c) for c in row["extended"]]) for name, row in ours.items()]
     notes = [
         "VOC07 Accuracy is the CLSA reference code's metric: the average precision of the 20 labels of each "
-        "test image, averaged over images (transfer/voc07_linear.py, voc07_per_image_AP). It is not the VOC07 SVM "
-        "mAP of PIRL/SwAV/VISSL, which the extended table lists separately.",
+        "test image, averaged over images (transfer/voc07_linear.py, voc07_per_image_AP). In the paper's "
+        "Table 3 only the CLSA row uses it; its MoCo v2, SwAV and Supervised rows are per-class mAPs, so "
+        "that column mixes two metrics. Our linear classifier trains on fixed features, without the "
+        "reference code's augmentation, 5-crop testing and BN in train mode. The per-class mAP and the "
+        "VOC07 SVM mAP (PIRL/SwAV/VISSL's protocol) are in the extended table.",
         "VOC07+12 AP50: Faster R-CNN R50-C4, VOC07 11-point AP at IoU 0.5. COCO AP/APS: Mask R-CNN R50-C4 "
         "box AP (COCOeval). Mean ± std where several seeds ran.",
     ]

@@ -5,7 +5,7 @@
 
 Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear (only
 with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and
-results.json). A stage that finished for the same checkpoint (same sha256) is skipped, so an
+results.json). A stage that finished for the same checkpoint (sha256) and command is skipped, so an
 interrupted suite resumes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
@@ -80,7 +80,7 @@ def stage_command(stage, args, weights, d2_weights, out):
     raise ValueError(stage)
 
 
-def run_stage(stage, cmd, out, sha):
+def run_stage(stage, cmd, out, stamp):
     """Runs one stage with its output in out/log.txt; returns True on success."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "FAILED").unlink(missing_ok=True)
@@ -105,20 +105,23 @@ def run_stage(stage, cmd, out, sha):
         print(f"\n[suite] {stage}: FAILED (exit {code}) after {seconds:.0f} s; log {out / 'log.txt'}:\n  "
               + "\n  ".join(tail), flush=True)
         return False
-    atomic_write_json({"stage": stage, "weights_sha256": sha, "seconds": round(seconds, 1)}, out / STAMP)
+    atomic_write_json({**stamp, "seconds": round(seconds, 1)}, out / STAMP)
     if stage != "report":
         print(f"\r[suite] {stage}: done in {seconds:.0f} s{'':<100}", flush=True)
     return True
 
 
-def stage_is_done(out, sha):
-    stamp = out / STAMP
-    if not stamp.is_file():
+def stage_is_done(out, stamp):
+    """True if out/ holds this stage's results for the same checkpoint and command (profile, flags)."""
+    path = out / STAMP
+    if not path.is_file():
         return False
-    found = json.loads(stamp.read_text())["weights_sha256"]
-    if found != sha:
-        raise SystemExit(f"run_suite: {out} holds results for another checkpoint (sha256 {found[:12]}...); "
-                         "use another --out, or move that folder away; it is not overwritten")
+    found = json.loads(path.read_text())
+    differs = [k for k in stamp if found.get(k) != stamp[k]]
+    if differs:
+        raise SystemExit(f"run_suite: {out} holds results of another run (its {', '.join(differs)} differ: "
+                         f"{[found.get(k) for k in differs]}); use another --out, or move that folder "
+                         "away; it is not overwritten")
     return True
 
 
@@ -152,14 +155,17 @@ def main(argv=None):
     failed = []
     for stage in stages:
         out = args.out / stage
-        if stage != "report" and stage_is_done(out, sha):
+        cmd = stage_command(stage, args, weights, d2_weights, out)
+        # The interpreter path is left out: the same run from another venv is the same run.
+        stamp = {"stage": stage, "weights_sha256": sha, "command": cmd[1:]}
+        if stage != "report" and stage_is_done(out, stamp):
             print(f"[suite] {stage}: already done for this checkpoint, skipped")
             continue
         if stage in ("voc_det", "coco_det") and not d2_weights.is_file():
             print(f"[suite] {stage}: skipped, no converted weights ({d2_weights}); run the convert stage")
             failed.append(stage)
             continue
-        if not run_stage(stage, stage_command(stage, args, weights, d2_weights, out), out, sha):
+        if not run_stage(stage, cmd, out, stamp):
             failed.append(stage)
     if failed:
         raise SystemExit(f"[suite] failed stages: {', '.join(failed)} (see their log.txt)")

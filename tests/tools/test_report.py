@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from detection.results import aggregate_trials
 from tools import report
 
 
@@ -17,9 +18,14 @@ def suite(tmp_path):
     s = tmp_path / "clsa_single_200ep"
     _write(s / "voc07_linear" / "results.json",
            {"task": "voc07_linear", "metrics": {"voc07_per_image_AP": 90.04, "voc07_mAP": 80.0}})
+    trials = []
     for seed, ap50 in ((0, 80.0), (1, 82.0)):
-        _write(s / "voc_det" / f"seed_{seed}" / "results.json",
-               {"task": "detection", "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}}})
+        trials.append(s / "voc_det" / f"seed_{seed}" / "results.json")
+        _write(trials[-1], {"task": "detection", "datasets": {}, "data_root": "/d", "config": "c.yaml",
+                            "weights": {"path": "w.pkl", "sha256": "x"}, "iterations": 10, "notes": {},
+                            "seed": seed, "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}}})
+    # What tools/train_net.py --seeds writes next to the trials.
+    _write(s / "voc_det" / "results.json", aggregate_trials(trials))
     return s
 
 

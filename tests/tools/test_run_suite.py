@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import torchvision
+
+
+def _suite(*args):
+    return subprocess.run([sys.executable, "tools/run_suite.py", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    return path
+
+
+def test_a_second_run_with_the_same_checkpoint_runs_no_stage(checkpoint, tmp_path):
+    first = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert,report")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "convert: done" in first.stdout and (tmp_path / "convert" / "model_d2.pkl").is_file()
+    assert "VOC07+12 detection not run" in (tmp_path / "report.md").read_text()
+    stamp = json.loads((tmp_path / "convert" / "stage.json").read_text())
+    assert stamp["weights_sha256"] and stamp["command"][-1].endswith("model_d2.pkl")
+
+    second = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert,report")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "convert: already done for this checkpoint, skipped" in second.stdout
+
+
+def test_results_of_another_checkpoint_or_profile_are_never_reused_or_overwritten(checkpoint, tmp_path):
+    assert _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert").returncode == 0
+    other = tmp_path.parent / "other.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), other)
+    clash = _suite("--weights", str(other), "--out", str(tmp_path), "--only", "convert")
+    assert clash.returncode != 0 and "holds results of another run" in clash.stderr
+    stamp = json.loads((tmp_path / "convert" / "stage.json").read_text())
+    from common.io import sha256_file
+
+    assert stamp["weights_sha256"] == sha256_file(checkpoint), "the first run's results must be kept"
+
+
+def test_a_failed_stage_is_recorded_and_the_run_fails(tmp_path):
+    bad = tmp_path / "notes.pth"
+    bad.write_text("not a checkpoint")
+    proc = _suite("--weights", str(bad), "--out", str(tmp_path / "suite"), "--only", "convert,report")
+    assert proc.returncode != 0 and "failed stages: convert" in proc.stderr
+    assert (tmp_path / "suite" / "convert" / "FAILED").read_text().startswith("exit code 2")
+    assert (tmp_path / "suite" / "report.md").is_file(), "the report still runs after a failed stage"
