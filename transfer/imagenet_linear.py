@@ -5,10 +5,12 @@
 
 ROOT holds train/ and val/ in ImageFolder layout. The backbone stays in eval mode (BN statistics
 frozen) with no gradient; only fc learns: N(0, 0.01) init, bias 0, SGD momentum 0.9, weight decay 0,
-lr 10 (clsa, the CLSA paper) or 30 (moco, MoCo's main_lincls) with per-epoch cosine decay over 100
-epochs, batch 256 in all (split over processes). RandomResizedCrop(224) + flip to train, Resize 256 /
+batch 256 in all (split over processes), 100 epochs, and the preset's schedule: clsa (the CLSA code)
+lr 10 with per-epoch cosine decay; moco (MoCo's main_lincls) lr 30, x0.1 at epochs 60 and 80 (at 60%
+and 80% of --epochs). RandomResizedCrop(224) + flip to train, Resize 256 /
 CenterCrop 224 to test. Reports top-1/top-5 of the best and the last epoch. A checkpoint is written
-atomically after every epoch and a rerun with the same --output-dir resumes from it. After training,
+atomically after every epoch and a rerun with the same --output-dir resumes from it (same --weights,
+--preset and --epochs only). After training,
 the run fails if any backbone tensor differs from the checkpoint's (MoCo's sanity_check, here called).
 """
 import math
@@ -27,7 +29,9 @@ from transfer import cli
 from transfer.features import IMAGENET_MEAN, IMAGENET_STD, build_resnet
 from transfer.voc import DatasetError
 
-PRESET_LR = {"clsa": 10.0, "moco": 30.0}
+# name -> (base lr, schedule); "step" decays x0.1 at 60% and 80% of the epochs, MoCo's [60, 80] of 100.
+PRESETS = {"clsa": (10.0, "cosine"), "moco": (30.0, "step")}
+STEP_MILESTONES = (0.6, 0.8)
 
 
 class BackboneChanged(RuntimeError):
@@ -37,12 +41,43 @@ class BackboneChanged(RuntimeError):
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/imagenet_linear")
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
-    p.add_argument("--preset", choices=sorted(PRESET_LR), default="clsa", help="lr 10 (clsa) or 30 (moco)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="clsa",
+                   help="clsa: lr 10, cosine; moco: lr 30, x0.1 at epochs 60 and 80 of 100")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256, help="total over all processes")
     p.add_argument("--workers", type=int, default=8, help="data-loading workers per process")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def preset_lr(preset, epoch, epochs):
+    """The lr of 0-based `epoch`: MoCo's per-epoch cosine or its step decay, as the preset says."""
+    lr, schedule = PRESETS[preset]
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    return lr * 0.1 ** sum(epoch >= round(fraction * epochs) for fraction in STEP_MILESTONES)
+
+
+def describe_schedule(preset, epochs):
+    lr, schedule = PRESETS[preset]
+    if schedule == "cosine":
+        return f"lr {lr} with per-epoch cosine decay over {epochs} epochs (CLSA)"
+    milestones = " and ".join(str(round(fraction * epochs)) for fraction in STEP_MILESTONES)
+    return f"lr {lr}, x0.1 at epochs {milestones} of {epochs} (MoCo main_lincls)"
+
+
+def load_resume_state(path, weights_sha256, preset, epochs):
+    """The checkpoint a rerun resumes from; CheckpointError if it is unreadable or from another run."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        written_for = (state["weights_sha256"], state["preset"], state["epochs"])
+    except Exception as error:  # torch.load raises many types; any of them means the file is unusable
+        raise cli.CheckpointError(path, f"unreadable resume checkpoint ({type(error).__name__}); delete it "
+                                        "or use another --output-dir") from error
+    if written_for != (weights_sha256, preset, epochs):
+        raise cli.CheckpointError(path, f"was written for --preset {state['preset']} --epochs {state['epochs']} "
+                                        "and its --weights; rerun with those or use another --output-dir")
+    return state
 
 
 def check_backbone_unchanged(model, reference):
@@ -125,8 +160,7 @@ def main(args):
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, [device] if device.type == "cuda" else None)
-    lr = PRESET_LR[args.preset]
-    optimizer = torch.optim.SGD(model.fc.parameters(), lr=lr, momentum=0.9, weight_decay=0)
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=PRESETS[args.preset][0], momentum=0.9, weight_decay=0)
     loader_args = dict(batch_size=args.batch_size // world, num_workers=args.workers,
                        pin_memory=device.type == "cuda")
     train_sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if world > 1 else None
@@ -139,9 +173,7 @@ def main(args):
     checkpoint_path = args.output_dir / "checkpoint.pth"
     history, first_epoch = [], 0
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        if state["weights_sha256"] != weights["sha256"]:
-            raise cli.CheckpointError(checkpoint_path, "was written for other --weights; use another --output-dir")
+        state = load_resume_state(checkpoint_path, weights["sha256"], args.preset, args.epochs)
         model.fc.load_state_dict(state["fc"])
         optimizer.load_state_dict(state["optimizer"])
         history, first_epoch = state["history"], state["epoch"]
@@ -150,8 +182,8 @@ def main(args):
 
     loss_fn = nn.CrossEntropyLoss()
     for epoch in range(first_epoch, args.epochs):
-        for group in optimizer.param_groups:  # MoCo's per-epoch cosine: lr * 0.5 * (1 + cos(pi * epoch / epochs))
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
+        for group in optimizer.param_groups:
+            group["lr"] = preset_lr(args.preset, epoch, args.epochs)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         for images, targets in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
@@ -166,7 +198,8 @@ def main(args):
         if show:
             print(f"epoch {epoch + 1}: top-1 {top1:.2f}  top-5 {top5:.2f}")
             atomic_torch_save({"fc": model.fc.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                               "history": history, "weights_sha256": weights["sha256"]}, checkpoint_path)
+                               "history": history, "weights_sha256": weights["sha256"], "preset": args.preset,
+                               "epochs": args.epochs}, checkpoint_path)
     check_backbone_unchanged(model, reference)
 
     if show:
@@ -177,8 +210,8 @@ def main(args):
                         "top1_last": history[-1]["top1"], "top5_last": history[-1]["top5"]},
             "history": history,
             "protocol": (f"MoCo/CLSA linear evaluation ({args.preset} preset): frozen backbone in eval mode, fc "
-                         f"N(0, 0.01) bias 0, SGD lr {lr} momentum 0.9 wd 0, per-epoch cosine over {args.epochs} "
-                         f"epochs, batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
+                         f"N(0, 0.01) bias 0, SGD momentum 0.9 wd 0, {describe_schedule(args.preset, args.epochs)}, "
+                         f"batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
                          "backbone verified unchanged after training"),
             "feature_layer": "res5 (global average pool, the fc input)",
             "weights": weights,

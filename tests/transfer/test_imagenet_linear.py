@@ -6,7 +6,9 @@ import pytest
 import torch
 import torchvision
 
-from transfer.imagenet_linear import BackboneChanged, build_model, check_backbone_unchanged
+from converters.checkpoint import CheckpointError
+from transfer.imagenet_linear import (BackboneChanged, build_model, check_backbone_unchanged, load_resume_state,
+                                      preset_lr)
 
 
 @pytest.fixture
@@ -39,12 +41,44 @@ def test_runs_an_epoch_then_resumes_to_the_next(r18_weights, tmp_path, synthetic
            str(synthetic_root / "imagenet"), "--output-dir", str(tmp_path / "out"), "--workers", "0",
            "--batch-size", "40"]
     subprocess.run(cmd + ["--epochs", "1"], check=True, capture_output=True)
+    checkpoint = tmp_path / "out" / "checkpoint.pth"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "epochs": 2}, checkpoint)  # as if a 2-epoch run had stopped after its first epoch
+    refused = subprocess.run(cmd + ["--epochs", "3"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--epochs 2" in refused.stderr
     second = subprocess.run(cmd + ["--epochs", "2"], check=True, capture_output=True, text=True)
     assert "resumed from" in second.stdout
     results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "lr 10.0 with per-epoch cosine decay over 2 epochs" in results["protocol"]
     assert [row["epoch"] for row in results["history"]] == [1, 2]
     assert results["split_sizes"] == {"train": 80, "val": 40, "classes": 10}
     assert 0 <= results["metrics"]["top1_last"] <= results["metrics"]["top5_last"] <= 100
+
+
+def test_moco_preset_steps_at_60_and_80_and_clsa_preset_is_cosine():
+    assert [preset_lr("moco", e, 100) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
+    assert [preset_lr("clsa", e, 100) for e in (0, 50, 100)] == pytest.approx([10, 5, 0])
+    assert preset_lr("clsa", 25, 100) == pytest.approx(10 * (1 + 0.5 ** 0.5) / 2)
+
+
+@pytest.mark.parametrize("preset, epochs", [("moco", 100), ("clsa", 90)])
+def test_resume_refuses_a_checkpoint_of_another_preset_or_length(tmp_path, preset, epochs):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"weights_sha256": "abc", "preset": "clsa", "epochs": 100, "fc": {}}, path)
+    assert load_resume_state(path, "abc", "clsa", 100)["epochs"] == 100
+    with pytest.raises(CheckpointError, match="--preset clsa --epochs 100"):
+        load_resume_state(path, "abc", preset, epochs)
+
+
+def test_corrupt_resume_checkpoint_is_a_one_line_error_naming_it(r18_weights, tmp_path, synthetic_root):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "checkpoint.pth").write_bytes(b"PK\x03\x04 truncated")
+    out = subprocess.run([sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
+                          str(synthetic_root / "imagenet"), "--output-dir", str(out_dir), "--workers", "0"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "checkpoint.pth" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
