@@ -17,11 +17,8 @@ from xml.etree import ElementTree as ET
 import numpy as np
 from PIL import Image, ImageDraw
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
+from common.constants import VOC_CLASSES
+
 # COCO category ids (COCO's own numbering) that the synthetic COCO images contain; the json still
 # lists all 80 categories so that detectron2's builtin metadata applies unchanged.
 COCO_USED_IDS = (1, 2, 3, 5, 7, 16, 17, 18, 44, 62)

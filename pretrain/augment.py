@@ -24,8 +24,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 def _shear_x(image, factor):

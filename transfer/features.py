@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.io import atomic_path, sha256_file
 from converters.checkpoint import load_backbone
 
@@ -29,7 +30,6 @@ LAYERS = {
     "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
     "res5_2x2": lambda: nn.Sequential(nn.AvgPool2d(6, stride=1), nn.Flatten()),
 }
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Part of every cache key: bump it when the transform or the pooling changes.
 FEATURE_VERSION = 2
 

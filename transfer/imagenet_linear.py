@@ -24,9 +24,10 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.io import atomic_torch_save
 from transfer import cli
-from transfer.features import IMAGENET_MEAN, IMAGENET_STD, build_resnet
+from transfer.features import build_resnet
 from transfer.voc import DatasetError
 
 # name -> (base lr, schedule); "step" decays x0.1 at 60% and 80% of the epochs, MoCo's [60, 80] of 100.

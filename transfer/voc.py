@@ -4,8 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The 20 VOC class names in the devkit's order (the synthetic sets write the same list).
-from common.synthetic import VOC_CLASSES
+from common.constants import VOC_CLASSES
 
 LAYOUT = "VOC2007/{JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.txt}"
 

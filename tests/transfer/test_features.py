@@ -39,3 +39,13 @@ def test_layers_give_gap_and_2x2_features_of_the_res5_map():
 def test_l2_normalise_matches_goyal_formula():
     f = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(features.l2_normalise(f), [[3 / (5 + 1e-5), 4 / (5 + 1e-5)], [0, 0]], rtol=1e-6)
+
+
+def test_normalisation_and_voc_classes_come_from_one_place():
+    from common import constants, synthetic
+    from pretrain import augment
+    from transfer import voc
+
+    assert features.IMAGENET_MEAN is augment.IMAGENET_MEAN is constants.IMAGENET_MEAN
+    assert features.IMAGENET_STD is augment.IMAGENET_STD is constants.IMAGENET_STD
+    assert voc.VOC_CLASSES is synthetic.VOC_CLASSES is constants.VOC_CLASSES and len(constants.VOC_CLASSES) == 20
