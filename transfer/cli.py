@@ -25,11 +25,12 @@ def run(main):
         sys.exit(2)
 
 
-def describe_weights(path):
-    """Loads the checkpoint once (CheckpointError if it holds no ResNet) and records what results.json needs."""
+def load_weights(path):
+    """(query-encoder Backbone, what results.json records of the file); CheckpointError if it holds no ResNet.
+    The one read of the checkpoint per run: the models are built from the returned Backbone."""
     backbone = load_backbone(path, encoder="query")
-    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "arch": backbone.arch,
-            "source_kind": backbone.source_kind}
+    return backbone, {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "arch": backbone.arch,
+                      "source_kind": backbone.source_kind}
 
 
 def write_results(output_dir, results):

@@ -23,8 +23,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from common.io import atomic_path, sha256_file
-from converters.checkpoint import load_backbone
+from common.io import atomic_path
 
 LAYERS = {
     "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
@@ -38,18 +37,17 @@ def default_cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clsa-suite" / "features"
 
 
-def build_resnet(weights):
-    """(torchvision ResNet with the checkpoint's backbone weights, its Backbone record)."""
-    backbone = load_backbone(weights, encoder="query")
+def build_resnet(backbone):
+    """torchvision ResNet holding a converters.checkpoint.Backbone's weights (fc left at its init)."""
     model = getattr(torchvision.models, backbone.arch)()
     missing, unexpected = model.load_state_dict(backbone.state_dict, strict=False)
     assert not unexpected and all(k.startswith("fc.") for k in missing), (missing, unexpected)
-    return model, backbone
+    return model
 
 
-def build_trunk(weights, layer):
+def build_trunk(backbone, layer):
     """Frozen conv trunk (conv1 .. layer4) plus the pooling of `layer`, in eval mode."""
-    model, _ = build_resnet(weights)
+    model = build_resnet(backbone)
     trunk = nn.Sequential(*list(model.children())[:-2], LAYERS[layer]())
     return trunk.eval().requires_grad_(False)
 
@@ -94,15 +92,15 @@ def cache_path(cache_dir, weights_sha256, split, layer, paths):
     return Path(cache_dir) / f"{weights_sha256}_{split}-{images}_{layer}_v{FEATURE_VERSION}.npy"
 
 
-def cached_features(weights, split, paths, layer="res5", cache_dir=None, weights_sha256=None, **extract_args):
-    """Features of `paths` under `weights`, read from the cache when present, else extracted and cached."""
+def cached_features(backbone, weights_sha256, split, paths, layer="res5", cache_dir=None, **extract_args):
+    """Features of `paths` under `backbone` (the checkpoint with sha256 `weights_sha256`), read from the
+    cache when present, else extracted and cached."""
     if layer not in LAYERS:
         raise ValueError(f"unknown layer {layer!r}; choose one of {sorted(LAYERS)}")
-    weights_sha256 = weights_sha256 or sha256_file(weights)
     path = cache_path(cache_dir or default_cache_dir(), weights_sha256, split, layer, paths)
     if path.is_file():
         return np.load(path)
-    features = extract(build_trunk(weights, layer), paths, desc=f"{split} {layer}", **extract_args)
+    features = extract(build_trunk(backbone, layer), paths, desc=f"{split} {layer}", **extract_args)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, features)
     return features

@@ -88,9 +88,9 @@ def check_backbone_unchanged(model, reference):
             raise BackboneChanged(f"backbone tensor {name} changed during linear evaluation; it must stay frozen")
 
 
-def build_model(weights, num_classes):
+def build_model(backbone, num_classes):
     """(ResNet with frozen backbone and a fresh fc, copy of the backbone tensors for the sanity check)."""
-    model, backbone = build_resnet(weights)
+    model = build_resnet(backbone)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     nn.init.normal_(model.fc.weight, 0, 0.01)
     nn.init.zeros_(model.fc.bias)
@@ -153,10 +153,10 @@ def main(args):
     start = time.perf_counter()
     rank, world, device = init_distributed()
     show = rank == 0
-    weights = cli.describe_weights(args.weights)
+    backbone, weights = cli.load_weights(args.weights)
     train_set, val_set = image_folders(args.data)
     torch.manual_seed(args.seed)
-    model, reference = build_model(args.weights, len(train_set.classes))
+    model, reference = build_model(backbone, len(train_set.classes))
     model.to(device).eval()  # eval for the whole run: BN statistics stay the pretrained ones
     net = model
     if world > 1:

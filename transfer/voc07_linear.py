@@ -64,10 +64,10 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
 
 def main(args):
     start = time.perf_counter()
-    weights = cli.describe_weights(args.weights)
+    backbone, weights = cli.load_weights(args.weights)
     root = voc2007_root(args.data_root)
     splits = {name: read_split(root, name) for name in ("trainval", "test")}
-    features = {name: cached_features(args.weights, name, paths, "res5", args.cache_dir, weights["sha256"],
+    features = {name: cached_features(backbone, weights["sha256"], name, paths, "res5", args.cache_dir,
                                       num_workers=args.workers)
                 for name, (paths, _) in splits.items()}
     train_start = time.perf_counter()

@@ -32,11 +32,11 @@ def get_parser():
 
 def main(args):
     start = time.perf_counter()
-    weights = cli.describe_weights(args.weights)
+    backbone, weights = cli.load_weights(args.weights)
     root = voc2007_root(args.data_root)
     splits = {name: read_split(root, name) for name in ("trainval", "test")}
-    features = {name: l2_normalise(cached_features(args.weights, name, paths, args.layer, args.cache_dir,
-                                                   weights["sha256"], batch_size=args.batch_size,
+    features = {name: l2_normalise(cached_features(backbone, weights["sha256"], name, paths, args.layer,
+                                                   args.cache_dir, batch_size=args.batch_size,
                                                    num_workers=args.workers))
                 for name, (paths, _) in splits.items()}
     train_labels, test_labels = splits["trainval"][1], splits["test"][1]

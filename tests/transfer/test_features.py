@@ -3,27 +3,30 @@ import torch
 import torchvision
 from torch import nn
 
-from transfer import features
+from converters import checkpoint
+from converters.checkpoint import load_backbone
+from transfer import features, voc07_linear
 
 
 def test_feature_cache_is_reused_and_the_model_built_once(tmp_path, synthetic_root, monkeypatch):
     weights = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
+    backbone = load_backbone(weights)
     paths = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:3]
     calls = []
 
-    def fake_trunk(path, layer):
-        calls.append((path, layer))
+    def fake_trunk(backbone, layer):
+        calls.append((backbone, layer))
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())  # 3-d "features": mean colour
 
     monkeypatch.setattr(features, "build_trunk", fake_trunk)
-    first = features.cached_features(weights, "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
-    second = features.cached_features(weights, "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
+    first = features.cached_features(backbone, "w0", "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
+    second = features.cached_features(backbone, "w0", "trainval", paths, "res5", tmp_path / "cache", num_workers=0)
     assert len(calls) == 1
     np.testing.assert_array_equal(first, second)
     assert first.shape == (3, 3)
     # Another layer or split is another cache entry.
-    features.cached_features(weights, "test", paths, "res5", tmp_path / "cache", num_workers=0)
+    features.cached_features(backbone, "w0", "test", paths, "res5", tmp_path / "cache", num_workers=0)
     assert len(calls) == 2
 
 
@@ -49,3 +52,16 @@ def test_normalisation_and_voc_classes_come_from_one_place():
     assert features.IMAGENET_MEAN is augment.IMAGENET_MEAN is constants.IMAGENET_MEAN
     assert features.IMAGENET_STD is augment.IMAGENET_STD is constants.IMAGENET_STD
     assert voc.VOC_CLASSES is synthetic.VOC_CLASSES is constants.VOC_CLASSES and len(constants.VOC_CLASSES) == 20
+
+
+def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monkeypatch):
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    reads = []
+    read = checkpoint._load  # every load_backbone, wherever imported, reads the file through it
+    monkeypatch.setattr(checkpoint, "_load", lambda path: reads.append(path) or read(path))
+    args = voc07_linear.get_parser().parse_args(["--weights", str(weights), "--output-dir", str(tmp_path / "out"),
+                                                 "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+                                                 "--workers", "0"])
+    voc07_linear.main(args)
+    assert reads == [weights]

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from converters.checkpoint import CheckpointError
+from converters.checkpoint import CheckpointError, load_backbone
 from transfer.imagenet_linear import (BackboneChanged, build_model, check_backbone_unchanged, load_resume_state,
                                       preset_lr)
 
@@ -19,7 +19,7 @@ def r18_weights(tmp_path):
 
 
 def test_sanity_check_fires_when_a_backbone_weight_changes(r18_weights):
-    model, reference = build_model(r18_weights, num_classes=10)
+    model, reference = build_model(load_backbone(r18_weights), num_classes=10)
     with torch.no_grad():
         model.fc.weight += 1.0  # fc is meant to learn: no alarm
     check_backbone_unchanged(model, reference)
@@ -30,7 +30,7 @@ def test_sanity_check_fires_when_a_backbone_weight_changes(r18_weights):
 
 
 def test_only_fc_trains_and_it_starts_at_n0_001(r18_weights):
-    model, _ = build_model(r18_weights, num_classes=1000)
+    model, _ = build_model(load_backbone(r18_weights), num_classes=1000)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
     assert abs(model.fc.weight.std().item() - 0.01) < 1e-3 and model.fc.bias.abs().max() == 0
 
