@@ -5,7 +5,8 @@ from pathlib import Path
 
 from common.io import atomic_write_json, sha256_file
 from converters.checkpoint import CheckpointError, load_backbone
-from transfer.voc import DatasetError
+from transfer.features import cached_features
+from transfer.voc import DatasetError, read_split, voc2007_root
 
 
 def parser(description, default_output_dir):
@@ -38,3 +39,15 @@ def write_results(output_dir, results):
     atomic_write_json(results, path)
     print(f"wrote {path}")
     return path
+
+
+def load_voc07(args, layer, **extract_args):
+    """What both VOC07 scripts start from: the checkpoint (read once), the VOC2007 folder, the
+    trainval/test (paths, labels) and their frozen features (through the cache)."""
+    backbone, weights = load_weights(args.weights)
+    root = voc2007_root(args.data_root)
+    splits = {name: read_split(root, name) for name in ("trainval", "test")}
+    features = {name: cached_features(backbone, weights["sha256"], name, paths, layer, args.cache_dir,
+                                      num_workers=args.workers, **extract_args)
+                for name, (paths, _) in splits.items()}
+    return weights, root, splits, features

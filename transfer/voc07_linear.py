@@ -27,9 +27,8 @@ from torch import nn
 from tqdm import tqdm
 
 from transfer import cli
-from transfer.features import cached_features
 from transfer.metrics import per_class_voc_ap, per_image_ap
-from transfer.voc import VOC_CLASSES, read_split, voc2007_root
+from transfer.voc import VOC_CLASSES
 
 
 def get_parser():
@@ -64,12 +63,7 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
 
 def main(args):
     start = time.perf_counter()
-    backbone, weights = cli.load_weights(args.weights)
-    root = voc2007_root(args.data_root)
-    splits = {name: read_split(root, name) for name in ("trainval", "test")}
-    features = {name: cached_features(backbone, weights["sha256"], name, paths, "res5", args.cache_dir,
-                                      num_workers=args.workers)
-                for name, (paths, _) in splits.items()}
+    weights, root, splits, features = cli.load_voc07(args, "res5")
     train_start = time.perf_counter()
     layer = train_linear(features["trainval"], splits["trainval"][1], args.epochs, args.lr, args.batch_size,
                          args.seed)

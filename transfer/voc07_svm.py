@@ -8,9 +8,9 @@ transfer/metrics.py (voc_ap), the features in transfer/features.py.
 import time
 
 from transfer import cli, svm
-from transfer.features import LAYERS, cached_features, l2_normalise
+from transfer.features import LAYERS, l2_normalise
 from transfer.metrics import per_class_voc_ap
-from transfer.voc import VOC_CLASSES, DatasetError, read_split, voc2007_root
+from transfer.voc import VOC_CLASSES, DatasetError
 
 
 def get_parser():
@@ -32,13 +32,8 @@ def get_parser():
 
 def main(args):
     start = time.perf_counter()
-    backbone, weights = cli.load_weights(args.weights)
-    root = voc2007_root(args.data_root)
-    splits = {name: read_split(root, name) for name in ("trainval", "test")}
-    features = {name: l2_normalise(cached_features(backbone, weights["sha256"], name, paths, args.layer,
-                                                   args.cache_dir, batch_size=args.batch_size,
-                                                   num_workers=args.workers))
-                for name, (paths, _) in splits.items()}
+    weights, root, splits, raw = cli.load_voc07(args, args.layer, batch_size=args.batch_size)
+    features = {name: l2_normalise(f) for name, f in raw.items()}
     train_labels, test_labels = splits["trainval"][1], splits["test"][1]
     for name, labels, need in (("trainval", train_labels, svm.FOLDS), ("test", test_labels, 1)):
         counts = (labels == 1).sum(0)
