@@ -85,18 +85,22 @@ def run_stage(stage, cmd, out, stamp):
     out.mkdir(parents=True, exist_ok=True)
     (out / "FAILED").unlink(missing_ok=True)
     start = time.time()
+    print(f"[suite] {stage}: running, log {out / 'log.txt'}", flush=True)
     with open(out / "log.txt", "w") as log:
         log.write(" ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
         last = ""
+        # One live status line on a terminal; in a log file that would be a line per update.
+        live = sys.stdout.isatty()
         for line in proc.stdout:
             log.write(line)
             if stage == "report":
                 print(line, end="")
             elif line.strip():
                 last = line.strip()
-                print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+                if live:
+                    print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
         code = proc.wait()
     seconds = time.time() - start
     if code != 0:
@@ -107,7 +111,8 @@ def run_stage(stage, cmd, out, stamp):
         return False
     atomic_write_json({**stamp, "seconds": round(seconds, 1)}, out / STAMP)
     if stage != "report":
-        print(f"\r[suite] {stage}: done in {seconds:.0f} s{'':<100}", flush=True)
+        done = f"[suite] {stage}: done in {seconds:.0f} s"
+        print(f"\r{done:<120}" if live else done, flush=True)
     return True
 
 
