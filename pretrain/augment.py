@@ -168,7 +168,7 @@ class MatmulGaussianBlur(v2.GaussianBlur):
         return out if inpt.is_floating_point() else out.round_().to(inpt.dtype)
 
 
-def _blur_kernel_size(size):
+def blur_kernel_size(size):
     """About 10% of the crop side, odd (SimCLR's choice; MoCo's PIL blur has no kernel size)."""
     return int(0.1 * size) // 2 * 2 + 1
 
@@ -178,7 +178,7 @@ def _view_transform(size, scale, strong=None):
         v2.RandomResizedCrop(size, scale=scale, antialias=True),
         v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
         v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([MatmulGaussianBlur(_blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
+        v2.RandomApply([MatmulGaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=0.5),
         v2.RandomHorizontalFlip(),
     ]
     if strong is not None:

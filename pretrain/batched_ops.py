@@ -1,0 +1,164 @@
+"""Image ops on a batch (N x 3 x H x W, float in [0, 1]) with one parameter per image.
+
+These are the kernels of the batched data path (pretrain/batched_augment.py). Each one computes what
+torchvision.transforms.v2.functional computes for one image with a scalar parameter, but for the
+whole batch at once with a parameter tensor of shape (N,), on whatever device the batch lives on.
+Where v2's kernel is already batched and takes no parameter (grayscale, autocontrast, equalize), it
+is called directly. The tests hold every op against v2.functional image by image.
+"""
+import torch
+import torch.nn.functional as nnf
+from torchvision.ops import roi_align
+from torchvision.transforms.v2 import functional as F
+# v2's own RGB <-> HSV conversions (batched, PIL's formulas); adjust_hue only takes a scalar shift.
+from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
+
+
+def _per_image(values, like):
+    """(N,) parameters as an (N, 1, 1, 1) tensor that broadcasts over `like`'s images."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, 1, 1, 1)
+
+
+def _blend(image, other, ratio):
+    # v2's _blend for float images: ratio * image + (1 - ratio) * other, clamped to the valid range.
+    ratio = _per_image(ratio, image)
+    return (image * ratio + other * (1.0 - ratio)).clamp_(0.0, 1.0)
+
+
+def brightness(images, factors):
+    return _blend(images, torch.zeros((), device=images.device), factors)
+
+
+def contrast(images, factors):
+    mean = F.rgb_to_grayscale(images).mean(dim=(-3, -2, -1), keepdim=True)
+    return _blend(images, mean, factors)
+
+
+def saturation(images, factors):
+    return _blend(images, F.rgb_to_grayscale(images), factors)
+
+
+def hue(images, shifts):
+    h, s, v = _rgb_to_hsv(images).unbind(dim=-3)
+    h = (h + _per_image(shifts, h).view(-1, 1, 1)).remainder_(1.0)
+    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+
+
+def sharpness(images, factors):
+    # PIL's SMOOTH filter inside the image, the original one-pixel border (as v2 and PIL).
+    if images.shape[-1] <= 2 or images.shape[-2] <= 2:
+        return images
+    kernel = torch.ones(3, 3, dtype=images.dtype, device=images.device)
+    kernel[1, 1] = 5.0
+    kernel = (kernel / 13.0).expand(images.shape[-3], 1, 3, 3)
+    degenerate = images.clone()
+    degenerate[..., 1:-1, 1:-1] = nnf.conv2d(images, kernel, groups=images.shape[-3])
+    return _blend(images, degenerate, factors)
+
+
+def invert(images):
+    return 1.0 - images
+
+
+def solarize(images, thresholds):
+    """`thresholds` in grey levels (0..256, as Table 1): pixels at or above them are inverted."""
+    return torch.where(images * 255.0 >= _per_image(thresholds, images) - 1e-3, 1.0 - images, images)
+
+
+def posterize(images, bits):
+    """Keep the top `bits` bits of each pixel's grey level (uint8 semantics, as PIL and v2 on uint8)."""
+    step = _per_image(2.0 ** (8 - bits.to(torch.float64)), images)
+    levels = (images * 255.0).round_()
+    return (levels / step).floor_().mul_(step).div_(255.0)
+
+
+def autocontrast(images):
+    return F.autocontrast(images)
+
+
+def equalize(images):
+    # v2 quantises float images to uint8 for the histogram, as our uint8 CPU path sees them.
+    return F.equalize(images)
+
+
+def grayscale(images):
+    return F.rgb_to_grayscale(images, num_output_channels=3)
+
+
+def hflip(images):
+    return images.flip(-1)
+
+
+def gaussian_blur(images, kernel_size, sigmas):
+    """v2.functional.gaussian_blur with one sigma per image (same along both axes), as two grouped
+    1-D convolutions over reflect-padded images."""
+    n, c, height, width = images.shape
+    radius = kernel_size // 2
+    taps = torch.linspace(-radius, radius, kernel_size, device=images.device, dtype=images.dtype)
+    kernels = torch.exp(-0.5 * (taps / _per_image(sigmas, images).view(-1, 1)) ** 2)
+    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, k)
+    padded = nnf.pad(images.reshape(1, n * c, height, width), [radius] * 4, mode="reflect")
+    out = nnf.conv2d(padded, kernels.view(n * c, 1, kernel_size, 1), groups=n * c)
+    out = nnf.conv2d(out, kernels.view(n * c, 1, 1, kernel_size), groups=n * c)
+    return out.view(n, c, height, width)
+
+
+def affine(images, matrices):
+    """Warp each image by its inverse affine matrix (N x 2 x 3), nearest-neighbour, black outside.
+
+    A matrix maps an output pixel to the input pixel it reads, both in pixels relative to the
+    image centre (x right, y down): v2.functional.affine's convention. One grid_sample serves the batch.
+    """
+    n, _, height, width = images.shape
+    dtype, device = images.dtype, images.device
+    # The sampling grid is computed in v2's order (pixel offsets from the centre times the matrix,
+    # then normalised), so that nearest-neighbour ties between two pixels break the same way.
+    base = torch.empty(height, width, 3, dtype=dtype, device=device)
+    base[..., 0] = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=device)
+    base[..., 1] = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device).unsqueeze(-1)
+    base[..., 2] = 1.0
+    theta = matrices.to(device=device, dtype=dtype).transpose(1, 2)
+    theta = theta / torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device)
+    grid = base.view(1, height * width, 3).expand(n, -1, -1).bmm(theta).view(n, height, width, 2)
+    return nnf.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+AFFINE_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+def affine_matrices(kinds, magnitudes, height, width):
+    """Inverse matrices (N x 2 x 3, float64) for the geometric ops of Table 1, as pretrain.augment
+    applies them through v2.functional: shears pivot on the top-left corner, rotations (degrees,
+    counter-clockwise) on the centre, translations are fractions of the side rounded to pixels.
+
+    `kinds` (N,) indexes AFFINE_OPS; `magnitudes` (N,) are the ops' Table 1 magnitudes.
+    """
+    m = torch.as_tensor(magnitudes, dtype=torch.float64)
+    zero, one = torch.zeros_like(m), torch.ones_like(m)
+    cos, sin = torch.cos(torch.deg2rad(m)), torch.sin(torch.deg2rad(m))
+    candidates = torch.stack([  # (op, N, 6), in AFFINE_OPS order
+        # input x = x + s * (y + h/2): the top edge stays put.
+        torch.stack([one, m, m * height / 2, zero, one, zero], dim=1),
+        torch.stack([one, zero, zero, m, one, m * width / 2], dim=1),
+        torch.stack([one, zero, -torch.round(m * width), zero, one, zero], dim=1),
+        torch.stack([one, zero, zero, zero, one, -torch.round(m * height)], dim=1),
+        torch.stack([cos, -sin, zero, sin, cos, zero], dim=1),
+    ])
+    kinds = torch.as_tensor(kinds, dtype=torch.long)
+    return candidates[kinds, torch.arange(len(kinds))].view(-1, 2, 3)
+
+
+def resized_crops(images, boxes, size):
+    """Cut box i of images[image_of[i]] and resize it to size x size, for a batch of boxes.
+
+    Args:
+        images (Tensor): N x 3 x H x W float, images padded to a common size by edge replication.
+        boxes (Tensor): K x 5 float, rows (image index, left, top, right, bottom) in pixel-edge coordinates.
+        size (int): output side.
+
+    roi_align (aligned) samples each output pixel at the same positions as a bilinear resize. Where a
+    crop shrinks, it averages ceil(crop / size) samples per output pixel along each axis, a box filter,
+    where v2's antialiased resize uses a triangle filter of the same width: the tests bound the gap.
+    """
+    return roi_align(images, boxes.to(device=images.device, dtype=images.dtype), output_size=(size, size),
+                     spatial_scale=1.0, sampling_ratio=-1, aligned=True)
