@@ -3,6 +3,7 @@
 The losses are eq. 1 (contrastive) and eq. 4 (distributional divergence, DDM) of the paper; the
 model, queue and momentum encoder are MoCo's (He et al., 2020; Chen et al., 2020).
 """
+import contextlib
 import copy
 
 import torch
@@ -10,6 +11,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from torch.utils.checkpoint import checkpoint
 
 
 def build_encoder(arch, dim=128, mlp_hidden=2048):
@@ -75,13 +77,17 @@ class CLSA(nn.Module):
             queries). Default "ddm".
         shuffle_bn (bool): shuffle the key batch across processes before the key encoder (MoCo's
             shuffle-BN); a no-op with one process. Default True.
+        checkpoint_strong (bool): keep no activations of the strong queries' forward pass and recompute
+            them in the backward pass (activation checkpointing): CLSA-Multi's five strong views hold
+            about half its activation memory. Same gradients and BN statistics. Default False.
 
     The bank is all keys of the current global batch followed by the queue, so the positive of query i
     on global rank r is column r * N + i.
     """
 
     def __init__(self, arch="resnet50", dim=128, mlp_hidden=2048, queue_size=65536, momentum=0.999,
-                 temperature=0.2, ddm_temperature=0.2, ddm_weight=1.0, strong_loss="ddm", shuffle_bn=True):
+                 temperature=0.2, ddm_temperature=0.2, ddm_weight=1.0, strong_loss="ddm", shuffle_bn=True,
+                 checkpoint_strong=False):
         super().__init__()
         if strong_loss not in ("ddm", "contrastive"):
             raise ValueError(f"strong_loss must be 'ddm' or 'contrastive', got {strong_loss!r}")
@@ -91,6 +97,7 @@ class CLSA(nn.Module):
         self.ddm_weight = ddm_weight
         self.strong_loss = strong_loss
         self.shuffle_bn = shuffle_bn
+        self.checkpoint_strong = checkpoint_strong
 
         self.encoder_q = build_encoder(arch, dim, mlp_hidden)
         self.encoder_k = copy.deepcopy(self.encoder_q)
@@ -134,6 +141,30 @@ class CLSA(nn.Module):
         shuffled = _all_gather(F.normalize(self.encoder_k(mine).float(), dim=1))
         return shuffled[torch.argsort(perm)]
 
+    def encode_strong(self, x):
+        if not self.checkpoint_strong or not torch.is_grad_enabled():
+            return self.encoder_q(x)
+        return checkpoint(self.encoder_q, x, use_reentrant=False, context_fn=self._recompute_without_bn_updates)
+
+    @contextlib.contextmanager
+    def _frozen_bn_statistics(self):
+        # The recomputation in the backward pass must not count the batch in BN's running statistics
+        # a second time. Momentum 0 keeps them as they are while BN saves the same tensors as in the
+        # forward pass, which checkpoint requires; the batch counter is put back afterwards.
+        norms = [m for m in self.encoder_q.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        try:
+            yield
+        finally:
+            for m, (momentum, count) in zip(norms, saved):
+                m.momentum = momentum
+                m.num_batches_tracked.copy_(count)
+
+    def _recompute_without_bn_updates(self):
+        return contextlib.nullcontext(), self._frozen_bn_statistics()
+
     def forward(self, im_k, weak, strong):
         """im_k: key views (N x 3 x H x W); weak, strong: lists of query views (N x 3 x h x w).
 
@@ -143,7 +174,7 @@ class CLSA(nn.Module):
         """
         if strong and not weak and self.strong_loss == "ddm":
             raise ValueError("the DDM loss needs at least one weak view as its target")
-        features = [self.encoder_q(x) for x in (*weak, *strong)]
+        features = [self.encoder_q(x) for x in weak] + [self.encode_strong(x) for x in strong]
         with torch.no_grad():
             self.momentum_update_key_encoder()
             keys = self.global_keys(im_k)

@@ -35,12 +35,19 @@ _C.MODEL.SHUFFLE_BN = True
 # Use SyncBatchNorm in both encoders instead of shuffle-BN (GPU only; needs more than one process to
 # make any difference).
 _C.MODEL.SYNC_BN = False
+# Recompute the strong queries' activations in the backward pass instead of keeping them (activation
+# checkpointing): less memory for CLSA-Multi's five strong views, at the cost of their forward again.
+_C.MODEL.CHECKPOINT_STRONG = False
 
 _C.DATA = CN()
 # ImageFolder root in the ImageNet train layout (root/<class>/<image>).
 _C.DATA.ROOT = ""
 # DataLoader worker processes per training process.
 _C.DATA.NUM_WORKERS = 8
+# Where the views are made: "workers" (each image decoded and augmented in a DataLoader worker, on
+# the CPU), "batched" (workers only read the files; decoding and every view of the batch at once on
+# the training device, pretrain/batched_augment.py), or "auto": batched on a GPU, workers without one.
+_C.DATA.AUGMENT = "auto"
 # Named view set from pretrain.augment.PRESET_VIEWS; empty means use the explicit lists below.
 _C.DATA.VIEWS = "clsa_single"
 # Explicit views, used only when DATA.VIEWS is empty: crop sizes and (min, max) RandomResizedCrop scales.

@@ -1,4 +1,5 @@
-"""The pretraining data set: an ImageFolder (ImageNet train layout) that yields the views of each image.
+"""The pretraining data sets: ImageFolders (ImageNet train layout) that yield each image's views
+(DATA.AUGMENT workers) or its encoded bytes for decoding in batches on the training device (batched).
 
 A corrupt or unreadable image is skipped, not fatal: one bad file in 1.28M must not end a run of
 days. It is logged once per file and process, counted in a counter shared by the DataLoader workers,
@@ -8,15 +9,18 @@ import logging
 import multiprocessing
 import os
 
+import torch
 from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 logger = logging.getLogger(__name__)
 
 _LAYOUT = "root/<class>/<image>, e.g. imagenet/train/n01440764/n01440764_10026.JPEG"
-# What PIL raises on a truncated, garbled or non-image file.
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# What PIL (and, RuntimeError, torchvision.io) raise on a truncated, garbled or non-image file.
+_UNREADABLE = (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
+_JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def check_image_root(root):
@@ -60,16 +64,20 @@ class PretrainImageFolder(ImageFolder):
     def num_skipped(self):
         return self._skipped.value
 
+    def read(self, path):
+        return self.transform(self.loader(path))
+
     def __getitem__(self, index):
+        return self._first_readable(index, self.read)
+
+    def _first_readable(self, index, read):
         for offset in range(len(self.samples)):
             candidate = (index + offset) % len(self.samples)
             path = self.samples[candidate][0]
             try:
-                image = self.loader(path)
+                return read(path), candidate
             except _UNREADABLE as error:
                 self._skip(path, error)
-                continue
-            return self.transform(image), candidate
         raise RuntimeError(f"No image under {self.root!r} could be read; see the warnings above")
 
     def _skip(self, path, error):
@@ -79,3 +87,79 @@ class PretrainImageFolder(ImageFolder):
             self._warned.add(path)
             logger.warning("Skipping unreadable image %s (%s: %s); using the next image instead",
                            path, type(error).__name__, error)
+
+
+def _read_bytes(path):
+    # Not torchvision.io.read_file: its tensor maps the file, and a DataLoader worker cannot pass
+    # such a tensor to the training process ("Bad file descriptor"), which then waits forever.
+    with open(path, "rb") as file:
+        return torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
+
+
+def _decode_rgb(path):
+    return decode_image(_read_bytes(path), mode=ImageReadMode.RGB)
+
+
+class EncodedImageFolder(PretrainImageFolder):
+    """Items are (payload, index), for decoding in batches on the training device (`decode_batch`).
+
+    The payload of a JPEG is its bytes as on disk (1-D uint8), so DataLoader workers only read
+    files. Other formats are decoded by the worker on the CPU (uint8 3 x H x W, RGB).
+    """
+
+    def __init__(self, root):
+        super().__init__(root, transform=None)
+
+    def read(self, path):
+        data = _read_bytes(path)
+        if bytes(data[:3].tolist()) == _JPEG_MAGIC:
+            return data
+        return decode_image(data, mode=ImageReadMode.RGB)
+
+    def replace_undecodable(self, index, error):
+        """Image `index` did not decode: warn and count it, and return the next image that decodes
+        (on the CPU) as (pixels, index)."""
+        self._skip(self.samples[index][0], error)
+        return self._first_readable(index + 1, _decode_rgb)
+
+
+def collate_encoded(items):
+    """(payloads, indices) for a batch of EncodedImageFolder items; payloads differ in size, so a list."""
+    payloads, indices = zip(*items)
+    return list(payloads), torch.tensor(indices)
+
+
+def _decode_one(data, device):
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        if device.type == "cpu":
+            raise
+    # nvjpeg rejects some valid JPEGs (e.g. CMYK); the CPU decoder takes them.
+    return decode_jpeg(data, mode=ImageReadMode.RGB).to(device)
+
+
+def decode_batch(payloads, indices, dataset, device):
+    """The batch's images as uint8 3 x H x W RGB tensors on `device`, and the indices actually used.
+
+    JPEGs are decoded together (nvjpeg on a GPU). If that fails, each is decoded alone, on the CPU
+    where the device's decoder rejects it; an image no decoder reads is replaced through
+    `dataset.replace_undecodable`, so the batch keeps its size.
+    """
+    images, indices = list(payloads), indices.tolist()
+    jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
+    try:
+        decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+        for i, image in zip(jpegs, decoded):
+            images[i] = image
+    except RuntimeError:
+        for i in jpegs:
+            try:
+                images[i] = _decode_one(payloads[i], device)
+            except RuntimeError as error:
+                image, indices[i] = dataset.replace_undecodable(indices[i], error)
+                images[i] = image.to(device)
+    for i, image in enumerate(images):
+        if image.device != device:
+            images[i] = image.to(device, non_blocking=True)
+    return images, indices

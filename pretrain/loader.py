@@ -58,10 +58,10 @@ class ResumableDistributedSampler(DistributedSampler):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
-def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory):
+def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):
     """A DataLoader over `dataset` (wrapped in SeededViews) and its resumable sampler."""
     seeded = SeededViews(dataset, seed)
     sampler = ResumableDistributedSampler(seeded, world_size, rank, batch_size, seed)
     loader = DataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, drop_last=True, persistent_workers=False)
+                        pin_memory=pin_memory, drop_last=True, persistent_workers=False, collate_fn=collate_fn)
     return loader, sampler, seeded

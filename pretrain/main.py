@@ -26,11 +26,12 @@ from tqdm import tqdm
 
 from common.io import atomic_path
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
+from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
 from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_checkpoint, restore_rng,
                                  save_checkpoint)
 from pretrain.config import get_cfg
-from pretrain.data import PretrainImageFolder, check_image_root
+from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.loader import build_loader
 
 logger = logging.getLogger("pretrain")
@@ -78,6 +79,8 @@ def setup(args, world_size):
     if cfg.DATA.VIEWS and cfg.DATA.VIEWS not in PRESET_VIEWS:
         raise ValueError(f"DATA.VIEWS {cfg.DATA.VIEWS!r} is not one of {sorted(PRESET_VIEWS)} "
                          f"(or '' for DATA.WEAK_SIZES/...)")
+    if cfg.DATA.AUGMENT not in ("auto", "workers", "batched"):
+        raise ValueError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'workers', 'batched'")
     if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
         raise ValueError("MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
                          "use MODEL.SHUFFLE_BN on the CPU")
@@ -201,7 +204,7 @@ def train(cfg, resume, rank, world_size, local_rank):
     torch.manual_seed(cfg.SEED)  # the same initial weights and queue on every process
     m = cfg.MODEL
     model = CLSA(m.ARCH, m.DIM, m.MLP_HIDDEN, m.QUEUE_SIZE, m.MOMENTUM, m.TEMPERATURE, m.DDM_TEMPERATURE,
-                 m.DDM_WEIGHT, m.STRONG_LOSS, shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN)
+                 m.DDM_WEIGHT, m.STRONG_LOSS, shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN, checkpoint_strong=m.CHECKPOINT_STRONG)
     if m.SYNC_BN:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=memory_format)
@@ -210,12 +213,17 @@ def train(cfg, resume, rank, world_size, local_rank):
                                 weight_decay=s.WEIGHT_DECAY, fused=True if cuda else None)
 
     views = view_settings(cfg)
-    transform = MultiViewTransform(cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"],
-                                   cfg.DATA.STRONG_NUM_OPS, cfg.DATA.STRONG_PROB, views["strong_key"])
-    dataset = PretrainImageFolder(cfg.DATA.ROOT, transform)
+    view_args = (cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"], cfg.DATA.STRONG_NUM_OPS,
+                 cfg.DATA.STRONG_PROB, views["strong_key"])
+    batched = cfg.DATA.AUGMENT == "batched" or (cfg.DATA.AUGMENT == "auto" and cuda)
+    if batched:
+        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT), BatchedViews(*view_args)
+    else:
+        dataset = PretrainImageFolder(cfg.DATA.ROOT, MultiViewTransform(*view_args))
+    logger.info("views made %s", f"in batches on {device.type}" if batched else "per image in DataLoader workers")
     per_rank_batch = s.BATCH_SIZE // world_size
-    loader, sampler, seeded = build_loader(dataset, per_rank_batch, rank, world_size, cfg.SEED,
-                                           cfg.DATA.NUM_WORKERS, pin_memory=cuda)
+    loader, sampler, seeded = build_loader(dataset, per_rank_batch, rank, world_size, cfg.SEED, cfg.DATA.NUM_WORKERS,
+                                           pin_memory=cuda, collate_fn=collate_encoded if batched else None)
     iters_per_epoch = sampler.batches_per_epoch
     if iters_per_epoch == 0:
         raise ValueError(f"{cfg.DATA.ROOT} has {len(dataset)} images, fewer than one global batch of {s.BATCH_SIZE}")
@@ -270,12 +278,17 @@ def train(cfg, resume, rank, world_size, local_rank):
         sampler.set_epoch(epoch, start_batch)
         seeded.set_epoch(epoch)
         fetch_start = time.perf_counter()
-        for batch_views, _ in loader:
+        for batch, indices in loader:
+            if batched:
+                images, _ = decode_batch(batch, indices, dataset, device)
+                batch_views = batched_views(images, batch_generator(cfg.SEED, rank, iteration),
+                                            torch.bfloat16 if amp else torch.float32, memory_format)
+            else:
+                batch_views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in batch]
             data_time += time.perf_counter() - fetch_start
             lr = learning_rate(cfg, iteration, iters_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch_views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in batch_views]
             out = train_step(net, optimizer, batch_views, num_weak, amp)
 
             names = sorted(out)

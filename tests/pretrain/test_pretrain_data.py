@@ -7,7 +7,8 @@ import torch
 from PIL import Image
 
 from pretrain.augment import MultiViewTransform
-from pretrain.data import PretrainImageFolder, check_image_root
+from pretrain import data as data_module
+from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 
 
 def small_views():
@@ -15,10 +16,10 @@ def small_views():
     return MultiViewTransform(key_size=32, weak=[(32, (0.2, 1.0))], strong=[(16, (0.1, 0.5))])
 
 
-def jpeg_bytes(seed, side=40):
+def jpeg_bytes(seed, side=40, format="JPEG"):
     array = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG")
+    Image.fromarray(array).save(buffer, format=format)
     return buffer.getvalue()
 
 
@@ -122,3 +123,51 @@ def test_class_folders_without_images_are_a_clear_error(tmp_path):
 
 def test_valid_root_passes(synthetic_root):
     check_image_root(synthetic_root / "imagenet" / "train")
+
+
+# The batched path: workers read bytes, the training process decodes (tests: on the CPU).
+
+def test_encoded_items_are_jpeg_bytes_as_on_disk_or_decoded_pixels_for_other_formats(tmp_path):
+    root = make_tree(tmp_path / "train", {"a/0.JPEG": jpeg_bytes(0), "a/1.png": jpeg_bytes(1, format="PNG")})
+    dataset = EncodedImageFolder(root)
+    payload, index = dataset[0]
+    assert index == 0 and bytes(payload.tolist()) == (root / "a/0.JPEG").read_bytes()
+    pixels, index = dataset[1]
+    assert index == 1 and np.array_equal(pixels.permute(1, 2, 0).numpy(), np.asarray(Image.open(root / "a/1.png")))
+
+
+def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batch_size(tree_with_corrupt_images, caplog):
+    dataset = EncodedImageFolder(tree_with_corrupt_images)
+    with caplog.at_level(logging.WARNING, logger="pretrain.data"):
+        payloads, indices = collate_encoded([dataset[i] for i in range(5)])
+        # The garbage file is not a JPEG: the worker tried to decode it and moved on to the next image.
+        assert indices.tolist() == [0, 1, 3, 3, 4] and dataset.num_skipped == 1
+        images, used = decode_batch(payloads, indices, dataset, torch.device("cpu"))
+    assert used == [1, 1, 3, 3, 1] and len(images) == 5
+    # The truncated JPEGs, found by the batch decode: a/0, and b/2 whose replacement wraps through a/0.
+    assert dataset.num_skipped == 1 + 1 + 2
+    assert "0_truncated.JPEG" in caplog.text and "2_truncated.JPEG" in caplog.text
+    for image, index in zip(images, used):
+        expected = np.asarray(Image.open(dataset.samples[index][0]).convert("RGB"))
+        assert image.dtype == torch.uint8 and np.array_equal(image.permute(1, 2, 0).numpy(), expected)
+
+
+def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monkeypatch):
+    """nvjpeg rejects some valid JPEGs; stand in for it with a decoder that fails off the CPU."""
+    root = make_tree(tmp_path / "train", {f"a/{i}.JPEG": jpeg_bytes(i) for i in range(3)})
+    dataset = EncodedImageFolder(root)
+    real_decode = data_module.decode_jpeg
+    calls = []
+
+    def device_rejects(data, mode, device="cpu"):
+        calls.append(str(device))
+        if str(device) != "cpu":
+            raise RuntimeError("nvjpeg: unsupported")
+        return real_decode(data, mode=mode)
+
+    monkeypatch.setattr(data_module, "decode_jpeg", device_rejects)
+    payloads, indices = collate_encoded([dataset[i] for i in range(3)])
+    images, used = decode_batch(payloads, indices, dataset, torch.device("meta"))
+    assert used == [0, 1, 2] and dataset.num_skipped == 0
+    assert [image.device.type for image in images] == ["meta"] * 3 and images[0].shape == (3, 40, 40)
+    assert calls == ["meta"] + ["meta", "cpu"] * 3  # the batch, then each image on the device and on the CPU

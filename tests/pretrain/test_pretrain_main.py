@@ -105,6 +105,7 @@ def final_state(output_dir):
 
 def test_run_writes_detectron2_style_outputs(train_root, tmp_path):
     main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD_ITERS", "2")))
+    assert "views made per image in DataLoader workers" in (tmp_path / "log.txt").read_text()  # auto, no GPU
     assert "shuffle-BN" in (tmp_path / "log.txt").read_text() and "no-op" in (tmp_path / "log.txt").read_text()
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert (tmp_path / "model_0000001.pth").exists() and (tmp_path / "config.yaml").exists()
@@ -161,6 +162,26 @@ def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root
     assert stopped_at["iteration"] < 7
     main(parse_args(["--resume", "auto", *args]))
     assert_bitwise_equal(straight_run, final_state(tmp_path))
+
+
+@pytest.mark.slow
+def test_batched_views_train_and_resume_bitwise_equal(train_root, tmp_path):
+    """DATA.AUGMENT batched on the CPU: the views come from (seed, rank, iteration), so 8 iterations
+    straight equal 3 + resume + 5, and differ from the workers path's views."""
+    batched = (*RESUME, "DATA.AUGMENT", "batched", "DATA.NUM_WORKERS", "1")
+    main(parse_args(tiny(train_root, tmp_path / "straight", *batched, "SOLVER.MAX_ITER", "8")))
+    assert "views made in batches on cpu" in (tmp_path / "straight" / "log.txt").read_text()
+    main(parse_args(tiny(train_root, tmp_path / "resumed", *batched, "SOLVER.MAX_ITER", "3")))
+    main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path / "resumed", *batched, "SOLVER.MAX_ITER", "8")]))
+    straight = final_state(tmp_path / "straight")
+    assert_bitwise_equal(straight, final_state(tmp_path / "resumed"))
+    assert torch.isfinite(straight["model"]["queue"]).all()
+
+
+def test_augment_defaults_to_workers_without_gpu_and_rejects_unknown_values(train_root, tmp_path):
+    assert setup(parse_args(tiny(train_root, tmp_path)), 1).DATA.AUGMENT == "auto"
+    with pytest.raises(ValueError, match="DATA.AUGMENT 'gpu' is not one of"):
+        setup(parse_args(tiny(train_root, tmp_path, "DATA.AUGMENT", "gpu")), 1)
 
 
 @pytest.fixture(scope="module")

@@ -70,6 +70,26 @@ def test_gradients_reach_only_the_query_encoder_and_head():
     assert not model.queue.requires_grad
 
 
+def test_checkpointing_the_strong_views_keeps_gradients_and_bn_statistics():
+    """Recomputed in the backward pass, the strong views must give the same gradients and must not
+    count their batch in BN's running statistics twice."""
+    results = []
+    for checkpoint_strong in (False, True):
+        model = tiny_model(checkpoint_strong=checkpoint_strong)
+        key, weak, *strong = views(sizes=(32, 32, 24, 16))
+        loss = model(key, [weak], strong)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.encoder_q.named_parameters()},
+                        {n: b.clone() for n, b in model.encoder_q.named_buffers()}))
+    (loss, grads, buffers), (loss_ckpt, grads_ckpt, buffers_ckpt) = results
+    torch.testing.assert_close(loss_ckpt, loss, rtol=0, atol=0)
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    for name in buffers:
+        torch.testing.assert_close(buffers_ckpt[name], buffers[name], rtol=0, atol=0, msg=name)
+    assert buffers["bn1.num_batches_tracked"].item() == 3  # one weak and two strong views
+
+
 def test_momentum_update_is_exact_and_in_place():
     model = tiny_model(momentum=0.99)
     with torch.no_grad():
