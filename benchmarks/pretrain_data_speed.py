@@ -12,30 +12,15 @@ import argparse
 import io
 import time
 
-import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as v1
 
+from common.synthetic import photo_like_jpegs
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, PRESET_VIEWS, MultiViewTransform
 
 REFERENCE_SINGLE = "clsa_single, reference's 5 views"
 MOCO_PIL = "mocov2, MoCo's PIL pipeline"
-
-
-def sample_jpegs(count, width, height):
-    """Smooth colour fields with texture, closer to photos than noise in JPEG decode cost."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    jpegs = []
-    for _ in range(count):
-        a, b, c = rng.uniform(2, 12, size=3)
-        image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * x * y + a)], axis=-1)
-        image = (image + 1) * 100 + rng.normal(0, 12, size=image.shape)
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-        jpegs.append(buffer.getvalue())
-    return jpegs
 
 
 def mocov2_pil_pipeline():
@@ -76,7 +61,7 @@ def main():
     torch.set_num_threads(1)  # as in a DataLoader worker
     torch.manual_seed(0)
     width, height = map(int, args.size.split("x"))
-    jpegs = sample_jpegs(args.images, width, height)
+    jpegs = photo_like_jpegs(args.images, width, height)
 
     single = PRESET_VIEWS["clsa_single"]
     crops = single["weak"] + single["strong"]

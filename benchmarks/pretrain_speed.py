@@ -1,45 +1,122 @@
-"""Training-step images/s of CLSA-Single, CLSA-Multi and MoCo v2 on synthetic inputs: fp32 vs bf16 + channels_last.
+"""Pretraining images/s: the training step alone, and end to end through each data path, in one run.
 
-The step is pretrain.main.train_step (forward of every view, losses, backward, SGD), timed after
-warm-up steps with the device synchronised only at the ends. Images/s counts source images (one
-key + its query views each). The data pipeline's speed per worker is benchmarks/pretrain_data_speed.py.
+Rows (images/s counts source images, each with its key and query views):
+- "step fp32", "step bf16": pretrain.main.train_step on random views already on the device, in fp32
+  and in bf16 autocast + channels_last (the run's default on a GPU);
+- "workers", "batched": DATA.AUGMENT's two paths end to end, with the run's own code
+  (pretrain.main.build_data): JPEG files -> DataLoader -> views on the device -> bf16 train_step.
+  "vs step" is their share of "step bf16": 100% means the data path costs nothing.
+- with --augment-only (the default without a GPU), the two data paths without the model, on the same
+  cores: DataLoader workers per image vs the batched path in the training process.
+The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache.
+Peak GPU memory is reported for each row.
 
-    python benchmarks/pretrain_speed.py                                      # GPU: ResNet-50, batch 256
-    python benchmarks/pretrain_speed.py --arch resnet18 --batch-size 16 --crop-scale 0.25 --steps 3   # CPU
+    python benchmarks/pretrain_speed.py                          # GPU: ResNet-50, batch 256
+    python benchmarks/pretrain_speed.py --compile                # with torch.compile'd encoders
+    python benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong
+    python benchmarks/pretrain_speed.py --batch-size 32 --steps 16 --warmup 4 --workers 2   # CPU: data paths
 """
 import argparse
+import os
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from common.synthetic import photo_like_jpegs
 from pretrain.augment import PRESET_VIEWS
 from pretrain.builder import CLSA
-from pretrain.main import train_step
+from pretrain.config import get_cfg
+from pretrain.main import build_data, train_step
+
+UNIQUE_JPEGS = 256
 
 
-def measure(preset, args, device, fast):
-    views = PRESET_VIEWS[preset]
-    sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
-    sizes = [max(int(size * args.crop_scale), 16) for size in sizes]
-    memory_format = torch.channels_last if fast else torch.contiguous_format
+def write_jpeg_folder(root, count):
+    """An ImageFolder of `count` files: UNIQUE_JPEGS distinct JPEGs, repeated through symlinks."""
+    jpegs = photo_like_jpegs(min(count, UNIQUE_JPEGS), 500, 375, quality=94)
+    for i in range(count):
+        folder = Path(root) / f"n{i % 10:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{i:06d}.JPEG"
+        if i < len(jpegs):
+            path.write_bytes(jpegs[i])
+        else:
+            os.symlink(Path(root) / f"n{i % len(jpegs) % 10:08d}" / f"{i % len(jpegs):06d}.JPEG", path)
+    return sum(map(len, jpegs)) / len(jpegs)
+
+
+def make_model(args, device, fast):
     torch.manual_seed(0)
-    model = CLSA(args.arch, queue_size=args.queue_size).to(device, memory_format=memory_format)
+    model = CLSA(args.arch, queue_size=args.queue_size, checkpoint_strong=args.checkpoint_strong)
+    model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format)
     if args.compile:
         model.encoder_q.compile()
         model.encoder_k.compile()
     optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4,
                                 fused=device.type == "cuda")
+    return model, optimizer
+
+
+class Timer:
+    """Wall time of the steps after `warmup`, with the device synchronised at both ends; peak memory."""
+
+    def __init__(self, device, warmup):
+        self.device, self.warmup, self.start = device, warmup, None
+
+    def tick(self, step):
+        if step == self.warmup:
+            self.sync()
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            self.start = time.perf_counter()
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def images_per_second(self, steps, batch_size):
+        self.sync()
+        return steps * batch_size / (time.perf_counter() - self.start)
+
+    def peak_gib(self):
+        return torch.cuda.max_memory_allocated() / 2 ** 30 if self.device.type == "cuda" else float("nan")
+
+
+def step_only(preset, args, device, fast):
+    views = PRESET_VIEWS[preset]
+    sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    model, optimizer = make_model(args, device, fast)
     batch = [torch.randn(args.batch_size, 3, s, s, device=device).contiguous(memory_format=memory_format)
              for s in sizes]
-    for _ in range(args.warmup):
+    timer = Timer(device, args.warmup)
+    for step in range(args.warmup + args.steps):
+        timer.tick(step)
         train_step(model, optimizer, batch, len(views["weak"]), fast)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        out = train_step(model, optimizer, batch, len(views["weak"]), fast)
-    out["loss"].item()
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
+
+
+def end_to_end(preset, augment, args, device, root):
+    """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
+    fast = device.type == "cuda"
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATA.ROOT", str(root), "DATA.VIEWS", preset, "DATA.AUGMENT", augment,
+                         "DATA.NUM_WORKERS", args.workers, "SOLVER.BATCH_SIZE", args.batch_size])
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    data = build_data(cfg, device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format)
+    data.sampler.set_epoch(0)
+    model = None if args.augment_only else make_model(args, device, fast)
+    timer = Timer(device, args.warmup)
+    for step, (batch, indices) in enumerate(data.loader):
+        if step == args.warmup + args.steps:
+            break
+        timer.tick(step)
+        views = data.views_on_device(batch, indices, step)
+        if model:
+            train_step(*model, views, len(PRESET_VIEWS[preset]["weak"]), fast)
+    return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 
 def main():
@@ -47,22 +124,39 @@ def main():
     parser.add_argument("--arch", default="resnet50")
     parser.add_argument("--batch-size", type=int, default=256, help="images per step (one process)")
     parser.add_argument("--queue-size", type=int, default=65536)
-    parser.add_argument("--crop-scale", type=float, default=1.0, help="shrink every crop size (CPU runs)")
     parser.add_argument("--presets", nargs="+", default=["clsa_single", "clsa_multi", "mocov2"])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile both encoders")
+    parser.add_argument("--checkpoint-strong", action="store_true", help="MODEL.CHECKPOINT_STRONG")
+    parser.add_argument("--augment-only", action=argparse.BooleanOptionalAction, default=None,
+                        help="time the data paths without the model (default: only without a GPU)")
     args = parser.parse_args()
     args.queue_size -= args.queue_size % args.batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; {args.arch}, batch {args.batch_size}, queue {args.queue_size}, crops x{args.crop_scale}, "
-          f"{args.steps} timed steps after {args.warmup}")
-    print(f"{'preset':<12} {'fp32 img/s':>11} {'bf16+cl img/s':>14} {'ratio':>6}")
-    for preset in args.presets:
-        fp32 = measure(preset, args, device, fast=False)
-        fast = measure(preset, args, device, fast=True)
-        print(f"{preset:<12} {fp32:>11.1f} {fast:>14.1f} {fast / fp32:>6.2f}")
+    if args.augment_only is None:
+        args.augment_only = device.type == "cpu"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    with tempfile.TemporaryDirectory(prefix="clsa-bench-jpegs-") as root:
+        mean_size = write_jpeg_folder(root, (args.warmup + args.steps) * args.batch_size)
+        print(f"{name}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {args.workers} workers; "
+              f"{args.arch}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
+              f"JPEGs 500x375 of {mean_size / 1024:.0f} KiB; compile {args.compile}, "
+              f"checkpoint strong {args.checkpoint_strong}{', augmentation only' if args.augment_only else ''}")
+        print(f"{'preset':<12} {'path':<10} {'img/s':>8} {'vs step':>8} {'peak GiB':>9}")
+        for preset in args.presets:
+            rows = {}
+            if not args.augment_only:
+                rows["step fp32"] = step_only(preset, args, device, fast=False)
+                rows["step bf16"] = step_only(preset, args, device, fast=device.type == "cuda")
+            for augment in ("workers", "batched"):
+                rows[augment] = end_to_end(preset, augment, args, device, root)
+            for path, (speed, peak) in rows.items():
+                share = f"{speed / rows['step bf16'][0]:.0%}" if "step bf16" in rows else "-"
+                print(f"{preset:<12} {path:<10} {speed:>8.1f} {share:>8} {peak:>9.1f}")
+            if args.augment_only:
+                print(f"{preset:<12} batched / workers: {rows['batched'][0] / rows['workers'][0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.batched_ops import gaussian_blur_matrices
 
 
 def _shear_x(image, factor):
@@ -136,21 +137,6 @@ class StrongAugment(v2.Transform):
         return f"num_ops={self.num_ops}, prob={self.prob}"
 
 
-def _gaussian_blur_matrix(length, kernel_size, sigma):
-    """M (length x length) such that x @ M blurs x along its last dimension exactly as torchvision's
-    Gaussian blur does: same 1-D kernel, reflect padding folded into the matrix."""
-    radius = kernel_size // 2
-    taps = torch.arange(-radius, radius + 1)
-    weights = torch.exp(-0.5 * (taps / sigma) ** 2)
-    weights /= weights.sum()
-    out = torch.arange(length).unsqueeze(1)
-    src = (out + taps).abs()
-    src = torch.where(src > length - 1, 2 * (length - 1) - src, src)
-    matrix = torch.zeros(length, length)
-    matrix.index_put_((src.flatten(), out.expand_as(src).flatten()), weights.repeat(length), accumulate=True)
-    return matrix
-
-
 class MatmulGaussianBlur(v2.GaussianBlur):
     """v2.GaussianBlur (same sigma draw, same result within 1 grey level) computed as M_h^T @ x @ M_w.
 
@@ -163,8 +149,9 @@ class MatmulGaussianBlur(v2.GaussianBlur):
         kernel_x, kernel_y = self.kernel_size
         sigma_x, sigma_y = params["sigma"]
         height, width = inpt.shape[-2:]
-        out = (_gaussian_blur_matrix(height, kernel_y, sigma_y).T @ inpt.to(torch.float32)
-               @ _gaussian_blur_matrix(width, kernel_x, sigma_x))
+        blur_rows = gaussian_blur_matrices(height, kernel_y, torch.tensor([sigma_y]))[0]
+        blur_columns = gaussian_blur_matrices(width, kernel_x, torch.tensor([sigma_x]))[0]
+        out = blur_rows.T @ inpt.to(torch.float32) @ blur_columns
         return out if inpt.is_floating_point() else out.round_().to(inpt.dtype)
 
 

@@ -218,20 +218,26 @@ class BatchedViews:
         out = []
         for view, p in zip(self.views, params):
             images = padded.crops(p.boxes, view.size)
-            for step in range(4):
-                for op_index, op in enumerate(_JITTER_OPS):
-                    _apply_to(images, p.jitter & (p.jitter_order[:, step] == op_index), op,
-                              p.jitter_factors[:, op_index])
-            _apply_to(images, p.grayscale, ops.grayscale)
-            _apply_to(images, p.blur, lambda x, sigma: ops.gaussian_blur(x, blur_kernel_size(view.size), sigma),
-                      p.blur_sigma)
-            _apply_to(images, p.flip, ops.hflip)
+            self.weak_ops(images, p)
             if view.strong:
-                self._strong(images, p)
+                self.strong_ops(images, p)
             out.append(((images - mean) / std).to(dtype=dtype, memory_format=memory_format))
         return out
 
-    def _strong(self, images, p):
+    @staticmethod
+    def weak_ops(images, p):
+        """MoCo v2's colour jitter, grayscale, blur and flip, in place on crops (N x 3 x S x S)."""
+        for step in range(4):
+            for op_index, op in enumerate(_JITTER_OPS):
+                _apply_to(images, p.jitter & (p.jitter_order[:, step] == op_index), op, p.jitter_factors[:, op_index])
+        _apply_to(images, p.grayscale, ops.grayscale)
+        kernel_size = blur_kernel_size(images.shape[-1])
+        _apply_to(images, p.blur, lambda x, sigma: ops.gaussian_blur(x, kernel_size, sigma), p.blur_sigma)
+        _apply_to(images, p.flip, ops.hflip)
+
+    @staticmethod
+    def strong_ops(images, p):
+        """The rounds of Table 1 ops, in place on weak-augmented crops."""
         size = images.shape[-2:]
         affine = torch.tensor([name in ops.AFFINE_OPS for name in _STRONG_NAMES])
         affine_kind = torch.tensor([ops.AFFINE_OPS.index(name) if name in ops.AFFINE_OPS else -1

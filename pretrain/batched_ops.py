@@ -89,18 +89,32 @@ def hflip(images):
     return images.flip(-1)
 
 
-def gaussian_blur(images, kernel_size, sigmas):
-    """v2.functional.gaussian_blur with one sigma per image (same along both axes), as two grouped
-    1-D convolutions over reflect-padded images."""
-    n, c, height, width = images.shape
+def gaussian_blur_matrices(length, kernel_size, sigmas):
+    """M (N x length x length), one per sigma, such that x @ M[i] blurs x along its last dimension
+    exactly as v2's Gaussian blur does: the same 1-D kernel, its reflect padding folded into M."""
+    device = sigmas.device
     radius = kernel_size // 2
-    taps = torch.linspace(-radius, radius, kernel_size, device=images.device, dtype=images.dtype)
-    kernels = torch.exp(-0.5 * (taps / _per_image(sigmas, images).view(-1, 1)) ** 2)
-    kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (N*C, k)
-    padded = nnf.pad(images.reshape(1, n * c, height, width), [radius] * 4, mode="reflect")
-    out = nnf.conv2d(padded, kernels.view(n * c, 1, kernel_size, 1), groups=n * c)
-    out = nnf.conv2d(out, kernels.view(n * c, 1, 1, kernel_size), groups=n * c)
-    return out.view(n, c, height, width)
+    taps = torch.arange(-radius, radius + 1, device=device)
+    weights = torch.exp(-0.5 * (taps / sigmas.to(torch.float32).view(-1, 1)) ** 2)
+    weights /= weights.sum(dim=1, keepdim=True)  # N x k
+    out = torch.arange(length, device=device).unsqueeze(1)
+    src = (out + taps).abs()
+    src = torch.where(src > length - 1, 2 * (length - 1) - src, src)  # length x k
+    n = len(sigmas)
+    matrices = torch.zeros(n, length, length, device=device)
+    batch = torch.arange(n, device=device).view(-1, 1, 1).expand(n, length, len(taps))
+    matrices.index_put_((batch.flatten(), src.expand(n, -1, -1).flatten(), out.expand_as(src).expand(n, -1, -1).flatten()),
+                        weights.unsqueeze(1).expand(n, length, -1).flatten(), accumulate=True)
+    return matrices
+
+
+def gaussian_blur(images, kernel_size, sigmas):
+    """v2.functional.gaussian_blur with one sigma per image (the same along both axes), as M_h^T @ x @ M_w:
+    on the CPU several times faster than a depthwise convolution with a long kernel."""
+    sigmas = sigmas.to(images.device)
+    rows = gaussian_blur_matrices(images.shape[-2], kernel_size, sigmas).transpose(1, 2).unsqueeze(1)
+    columns = gaussian_blur_matrices(images.shape[-1], kernel_size, sigmas).unsqueeze(1)
+    return rows.to(images.dtype) @ images @ columns.to(images.dtype)
 
 
 def affine(images, matrices):

@@ -16,7 +16,9 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -32,7 +34,7 @@ from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_ch
                                  save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
-from pretrain.loader import build_loader
+from pretrain.loader import ResumableDistributedSampler, SeededViews, build_loader
 
 logger = logging.getLogger("pretrain")
 
@@ -175,6 +177,39 @@ def _setup_logging(output_dir, rank):
         logger.addHandler(handler)
 
 
+@dataclass
+class PretrainData:
+    dataset: PretrainImageFolder
+    loader: torch.utils.data.DataLoader
+    sampler: ResumableDistributedSampler
+    seeded: SeededViews
+    batched: bool
+    views_on_device: Callable  # (loader batch, indices, iteration) -> [key, *weak, *strong] on the device
+
+
+def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_format=torch.contiguous_format):
+    """The data set, loader and view maker of DATA.AUGMENT for one process of `world_size`."""
+    views = view_settings(cfg)
+    view_args = (cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"], cfg.DATA.STRONG_NUM_OPS,
+                 cfg.DATA.STRONG_PROB, views["strong_key"])
+    batched = cfg.DATA.AUGMENT == "batched" or (cfg.DATA.AUGMENT == "auto" and device.type == "cuda")
+    if batched:
+        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT), BatchedViews(*view_args)
+
+        def views_on_device(payloads, indices, iteration):
+            images, _ = decode_batch(payloads, indices, dataset, device)
+            return batched_views(images, batch_generator(cfg.SEED, rank, iteration), view_dtype, memory_format)
+    else:
+        dataset = PretrainImageFolder(cfg.DATA.ROOT, MultiViewTransform(*view_args))
+
+        def views_on_device(views, indices, iteration):
+            return [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
+    loader, sampler, seeded = build_loader(dataset, cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size, cfg.SEED,
+                                           cfg.DATA.NUM_WORKERS, pin_memory=device.type == "cuda",
+                                           collate_fn=collate_encoded if batched else None)
+    return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device)
+
+
 def train(cfg, resume, rank, world_size, local_rank):
     """The training loop of one process."""
     output_dir = Path(cfg.OUTPUT_DIR)
@@ -212,18 +247,10 @@ def train(cfg, resume, rank, world_size, local_rank):
     optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=s.BASE_LR, momentum=s.MOMENTUM,
                                 weight_decay=s.WEIGHT_DECAY, fused=True if cuda else None)
 
-    views = view_settings(cfg)
-    view_args = (cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"], cfg.DATA.STRONG_NUM_OPS,
-                 cfg.DATA.STRONG_PROB, views["strong_key"])
-    batched = cfg.DATA.AUGMENT == "batched" or (cfg.DATA.AUGMENT == "auto" and cuda)
-    if batched:
-        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT), BatchedViews(*view_args)
-    else:
-        dataset = PretrainImageFolder(cfg.DATA.ROOT, MultiViewTransform(*view_args))
-    logger.info("views made %s", f"in batches on {device.type}" if batched else "per image in DataLoader workers")
-    per_rank_batch = s.BATCH_SIZE // world_size
-    loader, sampler, seeded = build_loader(dataset, per_rank_batch, rank, world_size, cfg.SEED, cfg.DATA.NUM_WORKERS,
-                                           pin_memory=cuda, collate_fn=collate_encoded if batched else None)
+    data = build_data(cfg, device, rank, world_size, view_dtype=torch.bfloat16 if amp else torch.float32,
+                      memory_format=memory_format)
+    dataset, loader, sampler = data.dataset, data.loader, data.sampler
+    logger.info("views made %s", f"in batches on {device.type}" if data.batched else "per image in DataLoader workers")
     iters_per_epoch = sampler.batches_per_epoch
     if iters_per_epoch == 0:
         raise ValueError(f"{cfg.DATA.ROOT} has {len(dataset)} images, fewer than one global batch of {s.BATCH_SIZE}")
@@ -276,15 +303,10 @@ def train(cfg, resume, rank, world_size, local_rank):
     while not done:
         epoch, start_batch = divmod(iteration, iters_per_epoch)
         sampler.set_epoch(epoch, start_batch)
-        seeded.set_epoch(epoch)
+        data.seeded.set_epoch(epoch)
         fetch_start = time.perf_counter()
         for batch, indices in loader:
-            if batched:
-                images, _ = decode_batch(batch, indices, dataset, device)
-                batch_views = batched_views(images, batch_generator(cfg.SEED, rank, iteration),
-                                            torch.bfloat16 if amp else torch.float32, memory_format)
-            else:
-                batch_views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in batch]
+            batch_views = data.views_on_device(batch, indices, iteration)
             data_time += time.perf_counter() - fetch_start
             lr = learning_rate(cfg, iteration, iters_per_epoch)
             for group in optimizer.param_groups:

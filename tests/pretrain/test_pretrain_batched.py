@@ -9,6 +9,7 @@ from scipy import stats
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from common import synthetic
 from pretrain import batched_ops as ops
 from pretrain.augment import PRESET_VIEWS, STRONG_OPS, MultiViewTransform, StrongAugment, blur_kernel_size
 from pretrain.batched_augment import (BatchedViews, PaddedImages, ViewParams, batch_generator, sample_crop_boxes,
@@ -26,13 +27,8 @@ def two_threads():
 
 
 def photo_like(height, width, seed, noise=12.0):
-    """uint8 3 x H x W: smooth colour fields plus sensor-like noise, closer to a photo than pure noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    a, b, c = rng.uniform(2, 12, size=3)
-    image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * x * y + a)])
-    image = (image + 1) * 100 + rng.normal(0, noise, size=image.shape)
-    return torch.from_numpy(np.clip(image, 0, 255).astype(np.uint8))
+    """uint8 3 x H x W, photo-like (common.synthetic.photo_like)."""
+    return torch.from_numpy(synthetic.photo_like(height, width, np.random.default_rng(seed), noise)).permute(2, 0, 1)
 
 
 @pytest.fixture(scope="module")
