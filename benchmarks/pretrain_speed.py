@@ -28,7 +28,7 @@ from common.synthetic import photo_like_jpegs
 from pretrain.augment import PRESET_VIEWS
 from pretrain.builder import CLSA
 from pretrain.config import get_cfg
-from pretrain.main import build_data, train_step
+from pretrain.main import build_data, train_step, views_by_iteration
 
 UNIQUE_JPEGS = 256
 
@@ -109,13 +109,12 @@ def end_to_end(preset, augment, args, device, root):
     data.sampler.set_epoch(0)
     model = None if args.augment_only else make_model(args, device, fast)
     timer = Timer(device, args.warmup)
-    for step, (batch, indices) in enumerate(data.loader):
-        if step == args.warmup + args.steps:
-            break
+    for step, views in enumerate(views_by_iteration(data, device, 0)):
         timer.tick(step)
-        views = data.views_on_device(batch, indices, step)
         if model:
             train_step(*model, views, len(PRESET_VIEWS[preset]["weak"]), fast)
+        if step + 1 == args.warmup + args.steps:
+            break
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 

@@ -210,6 +210,26 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
     return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device)
 
 
+def views_by_iteration(data, device, first_iteration):
+    """The views of each batch of `data.loader` on the device, for iterations first_iteration, +1, ...
+
+    On a GPU they are made on a side stream. The host runs ahead of the GPU, so the next batch's
+    decoding and views run while the kernels of the step before still execute.
+    """
+    side = torch.cuda.Stream(device) if device.type == "cuda" else None
+    for iteration, (batch, indices) in enumerate(data.loader, first_iteration):
+        if side is None:
+            yield data.views_on_device(batch, indices, iteration)
+            continue
+        with torch.cuda.stream(side):
+            views = data.views_on_device(batch, indices, iteration)
+        training = torch.cuda.current_stream(device)
+        training.wait_stream(side)
+        for view in views:
+            view.record_stream(training)  # made on `side`, freed after their use on `training`
+        yield views
+
+
 def train(cfg, resume, rank, world_size, local_rank):
     """The training loop of one process."""
     output_dir = Path(cfg.OUTPUT_DIR)
@@ -249,7 +269,7 @@ def train(cfg, resume, rank, world_size, local_rank):
 
     data = build_data(cfg, device, rank, world_size, view_dtype=torch.bfloat16 if amp else torch.float32,
                       memory_format=memory_format)
-    dataset, loader, sampler = data.dataset, data.loader, data.sampler
+    dataset, sampler = data.dataset, data.sampler
     logger.info("views made %s", f"in batches on {device.type}" if data.batched else "per image in DataLoader workers")
     iters_per_epoch = sampler.batches_per_epoch
     if iters_per_epoch == 0:
@@ -271,7 +291,7 @@ def train(cfg, resume, rank, world_size, local_rank):
         model.encoder_k.compile()
     net = model if world_size == 1 else DistributedDataParallel(
         model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
-    num_weak = len(views["weak"])
+    num_weak = len(view_settings(cfg)["weak"])
 
     stop = StopRequest()
     writer = MetricsWriter(output_dir) if rank == 0 else None
@@ -305,8 +325,7 @@ def train(cfg, resume, rank, world_size, local_rank):
         sampler.set_epoch(epoch, start_batch)
         data.seeded.set_epoch(epoch)
         fetch_start = time.perf_counter()
-        for batch, indices in loader:
-            batch_views = data.views_on_device(batch, indices, iteration)
+        for batch_views in views_by_iteration(data, device, iteration):
             data_time += time.perf_counter() - fetch_start
             lr = learning_rate(cfg, iteration, iters_per_epoch)
             for group in optimizer.param_groups:

@@ -1,6 +1,5 @@
 """`python pretrain/main.py` end to end on tiny runs: presets, outputs, exact resume, bad input."""
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,5 +1,4 @@
 """The CLSA module: bank layout and losses, gradient flow, momentum update, queue."""
-import copy
 
 import numpy as np
 import pytest
