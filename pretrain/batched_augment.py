@@ -7,8 +7,9 @@ they are computed differs: the parameters of the whole batch are drawn up front 
 generator, then each op runs once over the images that drew it (pretrain/batched_ops.py).
 
 Two deliberate differences from the per-image path, both bounded by the tests:
-- crops are resized by roi_align (a box-filter average where a crop shrinks; v2 uses a triangle
-  filter), and read the pixels just outside the crop at its border, as a resize of the whole image would;
+- on a GPU, crops are resized by roi_align (a box-filter average where a crop shrinks; v2 uses a
+  triangle filter), which reads the pixels just outside the crop at its border, as a resize of the
+  whole image would (on the CPU, one v2 resize per crop is faster and exact);
 - intermediate results stay float instead of being rounded to uint8 after every op.
 
 Drawing the parameters on the CPU keeps the device free of host syncs: which images take which op
@@ -20,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torchvision.transforms.v2 import functional as F
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from pretrain import batched_ops as ops
@@ -134,14 +136,20 @@ def _apply_to(images, rows, fn, *params):
 
 
 class PaddedImages:
-    """Decoded images of different sizes as float batches in [0, 1], for roi_align.
+    """Decoded images of different sizes as float batches in [0, 1], and their resized crops.
 
     Images are sorted by size and grouped so that no group's padded tensor exceeds `max_pixels`
     pixels per channel; each is padded by repeating its last row and column, so bilinear samples at
     its border never mix in padding.
+
+    `crop_method` "roi_align" resizes all crops of a group in one call, "interpolate" runs one
+    antialiased resize per crop (exactly v2's). The default is the faster one on the images' device:
+    roi_align on a GPU (8x, the issue's H200 probe), interpolate on the CPU (4x, benchmarks.md).
     """
 
-    def __init__(self, images, max_pixels=2 ** 25):
+    def __init__(self, images, max_pixels=2 ** 25, crop_method=None):
+        device = images[0].device
+        self.crop_method = crop_method or ("interpolate" if device.type == "cpu" else "roi_align")
         self.heights = [image.shape[-2] for image in images]
         self.widths = [image.shape[-1] for image in images]
         order = sorted(range(len(images)), key=lambda i: (self.heights[i], self.widths[i]))
@@ -155,7 +163,7 @@ class PaddedImages:
                 members.append(i)
                 height, width = h, w
             order = order[len(members):]
-            batch = torch.empty(len(members), 3, height, width, device=images[members[0]].device)
+            batch = torch.empty(len(members), 3, height, width, device=device)
             for slot, i in enumerate(members):
                 h, w = self.heights[i], self.widths[i]
                 batch[slot, :, :h, :w] = images[i]
@@ -168,6 +176,11 @@ class PaddedImages:
         device = self.groups[0][1].device
         out = torch.empty(len(boxes), 3, size, size, device=device)
         for members, batch in self.groups:
+            if self.crop_method == "interpolate":
+                for slot, (top, left, height, width) in enumerate(boxes[members].tolist()):
+                    out[members[slot]] = F.resize(batch[slot, :, top:top + height, left:left + width], [size, size],
+                                                  antialias=True)
+                continue
             top, left, height, width = boxes[members].to(torch.float64).unbind(dim=1)
             rois = torch.stack([torch.arange(len(members), dtype=torch.float64), left, top, left + width,
                                 top + height], dim=1)

@@ -99,7 +99,7 @@ def test_table_1_ops_on_grey_levels_equal_the_uint8_cpu_path_within_one_level(ba
 def test_crop_upscaled_is_bilinear_inside_and_differs_only_in_a_thin_border():
     image = photo_like(120, 150, 0)
     x = image.float()[None] / 255
-    padded = PaddedImages([image])
+    padded = PaddedImages([image], crop_method="roi_align")
     for top, left, height, width, size in [(5, 7, 60, 60, 224), (0, 0, 120, 150, 160), (40, 80, 80, 70, 96)]:
         out = padded.crops(torch.tensor([[top, left, height, width]]), size)[0]
         expected = F.resized_crop(x[0], top, left, height, width, [size, size], antialias=True)
@@ -117,7 +117,7 @@ def test_crop_downscaled_is_a_box_filter_within_3_grey_levels_of_v2_triangle_fil
     # Mild noise, like a photo; a crop one pixel off is >= 0.8 levels off on average on this image.
     image = photo_like(375, 500, 1, noise=3.0)
     x = image.float() / 255
-    padded = PaddedImages([image])
+    padded = PaddedImages([image], crop_method="roi_align")
     for top, left, height, width, size in [(50, 100, 300, 300, 96), (0, 0, 375, 500, 224), (20, 30, 200, 150, 96),
                                            (5, 7, 110, 100, 96)]:
         out = padded.crops(torch.tensor([[top, left, height, width]]), size)[0]
@@ -125,13 +125,30 @@ def test_crop_downscaled_is_a_box_filter_within_3_grey_levels_of_v2_triangle_fil
         assert diff.mean() <= 0.5 and diff.max() <= 3.0, (height, width, size)
 
 
-def test_padding_and_grouping_never_change_a_crop():
+def test_crop_by_one_resize_per_crop_equals_v2_resized_crop():
+    image = photo_like(120, 150, 0)
+    boxes = torch.tensor([[5, 7, 60, 60], [0, 0, 120, 150], [40, 80, 80, 70], [10, 20, 100, 90]])
+    padded = PaddedImages([image] * 4, crop_method="interpolate")
+    for size in (224, 96):
+        expected = torch.stack([F.resized_crop(image.float() / 255, *box, [size, size], antialias=True)
+                                for box in boxes.tolist()])
+        torch.testing.assert_close(padded.crops(boxes, size), expected, atol=1e-5, rtol=0)
+
+
+def test_crop_method_defaults_to_the_faster_one_on_the_device():
+    assert PaddedImages([photo_like(8, 8, 0)]).crop_method == "interpolate"
+    assert PaddedImages([photo_like(8, 8, 0).to("meta")]).crop_method == "roi_align"
+
+
+@pytest.mark.parametrize("crop_method", ["roi_align", "interpolate"])
+def test_padding_and_grouping_never_change_a_crop(crop_method):
     images = [photo_like(40, 30, 0), photo_like(90, 120, 1), photo_like(25, 61, 2)]
     # Boxes reaching each image's bottom-right corner, where padding would show first.
     boxes = torch.tensor([[10, 5, 30, 25], [60, 90, 30, 30], [0, 31, 25, 30]])
-    alone = torch.cat([PaddedImages([image]).crops(box[None], 32) for image, box in zip(images, boxes)])
-    one_group = PaddedImages(images)
-    several = PaddedImages(images, max_pixels=90 * 120)
+    alone = torch.cat([PaddedImages([image], crop_method=crop_method).crops(box[None], 32)
+                       for image, box in zip(images, boxes)])
+    one_group = PaddedImages(images, crop_method=crop_method)
+    several = PaddedImages(images, max_pixels=90 * 120, crop_method=crop_method)
     assert len(one_group.groups) == 1 and len(several.groups) >= 2
     torch.testing.assert_close(one_group.crops(boxes, 32), alone, atol=1e-6, rtol=0)
     torch.testing.assert_close(several.crops(boxes, 32), alone, atol=1e-6, rtol=0)

@@ -1,6 +1,8 @@
-"""Our batched ops (pretrain/batched_ops.py) against kornia's, on the same batch and device.
+"""Our batched ops (pretrain/batched_ops.py) against the alternatives, on the same batch and device.
 
 Rows, each timed on one N x 3 x S x S float batch with per-image random parameters:
+- crops: N random crops of 500x375 images resized to S by PaddedImages.crops: one roi_align over
+  the padded batch vs one antialiased v2 resize per crop;
 - weak stage: colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5, sigma 0.1-2, kernel
   ~10% of S), flip: BatchedViews.weak_ops vs kornia.augmentation's same four transforms;
 - rotate: per-image rotation by U(-30, 30) degrees, nearest, black fill: ops.affine vs
@@ -8,16 +10,19 @@ Rows, each timed on one N x 3 x S x S float batch with per-image random paramete
 - equalize: v2's batched histogram (ops.equalize) vs kornia.enhance.equalize.
 kornia is not a dependency of the suite: `pip install kornia==0.9.0` to run this.
 
-    python benchmarks/kornia_compare.py [--batch-size 64] [--size 224] [--repeats 5]
+    python benchmarks/batched_ops_speed.py [--batch-size 64] [--size 224] [--repeats 5]
 """
 import argparse
 import time
 
+import numpy as np
+
 import torch
 
+from common.synthetic import photo_like
 from pretrain import batched_ops as ops
 from pretrain.augment import blur_kernel_size
-from pretrain.batched_augment import BatchedViews, batch_generator
+from pretrain.batched_augment import BatchedViews, PaddedImages, batch_generator, sample_crop_boxes
 
 
 def images_per_second(fn, images, repeats):
@@ -30,6 +35,18 @@ def images_per_second(fn, images, repeats):
     if images.is_cuda:
         torch.cuda.synchronize()
     return repeats * len(images) / (time.perf_counter() - start)
+
+
+def crop_rows(n, size, device, repeats):
+    """(roi_align img/s, per-crop resize img/s) for n crops of 500x375 photo-like images."""
+    rng = np.random.default_rng(0)
+    images = [torch.from_numpy(photo_like(375, 500, rng)).permute(2, 0, 1).to(device) for _ in range(n)]
+    boxes = sample_crop_boxes([375] * n, [500] * n, (0.2, 1.0), batch_generator(0, 0, 0))
+    speeds = []
+    for method in ("roi_align", "interpolate"):
+        padded = PaddedImages(images, crop_method=method)
+        speeds.append(images_per_second(lambda _: padded.crops(boxes, size), torch.empty(n, device=device), repeats))
+    return speeds
 
 
 def main():
@@ -63,10 +80,12 @@ def main():
             ("equalize", ops.equalize, kornia.enhance.equalize)]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}; kornia {kornia.__version__}; batch {n} x 3 x {size} x {size}, {args.repeats} repeats")
-    print(f"{'op':<12} {'ours img/s':>11} {'kornia img/s':>13} {'ours/kornia':>12}")
+    roi, interpolate = crop_rows(n, size, device, args.repeats)
+    print(f"{'op':<12} {'ours img/s':>11} {'other img/s':>13} {'ratio':>7}")
+    print(f"{'crops':<12} {roi:>11.0f} {interpolate:>13.0f} {roi / interpolate:>7.2f}   (other: one resize per crop)")
     for label, ours, theirs in rows:
         a, b = images_per_second(ours, images, args.repeats), images_per_second(theirs, images, args.repeats)
-        print(f"{label:<12} {a:>11.0f} {b:>13.0f} {a / b:>12.2f}")
+        print(f"{label:<12} {a:>11.0f} {b:>13.0f} {a / b:>7.2f}   (other: kornia)")
 
 
 if __name__ == "__main__":
