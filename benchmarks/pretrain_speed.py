@@ -17,6 +17,7 @@ Peak GPU memory is reported for each row.
     python benchmarks/pretrain_speed.py --batch-size 32 --steps 16 --warmup 4 --workers 2   # CPU: data paths
 """
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -118,6 +119,19 @@ def end_to_end(preset, augment, args, device, root):
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 
+def measured(fn, *args):
+    """fn(*args), or None if it ran out of GPU memory (CLSA-Multi in fp32 at batch 256 needs ~119 GiB);
+    the memory is freed either way for the next row."""
+    try:
+        return fn(*args)
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet50")
@@ -147,13 +161,17 @@ def main():
         for preset in args.presets:
             rows = {}
             if not args.augment_only:
-                rows["step fp32"] = step_only(preset, args, device, fast=False)
-                rows["step bf16"] = step_only(preset, args, device, fast=device.type == "cuda")
+                rows["step fp32"] = measured(step_only, preset, args, device, False)
+                rows["step bf16"] = measured(step_only, preset, args, device, device.type == "cuda")
             for augment in ("workers", "batched"):
-                rows[augment] = end_to_end(preset, augment, args, device, root)
-            for path, (speed, peak) in rows.items():
-                share = f"{speed / rows['step bf16'][0]:.0%}" if "step bf16" in rows else "-"
-                print(f"{preset:<12} {path:<10} {speed:>8.1f} {share:>8} {peak:>9.1f}")
+                rows[augment] = measured(end_to_end, preset, augment, args, device, root)
+            step = rows.get("step bf16")
+            for path, row in rows.items():
+                if row is None:
+                    print(f"{preset:<12} {path:<10} {'out of GPU memory':>27}")
+                    continue
+                share = f"{row[0] / step[0]:.0%}" if step else "-"
+                print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1]:>9.1f}")
             if args.augment_only:
                 print(f"{preset:<12} batched / workers: {rows['batched'][0] / rows['workers'][0]:.2f}x")
 

@@ -14,9 +14,15 @@ from torchvision.transforms.v2 import functional as F
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 
+def to_device(values, like):
+    """`values` in `like`'s dtype on its device, copied without waiting: a blocking host-to-device
+    copy synchronises the host with the stream, and the ops here take parameters at every call."""
+    return values.to(dtype=like.dtype).to(like.device, non_blocking=True)
+
+
 def _per_image(values, like):
     """(N,) parameters as an (N, 1, 1, 1) tensor that broadcasts over `like`'s images."""
-    return values.to(device=like.device, dtype=like.dtype).view(-1, 1, 1, 1)
+    return to_device(values, like).view(-1, 1, 1, 1)
 
 
 def _blend(image, other, ratio):
@@ -45,14 +51,13 @@ def hue(images, shifts):
 
 
 def sharpness(images, factors):
-    # PIL's SMOOTH filter inside the image, the original one-pixel border (as v2 and PIL).
+    # PIL's SMOOTH filter (3 x 3: 1s around a 5, over 13) inside the image, the original one-pixel
+    # border (as v2 and PIL). Sums rather than a convolution, which TF32 would round on a GPU.
     if images.shape[-1] <= 2 or images.shape[-2] <= 2:
         return images
-    kernel = torch.ones(3, 3, dtype=images.dtype, device=images.device)
-    kernel[1, 1] = 5.0
-    kernel = (kernel / 13.0).expand(images.shape[-3], 1, 3, 3)
+    neighbourhood = nnf.avg_pool2d(images, 3, stride=1) * 9.0
     degenerate = images.clone()
-    degenerate[..., 1:-1, 1:-1] = nnf.conv2d(images, kernel, groups=images.shape[-3])
+    degenerate[..., 1:-1, 1:-1] = (neighbourhood + 4.0 * images[..., 1:-1, 1:-1]) / 13.0
     return _blend(images, degenerate, factors)
 
 
@@ -111,7 +116,7 @@ def gaussian_blur_matrices(length, kernel_size, sigmas):
 def gaussian_blur(images, kernel_size, sigmas):
     """v2.functional.gaussian_blur with one sigma per image (the same along both axes), as M_h^T @ x @ M_w:
     on the CPU several times faster than a depthwise convolution with a long kernel."""
-    sigmas = sigmas.to(images.device)
+    sigmas = to_device(sigmas, images)
     rows = gaussian_blur_matrices(images.shape[-2], kernel_size, sigmas).transpose(1, 2).unsqueeze(1)
     columns = gaussian_blur_matrices(images.shape[-1], kernel_size, sigmas).unsqueeze(1)
     return rows.to(images.dtype) @ images @ columns.to(images.dtype)
@@ -131,8 +136,9 @@ def affine(images, matrices):
     base[..., 0] = torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, width, device=device)
     base[..., 1] = torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, height, device=device).unsqueeze(-1)
     base[..., 2] = 1.0
-    theta = matrices.to(device=device, dtype=dtype).transpose(1, 2)
-    theta = theta / torch.tensor([0.5 * width, 0.5 * height], dtype=dtype, device=device)
+    theta = to_device(matrices, images).transpose(1, 2).contiguous()
+    theta[..., 0] /= 0.5 * width
+    theta[..., 1] /= 0.5 * height
     grid = base.view(1, height * width, 3).expand(n, -1, -1).bmm(theta).view(n, height, width, 2)
     return nnf.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
@@ -174,5 +180,5 @@ def resized_crops(images, boxes, size):
     crop shrinks, it averages ceil(crop / size) samples per output pixel along each axis, a box filter,
     where v2's antialiased resize uses a triangle filter of the same width: the tests bound the gap.
     """
-    return roi_align(images, boxes.to(device=images.device, dtype=images.dtype), output_size=(size, size),
+    return roi_align(images, to_device(boxes, images), output_size=(size, size),
                      spatial_scale=1.0, sampling_ratio=-1, aligned=True)

@@ -139,6 +139,26 @@ def _decode_one(data, device):
     return decode_jpeg(data, mode=ImageReadMode.RGB).to(device)
 
 
+def _decode_jpegs(datas, device):
+    """The decoded images, together if possible, else one by one; the RuntimeError for each image
+    that no decoder reads."""
+    if device.type == "cuda":
+        # nvjpeg writes its output on a stream of its own that does not wait for ours, into memory our
+        # stream may have just freed with kernels still queued on it: let them finish first.
+        torch.cuda.current_stream(device).synchronize()
+    try:
+        return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        pass
+    images = []
+    for data in datas:
+        try:
+            images.append(_decode_one(data, device))
+        except RuntimeError as error:
+            images.append(error)
+    return images
+
+
 def decode_batch(payloads, indices, dataset, device):
     """The batch's images as uint8 3 x H x W RGB tensors on `device`, and the indices actually used.
 
@@ -148,17 +168,11 @@ def decode_batch(payloads, indices, dataset, device):
     """
     images, indices = list(payloads), indices.tolist()
     jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
-    try:
-        decoded = decode_jpeg([payloads[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
-        for i, image in zip(jpegs, decoded):
+    if jpegs:  # none in a batch of, say, PNGs, which the workers decoded
+        for i, image in zip(jpegs, _decode_jpegs([payloads[i] for i in jpegs], device)):
+            if isinstance(image, RuntimeError):
+                image, indices[i] = dataset.replace_undecodable(indices[i], image)
             images[i] = image
-    except RuntimeError:
-        for i in jpegs:
-            try:
-                images[i] = _decode_one(payloads[i], device)
-            except RuntimeError as error:
-                image, indices[i] = dataset.replace_undecodable(indices[i], error)
-                images[i] = image.to(device)
     for i, image in enumerate(images):
         if image.device != device:
             images[i] = image.to(device, non_blocking=True)

@@ -1,8 +1,9 @@
-"""Makes the data order and every view a pure function of (seed, epoch, image index).
+"""Makes the data order and every view of the workers path a pure function of (seed, epoch, image index).
 
 That is what lets a run stopped mid-epoch resume bit for bit: the sampler restarts the same epoch
 permutation at the batch it stopped at, and each image's random crops and colour draws depend on
-neither the process count, the worker count nor what ran before.
+neither the process count, the worker count nor what ran before. (The batched path draws its views
+from (seed, rank, iteration) instead: pretrain/batched_augment.py.)
 """
 import numpy as np
 import torch

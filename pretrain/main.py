@@ -18,7 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -185,6 +185,7 @@ class PretrainData:
     seeded: SeededViews
     batched: bool
     views_on_device: Callable  # (loader batch, indices, iteration) -> [key, *weak, *strong] on the device
+    stream: Optional[torch.cuda.Stream]  # where the views are made on a GPU
 
 
 def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_format=torch.contiguous_format):
@@ -204,10 +205,13 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
 
         def views_on_device(views, indices, iteration):
             return [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
+    # Pinned memory speeds up the copy of finished views; JPEG bytes are read by the decoder on the host.
     loader, sampler, seeded = build_loader(dataset, cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size, cfg.SEED,
-                                           cfg.DATA.NUM_WORKERS, pin_memory=device.type == "cuda",
+                                           cfg.DATA.NUM_WORKERS, pin_memory=device.type == "cuda" and not batched,
                                            collate_fn=collate_encoded if batched else None)
-    return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device)
+    # One stream for the whole run: the caching allocator keeps freed blocks per stream.
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device, stream)
 
 
 def views_by_iteration(data, device, first_iteration):
@@ -216,7 +220,7 @@ def views_by_iteration(data, device, first_iteration):
     On a GPU they are made on a side stream. The host runs ahead of the GPU, so the next batch's
     decoding and views run while the kernels of the step before still execute.
     """
-    side = torch.cuda.Stream(device) if device.type == "cuda" else None
+    side = data.stream
     for iteration, (batch, indices) in enumerate(data.loader, first_iteration):
         if side is None:
             yield data.views_on_device(batch, indices, iteration)

@@ -221,12 +221,23 @@ def test_strong_rounds_with_fixed_draws_follow_strongaugment_on_uint8():
     assert torch.stack(within_2).mean() >= 0.95
 
 
-def test_views_keep_their_count_and_sizes_for_every_preset():
+@pytest.mark.parametrize("crop_method", ["roi_align", "interpolate"])
+def test_views_keep_their_count_and_sizes_for_every_preset(crop_method):
     images = [photo_like(64, 80, 0), photo_like(100, 70, 1)]
     for name, views in PRESET_VIEWS.items():
         expected = [tuple(v.shape) for v in MultiViewTransform.from_preset(name)(images[0])]
-        out = BatchedViews(**views)(images, batch_generator(0, 0, 0))
+        out = BatchedViews(**views, crop_method=crop_method)(images, batch_generator(0, 0, 0))
         assert [tuple(v.shape[1:]) for v in out] == expected and all(v.shape[0] == 2 for v in out), name
+
+
+def test_gpu_crop_method_changes_whole_views_by_a_fraction_of_a_grey_level():
+    """The full pipeline with roi_align crops (the GPU's) against exact v2 resizes, same draws."""
+    images = [photo_like(375, 500, seed, noise=3.0) for seed in range(8)]
+    views = {method: BatchedViews(**PRESET_VIEWS["clsa_single"], crop_method=method)(images, batch_generator(0, 0, 0))
+             for method in ("roi_align", "interpolate")}
+    for gpu, exact in zip(views["roi_align"], views["interpolate"]):
+        levels = (gpu - exact).abs() * 0.226 * 255
+        assert levels.mean() <= 0.25 and levels.flatten().quantile(0.99) <= 2.0
 
 
 def test_output_is_in_the_training_dtype_and_memory_format():
@@ -235,9 +246,10 @@ def test_output_is_in_the_training_dtype_and_memory_format():
     assert all(v.dtype == torch.bfloat16 and v.is_contiguous(memory_format=torch.channels_last) for v in out)
 
 
-def test_generator_seed_repeats_per_iteration_and_differs_across_ranks_and_iterations():
+@pytest.mark.parametrize("crop_method", ["roi_align", "interpolate"])
+def test_generator_seed_repeats_per_iteration_and_differs_across_ranks_and_iterations(crop_method):
     images = [photo_like(64, 80, 0), photo_like(50, 70, 1)]
-    views = BatchedViews(**PRESET_VIEWS["clsa_single"])
+    views = BatchedViews(**PRESET_VIEWS["clsa_single"], crop_method=crop_method)
 
     def run(seed, rank, iteration):
         return torch.cat([v.flatten() for v in views(images, batch_generator(seed, rank, iteration))])

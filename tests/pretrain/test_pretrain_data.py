@@ -152,6 +152,13 @@ def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batc
         assert image.dtype == torch.uint8 and np.array_equal(image.permute(1, 2, 0).numpy(), expected)
 
 
+def test_a_batch_without_jpegs_is_the_workers_decoded_pixels(tmp_path):
+    root = make_tree(tmp_path / "train", {f"a/{i}.png": jpeg_bytes(i, format="PNG") for i in range(2)})
+    dataset = EncodedImageFolder(root)
+    images, used = decode_batch(*collate_encoded([dataset[0], dataset[1]]), dataset, torch.device("cpu"))
+    assert used == [0, 1] and [tuple(image.shape) for image in images] == [(3, 40, 40)] * 2
+
+
 def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monkeypatch):
     """nvjpeg rejects some valid JPEGs; stand in for it with a decoder that fails off the CPU."""
     root = make_tree(tmp_path / "train", {f"a/{i}.JPEG": jpeg_bytes(i) for i in range(3)})
