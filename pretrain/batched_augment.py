@@ -41,8 +41,15 @@ _PIXEL_OPS = {
 }
 _STRONG_NAMES = tuple(STRONG_OPS)
 assert set(_STRONG_NAMES) == set(_PIXEL_OPS) | set(ops.AFFINE_OPS)
+# Table 1's ranges per op index (0 for ops without magnitude), and each op's index in AFFINE_OPS (-1: none).
+_STRONG_LOW = torch.tensor([STRONG_OPS[name].low or 0.0 for name in _STRONG_NAMES], dtype=torch.float64)
+_STRONG_HIGH = torch.tensor([STRONG_OPS[name].high or 0.0 for name in _STRONG_NAMES], dtype=torch.float64)
+_STRONG_INTEGER = torch.tensor([STRONG_OPS[name].integer for name in _STRONG_NAMES])
+_AFFINE_KIND = torch.tensor([ops.AFFINE_OPS.index(name) if name in ops.AFFINE_OPS else -1 for name in _STRONG_NAMES])
 _JITTER_OPS = (ops.brightness, ops.contrast, ops.saturation, ops.hue)  # ColorJitter's fn_idx order
-_JITTER_RANGES = ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))  # ColorJitter(0.4, 0.4, 0.4, 0.1)
+# ColorJitter(0.4, 0.4, 0.4, 0.1): factor ranges (the hue's is a shift), in _JITTER_OPS order.
+_JITTER_LOW = torch.tensor([0.6, 0.6, 0.6, -0.1], dtype=torch.float64)
+_JITTER_HIGH = torch.tensor([1.4, 1.4, 1.4, 0.1], dtype=torch.float64)
 
 
 def batch_generator(seed, rank, iteration):
@@ -95,9 +102,7 @@ def sample_strong_ops(n, num_ops, prob, generator):
     picks = torch.randint(len(_STRONG_NAMES), (n, num_ops), generator=generator)
     applied = _bernoulli((n, num_ops), prob, generator)
     unit = torch.rand(n, num_ops, generator=generator, dtype=torch.float64)
-    low = torch.tensor([STRONG_OPS[name].low or 0.0 for name in _STRONG_NAMES], dtype=torch.float64)[picks]
-    high = torch.tensor([STRONG_OPS[name].high or 0.0 for name in _STRONG_NAMES], dtype=torch.float64)[picks]
-    integer = torch.tensor([STRONG_OPS[name].integer for name in _STRONG_NAMES])[picks]
+    low, high, integer = _STRONG_LOW[picks], _STRONG_HIGH[picks], _STRONG_INTEGER[picks]
     magnitudes = torch.where(integer, torch.floor(low + unit * (high - low + 1)).clamp(max=high),
                              low + unit * (high - low))
     return picks, applied, magnitudes
@@ -208,12 +213,12 @@ class BatchedViews:
         n = len(heights)
         params = []
         for view in self.views:
-            low, high = torch.tensor(_JITTER_RANGES, dtype=torch.float64).unbind(dim=1)
             p = ViewParams(
                 boxes=sample_crop_boxes(heights, widths, view.scale, generator),
                 jitter=_bernoulli(n, 0.8, generator),
                 jitter_order=torch.rand(n, 4, generator=generator).argsort(dim=1),
-                jitter_factors=low + torch.rand(n, 4, generator=generator, dtype=torch.float64) * (high - low),
+                jitter_factors=_JITTER_LOW + torch.rand(n, 4, generator=generator, dtype=torch.float64) * (
+                    _JITTER_HIGH - _JITTER_LOW),
                 grayscale=_bernoulli(n, 0.2, generator),
                 blur=_bernoulli(n, 0.5, generator),
                 blur_sigma=_uniform(n, 0.1, 2.0, generator),
@@ -253,15 +258,12 @@ class BatchedViews:
     def strong_ops(images, p):
         """The rounds of Table 1 ops, in place on weak-augmented crops."""
         size = images.shape[-2:]
-        affine = torch.tensor([name in ops.AFFINE_OPS for name in _STRONG_NAMES])
-        affine_kind = torch.tensor([ops.AFFINE_OPS.index(name) if name in ops.AFFINE_OPS else -1
-                                    for name in _STRONG_NAMES])
         for round_ in range(p.strong_ops.shape[1]):
             picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
             magnitudes = p.strong_magnitudes[:, round_]
-            _apply_to(images, applied & affine[picks],
+            _apply_to(images, applied & (_AFFINE_KIND[picks] >= 0),
                       lambda x, kinds, m: ops.affine(x, ops.affine_matrices(kinds, m, *size)),
-                      affine_kind[picks], magnitudes)
+                      _AFFINE_KIND[picks], magnitudes)
             for name, op in _PIXEL_OPS.items():
                 _apply_to(images, applied & (picks == _STRONG_NAMES.index(name)), op, magnitudes)
 

@@ -173,7 +173,4 @@ def decode_batch(payloads, indices, dataset, device):
             if isinstance(image, RuntimeError):
                 image, indices[i] = dataset.replace_undecodable(indices[i], image)
             images[i] = image
-    for i, image in enumerate(images):
-        if image.device != device:
-            images[i] = image.to(device, non_blocking=True)
-    return images, indices
+    return [image.to(device, non_blocking=True) for image in images], indices
