@@ -114,8 +114,8 @@ def gaussian_blur_matrices(length, kernel_size, sigmas):
 
 
 def gaussian_blur(images, kernel_size, sigmas):
-    """v2.functional.gaussian_blur with one sigma per image (the same along both axes), as M_h^T @ x @ M_w:
-    on the CPU several times faster than a depthwise convolution with a long kernel."""
+    """v2.functional.gaussian_blur with one sigma per image (the same along both axes), as M_h^T @ x @ M_w
+    with the blur matrices of the per-image path (pretrain.augment.MatmulGaussianBlur)."""
     sigmas = to_device(sigmas, images)
     rows = gaussian_blur_matrices(images.shape[-2], kernel_size, sigmas).transpose(1, 2).unsqueeze(1)
     columns = gaussian_blur_matrices(images.shape[-1], kernel_size, sigmas).unsqueeze(1)
