@@ -4,7 +4,9 @@ Each image is decoded from JPEG bytes and turned into all its views, as a DataLo
 Rows:
 - our presets (mocov2, clsa_single, clsa_multi);
 - clsa_single with the views the reference code builds (key, weak 224+96, strong 224+96; two unused);
-- MoCo v2's own pipeline (torchvision.transforms v1 on PIL, PIL's Gaussian blur) for the 2 views.
+- MoCo v2's own pipeline (torchvision.transforms v1 on PIL, PIL's Gaussian blur) for the 2 views;
+- the Gaussian blur alone on a 224 and a 96 crop: v2.GaussianBlur's 2-D convolution against
+  pretrain.augment.MatmulGaussianBlur.
 
     python benchmarks/pretrain_data_speed.py [--images 200] [--size 500x375]
 """
@@ -15,9 +17,11 @@ import time
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as v1
+from torchvision.transforms import v2
 
 from common.synthetic import photo_like_jpegs
-from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, PRESET_VIEWS, MultiViewTransform
+from pretrain.augment import (IMAGENET_MEAN, IMAGENET_STD, PRESET_VIEWS, MatmulGaussianBlur, MultiViewTransform,
+                              blur_kernel_size)
 
 REFERENCE_SINGLE = "clsa_single, reference's 5 views"
 MOCO_PIL = "mocov2, MoCo's PIL pipeline"
@@ -52,6 +56,15 @@ def images_per_second(pipeline, jpegs, warmup):
     return len(jpegs) / (time.perf_counter() - start)
 
 
+def blur_milliseconds(blur, size, repeats=50):
+    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    blur(image)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        blur(image)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=200, help="images timed per pipeline")
@@ -81,6 +94,12 @@ def main():
         print(f"{name:36s} {views:5d} {speeds[name]:8.1f} {1000 / speeds[name]:8.2f}")
     print(f"clsa_single / {REFERENCE_SINGLE}: {speeds['clsa_single'] / speeds[REFERENCE_SINGLE]:.2f}x")
     print(f"mocov2 / {MOCO_PIL}: {speeds['mocov2'] / speeds[MOCO_PIL]:.2f}x")
+    for size in (224, 96):
+        kernel = blur_kernel_size(size)
+        conv, matmul = (blur_milliseconds(cls(kernel, sigma=(0.1, 2.0)), size)
+                        for cls in (v2.GaussianBlur, MatmulGaussianBlur))
+        print(f"blur {size} px, kernel {kernel}: v2.GaussianBlur {conv:.2f} ms, MatmulGaussianBlur {matmul:.2f} ms, "
+              f"{conv / matmul:.1f}x")
 
 
 if __name__ == "__main__":
