@@ -7,11 +7,11 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 import detection  # registers Res5ROIHeadsExtraNorm; imports common.d2compat before detectron2
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-TORCHVISION_MEAN, TORCHVISION_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
+from detection.checkpoint import PretrainedWeightsCheckpointer
 # Added by Res5ROIHeadsExtraNorm (a norm after res5) and trained from scratch, as in MoCo.
 NEW_IN_DETECTION = "roi_heads.res5.norm."
 CONFIGS = {"voc_faster_rcnn": "voc0712_R50_C4.yaml", "coco_mask_rcnn": "coco_R50_C4.yaml"}
@@ -26,8 +26,9 @@ def detection_model(name):
 
 
 def load_pkl(model, path):
-    """Loads as DetectionCheckpointer.load does and returns its incompatible keys."""
-    checkpointer = DetectionCheckpointer(model)
+    """Loads as tools/train_net.py does (its arrays-only unpickler and key check) and returns the
+    incompatible keys."""
+    checkpointer = PretrainedWeightsCheckpointer(model)
     return checkpointer._load_model(checkpointer._load_file(str(path)))
 
 
@@ -58,7 +59,7 @@ def test_detectron2_features_equal_torchvision_layers(d2_pkl, query_encoder):
     for stage in ("res2", "res3", "res4"):
         getattr(model.backbone, stage).register_forward_hook(lambda m, i, out, s=stage: features.update({s: out}))
     # torchvision's pipeline; detectron2 subtracts 255 * mean instead, equal up to rounding.
-    x = F.normalize(F.to_dtype(image, torch.float32, scale=True), TORCHVISION_MEAN, TORCHVISION_STD)[None]
+    x = F.normalize(F.to_dtype(image, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD)[None]
 
     pixels = model.preprocess_image([{"image": image.float()}]).tensor
     assert (pixels - x).abs().max() <= 1e-6
