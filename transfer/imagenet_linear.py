@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.io import atomic_torch_save
+from pretrain.data import check_image_root
 from transfer import cli
 from transfer.features import build_resnet
 from transfer.voc import DatasetError
@@ -110,6 +111,10 @@ def image_folders(root):
         path = os.path.join(root, split)
         if not os.path.isdir(path):
             raise DatasetError(f"{path} not found: --data must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
+        try:
+            check_image_root(path)  # an empty or flat folder: one line naming it, not ImageFolder's traceback
+        except ValueError as error:
+            raise DatasetError(str(error)) from None
         folders[split] = torchvision.datasets.ImageFolder(path, tf)
     if folders["train"].classes != folders["val"].classes:
         raise DatasetError(f"{root}: train/ and val/ hold different class folders")
@@ -146,12 +151,15 @@ def evaluate(model, loader, device, show):
         correct5 += hit.any(1).sum().item()
         seen += len(targets)
     correct1, correct5, seen = all_reduce_sum([correct1, correct5, seen], device)
-    return 100 * correct1 / seen, 100 * correct5 / seen
+    return 100 * correct1 / seen, 100 * correct5 / seen, int(seen)
 
 
 def main(args):
     start = time.perf_counter()
     rank, world, device = init_distributed()
+    if args.batch_size % world:
+        raise SystemExit(f"error: --batch-size {args.batch_size} is the total over {world} processes and must "
+                         f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}")
     show = rank == 0
     backbone, weights = cli.load_weights(args.weights)
     train_set, val_set = image_folders(args.data)
@@ -194,8 +202,9 @@ def main(args):
             loss.backward()
             optimizer.step()
         # The plain module: DDP's forward would broadcast buffers, a collective that uneven slices would hang.
-        top1, top5 = evaluate(model, val_loader, device, show)
-        history.append({"epoch": epoch + 1, "top1": top1, "top5": top5, "lr": optimizer.param_groups[0]["lr"]})
+        top1, top5, scored = evaluate(model, val_loader, device, show)
+        history.append({"epoch": epoch + 1, "top1": top1, "top5": top5, "val_images": scored,
+                        "lr": optimizer.param_groups[0]["lr"]})
         if show:
             print(f"epoch {epoch + 1}: top-1 {top1:.2f}  top-5 {top5:.2f}")
             atomic_torch_save({"fc": model.fc.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
