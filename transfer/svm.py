@@ -8,8 +8,8 @@ trainval, as VISSL does) while giving bit-identical models: every (class, cost, 
 independent joblib task, longest first, over features converted to float64 once and memory-mapped
 to the workers; and only the chosen cost is refit on all of trainval (1 refit per class instead of
 one per cost). LinearSVC has no warm start, so successive costs cannot reuse each other's solution.
-That bounds the gain at (27 x 4) / (27 x 3 + 1) = 1.32x times the cores used (about 2.6x on 2 cores);
-benchmarks/svm_speed.py measures it.
+That bounds the gain at (27 x 4) / (27 x 3 + 1) = 1.32x times the cores used (at most ~2.6x on 2
+cores); benchmarks/svm_speed.py measured 1.22x on the shared 2-core build machine (benchmarks.md).
 """
 import warnings
 

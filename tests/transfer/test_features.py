@@ -39,6 +39,21 @@ def test_layers_give_gap_and_2x2_features_of_the_res5_map():
     torch.testing.assert_close(pooled.reshape(2, 4, 2, 2)[:, :, 1, 0], res5[:, :, 1:7, 0:6].mean((2, 3)))
 
 
+def test_res5_trunk_is_torchvision_resnet_without_its_classifier():
+    weights = torchvision.models.resnet18()
+    torch.manual_seed(0)
+    for module in weights.modules():  # BN statistics other than the identity init, so eval mode shows
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    backbone = checkpoint.Backbone(weights.state_dict(), "torchvision", "resnet18", [])
+    reference = weights.eval()
+    reference.fc = nn.Identity()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(features.build_trunk(backbone, "res5")(x), reference(x))
+
+
 def test_l2_normalise_matches_goyal_formula():
     f = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_allclose(features.l2_normalise(f), [[3 / (5 + 1e-5), 4 / (5 + 1e-5)], [0, 0]], rtol=1e-6)
