@@ -1,4 +1,5 @@
 """results.json of a detection run, and the mean/std over seeds (the VOC protocol averages 5 trials)."""
+import hashlib
 import json
 import os
 
@@ -8,15 +9,28 @@ from common.io import sha256_file
 from detection.evaluation import flat_metrics
 
 
+def trial_settings(cfg, config_file):
+    """What two trials must share to be averaged: the config file, the weights' content, and the
+    merged config (overrides included) apart from the seed and output folder, which differ per trial."""
+    weights = cfg.MODEL.WEIGHTS
+    shared = cfg.clone()
+    shared.defrost()
+    shared.SEED, shared.OUTPUT_DIR = 0, ""
+    return {"config": os.path.abspath(config_file),
+            "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None,
+            "config_sha256": hashlib.sha256(shared.dump().encode()).hexdigest()}
+
+
 def build_results(cfg, config_file, results, iterations):
     weights = cfg.MODEL.WEIGHTS
+    settings = trial_settings(cfg, config_file)
     return {
         "task": "detection",
         "datasets": {"train": list(cfg.DATASETS.TRAIN), "test": list(cfg.DATASETS.TEST)},
         "metrics": flat_metrics(results),
-        "config": os.path.abspath(config_file),
-        "weights": {"path": os.path.abspath(weights) if weights else "",
-                    "sha256": sha256_file(weights) if weights and os.path.isfile(weights) else None},
+        "config": settings["config"],
+        "config_sha256": settings["config_sha256"],
+        "weights": {"path": os.path.abspath(weights) if weights else "", "sha256": settings["weights"]},
         "data_root": os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets")),
         "seed": cfg.SEED,
         "iterations": iterations,
@@ -43,16 +57,16 @@ def aggregate_trials(paths):
 
 
 def trial_is_done(path, cfg, config_file):
-    """True if `path` holds a finished trial of this config and weights; an existing trial of other
-    weights or another config is an error rather than a result to average in."""
+    """True if `path` holds a finished trial of this config, overrides and weights; an existing trial of
+    other weights or settings is an error rather than a result to average in."""
     if not os.path.isfile(path):
         return False
     found = json.loads(open(path).read())
-    weights = cfg.MODEL.WEIGHTS
-    expected = {"config": os.path.abspath(config_file),
-                "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None}
-    actual = {"config": found.get("config"), "weights": found.get("weights", {}).get("sha256")}
+    expected = trial_settings(cfg, config_file)
+    actual = {"config": found.get("config"), "weights": found.get("weights", {}).get("sha256"),
+              "config_sha256": found.get("config_sha256")}
     if actual != expected:
-        raise SystemExit(f"{path} holds a trial of {actual}, not of {expected}; use another OUTPUT_DIR "
+        differing = ", ".join(key for key in expected if actual[key] != expected[key])
+        raise SystemExit(f"{path} holds a trial of other settings ({differing} differ); use another OUTPUT_DIR "
                          "or move it away (it is not averaged in, nor overwritten)")
     return True

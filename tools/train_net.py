@@ -42,13 +42,23 @@ class Trainer(DefaultTrainer):
         return build_evaluator(cfg, dataset_name, output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
 
-def setup(args):
+def load_cfg(args):
     cfg = get_cfg()
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
-    if cfg.SEED < 0:
-        # Record the seed the run really used, so results.json can name it.
-        cfg.SEED = int.from_bytes(os.urandom(2), "little")
+    return cfg
+
+
+def with_one_seed(args):
+    """`args` with SEED fixed when the config leaves it random (< 0), before `launch` starts the
+    processes: then all of them share one seed, and results.json records the one the run used."""
+    if load_cfg(args).SEED < 0:
+        args.opts = [*args.opts, "SEED", str(int.from_bytes(os.urandom(2), "little"))]
+    return args
+
+
+def setup(args):
+    cfg = load_cfg(args)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
@@ -57,7 +67,11 @@ def setup(args):
 def main(args):
     cfg = setup(args)
     check_datasets(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)
-    if not cfg.MODEL.WEIGHTS:
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights) and not args.resume:
+        raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
+                                "with python converters/to_d2.py CKPT and pass the .pkl it writes")
+    if not weights:
         logger.warning("MODEL.WEIGHTS is empty: the backbone starts from RANDOM INIT, not pretrained weights")
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -81,9 +95,7 @@ def main(args):
 
 def run_seeds(args, argv):
     """Runs args.seeds trials, each in its own process and OUTPUT_DIR/seed_K, then aggregates them."""
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_cfg(args)
     base_seed = max(cfg.SEED, 0)
     trial_dirs = []
     for k in range(args.seeds):
@@ -124,4 +136,4 @@ if __name__ == "__main__":
         run_seeds(args, sys.argv[1:])
     else:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
+               dist_url=args.dist_url, args=(with_one_seed(args),))

@@ -2,20 +2,32 @@ import json
 
 import pytest
 
-from detection.results import aggregate_trials, trial_is_done
+import detection  # noqa: F401  (d2compat before detectron2)
+from common.io import sha256_file
+from detectron2.config import get_cfg
+from detection.results import aggregate_trials, build_results, trial_is_done
 
 
-class _Cfg:
-    class MODEL:
-        WEIGHTS = ""
-
-
-def _trial(path, seed, ap50, sha="abc", config="/c.yaml"):
+def _trial(path, seed, ap50, sha="abc", config="/c.yaml", config_sha256=None):
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({
-        "task": "detection", "datasets": {}, "data_root": "/d", "config": config,
+        "task": "detection", "datasets": {}, "data_root": "/d", "config": config, "config_sha256": config_sha256,
         "weights": {"path": "/w.pkl", "sha256": sha}, "iterations": 10, "notes": {}, "seed": seed,
         "metrics": {"bbox": {"AP50": ap50, "AP": ap50 / 2}}}))
+    return path
+
+
+def _trial_cfg(weights, seed=0, output_dir="out", **overrides):
+    cfg = get_cfg()
+    cfg.MODEL.WEIGHTS, cfg.SEED, cfg.OUTPUT_DIR = str(weights), seed, output_dir
+    cfg.merge_from_list([x for kv in overrides.items() for x in kv])
+    return cfg
+
+
+def _written_trial(path, cfg, config_file):
+    """results.json as train_net writes it for `cfg` (build_results), with made-up metrics."""
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(build_results(cfg, config_file, {"bbox": {"AP50": 80.0}}, 10)))
     return path
 
 
@@ -28,16 +40,23 @@ def test_seed_mean_and_population_std(tmp_path):
 
 
 def test_an_old_trial_of_other_weights_is_never_averaged_in(tmp_path):
-    cfg = _Cfg()
-    cfg.MODEL.WEIGHTS = str(tmp_path / "w.pkl")
+    cfg = _trial_cfg(tmp_path / "w.pkl")
     (tmp_path / "w.pkl").write_bytes(b"new weights")
     old = _trial(tmp_path / "seed_0" / "results.json", 0, 80.0, sha="sha-of-old-weights",
                  config=str(tmp_path / "c.yaml"))
-    with pytest.raises(SystemExit, match="holds a trial of"):
+    with pytest.raises(SystemExit, match="weights"):
         trial_is_done(old, cfg, str(tmp_path / "c.yaml"))
     assert not trial_is_done(tmp_path / "seed_1" / "results.json", cfg, str(tmp_path / "c.yaml"))
-    from common.io import sha256_file
+    same = _written_trial(tmp_path / "seed_2" / "results.json", _trial_cfg(tmp_path / "w.pkl", seed=2, output_dir="o2"),
+                          str(tmp_path / "c.yaml"))
+    assert json.loads(same.read_text())["weights"]["sha256"] == sha256_file(tmp_path / "w.pkl")
+    assert trial_is_done(same, cfg, str(tmp_path / "c.yaml"))  # another seed and folder: the same run
 
-    same = _trial(tmp_path / "seed_2" / "results.json", 2, 80.0, sha=sha256_file(cfg.MODEL.WEIGHTS),
-                  config=str(tmp_path / "c.yaml"))
-    assert trial_is_done(same, cfg, str(tmp_path / "c.yaml"))
+
+def test_a_trial_with_other_overrides_is_never_averaged_in(tmp_path):
+    """A smoke-schedule trial left in OUTPUT_DIR must not join a full run of the same config and weights."""
+    (tmp_path / "w.pkl").write_bytes(b"weights")
+    smoke = _written_trial(tmp_path / "seed_0" / "results.json",
+                           _trial_cfg(tmp_path / "w.pkl", **{"SOLVER.MAX_ITER": "20"}), str(tmp_path / "c.yaml"))
+    with pytest.raises(SystemExit, match="config_sha256"):
+        trial_is_done(smoke, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))

@@ -111,3 +111,20 @@ def test_a_trained_model_beats_an_untrained_one_and_eval_only_reproduces_it(synt
     assert ap50["trained"] > 5.0 and ap50["trained"] > ap50["untrained"] + 5.0, ap50
     for task in ("bbox", "segm"):
         assert metrics["reproduced"][task] == pytest.approx(metrics["trained"][task], abs=1e-6)
+
+
+def test_missing_weights_file_stops_before_training_naming_the_converter(synthetic_root, tmp_path):
+    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
+                "OUTPUT_DIR", str(tmp_path / "out")], synthetic_root)
+    assert proc.returncode != 0
+    assert f"MODEL.WEIGHTS {tmp_path / 'r50.pkl'} does not exist" in proc.stderr
+    assert "converters/to_d2.py" in proc.stderr and not (tmp_path / "out" / "results.json").exists()
+
+
+def test_a_random_seed_is_drawn_once_for_all_processes():
+    from tools.train_net import parse_args, with_one_seed
+
+    fixed = with_one_seed(parse_args(["--config", "detection/voc0712_R50_C4.yaml", "SEED", "-1"]))
+    assert fixed.opts[:2] == ["SEED", "-1"] and fixed.opts[2] == "SEED" and int(fixed.opts[3]) >= 0
+    kept = with_one_seed(parse_args(["--config", "detection/voc0712_R50_C4.yaml", "SEED", "7"]))
+    assert kept.opts == ["SEED", "7"]

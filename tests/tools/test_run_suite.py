@@ -1,14 +1,19 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
 
-def _suite(*args):
-    return subprocess.run([sys.executable, "tools/run_suite.py", *args], capture_output=True, text=True)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _suite(*args, cwd=None):
+    return subprocess.run([sys.executable, str(REPO / "tools/run_suite.py"), *args], capture_output=True, text=True,
+                          cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +55,10 @@ def test_a_failed_stage_is_recorded_and_the_run_fails(tmp_path):
     assert proc.returncode != 0 and "failed stages: convert" in proc.stderr
     assert (tmp_path / "suite" / "convert" / "FAILED").read_text().startswith("exit code 2")
     assert (tmp_path / "suite" / "report.md").is_file(), "the report still runs after a failed stage"
+
+
+def test_relative_paths_are_taken_from_the_callers_folder(checkpoint, tmp_path):
+    proc = _suite("--weights", checkpoint.name, "--out", "suite", "--only", "convert", cwd=checkpoint.parent)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (checkpoint.parent / "suite" / "convert" / "model_d2.pkl").is_file()
+    assert not (REPO / "suite").exists()
