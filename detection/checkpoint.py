@@ -55,8 +55,10 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
             return super()._load_file(filename)
         except Exception as err:
             raise ValueError(
-                f"{filename} is not a detectron2 checkpoint ({type(err).__name__}: {err}). Convert a "
-                "pretraining checkpoint first: python converters/to_d2.py CKPT") from err
+                f"{filename} is not a readable detectron2 checkpoint ({type(err).__name__}: {err}). A "
+                "pretraining checkpoint must be converted first (python converters/to_d2.py CKPT); a "
+                "detection model_*.pth that fails here is damaged: put the name of an earlier one in "
+                "OUTPUT_DIR/last_checkpoint to resume from it") from err
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
