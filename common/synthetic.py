@@ -269,7 +269,6 @@ def write_voc(root, year, splits, rng):
 
 
 def _coco_categories():
-    import common.d2compat  # noqa: F401  (detectron2 v0.6 on current numpy)
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
     return [{"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}

@@ -11,7 +11,6 @@ import sys
 
 import torch
 
-import common.d2compat  # noqa: F401  (before anything from detectron2)
 from common.io import atomic_path
 from converters.checkpoint import CheckpointError, key_mismatch
 from converters.cli import run

@@ -2,7 +2,7 @@
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
-from common.d2compat import HAS_COMPILED_OPS
+from common.environment import DETECTRON2_HAS_COMPILED_OPS
 
 
 class _Prefixed(DatasetEvaluator):
@@ -27,7 +27,7 @@ def build_evaluator(cfg, dataset_name, output_folder):
     COCO-style pass on the same predictions for APs/APm/APl, reported as ``bbox_coco_style``."""
     evaluator_type = MetadataCatalog.get(dataset_name).evaluator_type
     # The fast COCO evaluator needs detectron2's compiled ops; pycocotools gives identical numbers.
-    coco = COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=HAS_COMPILED_OPS)
+    coco = COCOEvaluator(dataset_name, output_dir=output_folder, use_fast_impl=DETECTRON2_HAS_COMPILED_OPS)
     if evaluator_type == "coco":
         return coco
     if evaluator_type == "pascal_voc":

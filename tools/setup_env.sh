@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates or refreshes .venv at the repository root: torch, the requirements, detectron2 v0.6 (pure
-# Python, from its PyPI sdist) and this project in editable mode. Idempotent: .venv/.setup-stamp
-# holds a hash of every file that shapes the environment, and a matching stamp installs nothing.
+# Python, from its PyPI sdist, corrected by tools/build_detectron2.py) and this project in editable
+# mode. Idempotent: .venv/.setup-stamp holds a hash of every file that shapes the environment, and a
+# matching stamp installs nothing.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), TORCH_PINS (the exact torch and
 # torchvision to install, default this machine's local wheels; set it empty to let pip choose).
@@ -15,7 +16,7 @@ STAMP=$VENV/.setup-stamp
 D2_SDIST=pb1-detectron2==0.6
 D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 
-wanted=$(cat requirements.txt pyproject.toml tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt pyproject.toml tools/setup_env.sh tools/build_detectron2.py | sha256sum | cut -d' ' -f1)
 wanted="$wanted $TORCH_PINS"
 if [[ -f $STAMP && "$(cat $STAMP)" == "$wanted" ]]; then
   echo "[setup] .venv is up to date (stamp $STAMP matches); nothing to install"
@@ -58,19 +59,21 @@ install_detectron2() {
   tar -xzf "$tarball" -C "$d2_build"
   local src
   src=$(ls -d "$d2_build"/pb1-detectron2-*/)
-  # The sdist lacks detectron2/layers/csrc; build the pure-Python package (see common/d2compat.py).
-  sed -i 's/^    ext_modules=get_extensions(),/    ext_modules=[],/' "$src/setup.py"
-  grep -q '^    ext_modules=\[\],' "$src/setup.py" || { echo "[setup] could not patch $src/setup.py" >&2; return 1; }
+  # v0.6's sources predate today's numpy, Pillow, Python and torch, and the sdist has no C++ sources.
+  $VENV/bin/python tools/build_detectron2.py "$src"
+  # A build of the uncorrected sources may be installed under the same version: replace it.
+  $VENV/bin/pip uninstall "${pip_q[@]}" -y pb1-detectron2 2>/dev/null || true
   $VENV/bin/pip install "${pip_q[@]}" --no-build-isolation "$src" -c "$pins_file"
 }
-if $VENV/bin/python -c "import detectron2" 2>/dev/null; then
+# An upstream build, or ours from an earlier set-up, imports on its own; v0.6 as released does not.
+if (cd /tmp && $VENV/bin/python -c "import detectron2.engine, detectron2.evaluation, detectron2.modeling") 2>/dev/null; then
   echo "[setup] detectron2 $($VENV/bin/python -c 'import detectron2; print(detectron2.__version__)') already installed"
 else
   step "build detectron2 from $D2_SDIST (pure Python)" install_detectron2
 fi
 step "install this project (editable)" \
   $VENV/bin/pip install "${pip_q[@]}" --no-deps --no-build-isolation -e .
-step "check the stack imports" $VENV/bin/python -c "import common.d2compat as c; print('[setup]', c.describe())"
+step "check the stack imports" $VENV/bin/python -c "import common.environment as e; print('[setup]', e.describe())"
 
 echo "$wanted" >"$STAMP"
 echo "[setup] environment ready in $((SECONDS - t_all)) s; $(du -sh $VENV | cut -f1) in $VENV"

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import weakref
 
-import detection  # noqa: F401  (detectron2 compatibility; registers Res5ROIHeadsExtraNorm)
+import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from common.io import atomic_write_json
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-import detection  # registers Res5ROIHeadsExtraNorm; imports common.d2compat before detectron2
+import detection  # registers Res5ROIHeadsExtraNorm
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 

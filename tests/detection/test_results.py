@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-import detection  # noqa: F401  (d2compat before detectron2)
+import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from common.io import sha256_file
 from detectron2.config import get_cfg
 from detection.results import aggregate_trials, build_results, trial_is_done
