@@ -3,16 +3,21 @@ PY := .venv/bin/python
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow'".
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo
+.PHONY: setup test demo format
 
 setup:
 	@bash tools/setup_env.sh
 
-# pytest exits 5 when it collected no test: that is a broken suite, not a pass.
+# Lint and format check first (rules in pyproject.toml; `make format` applies them). pytest exits 5
+# when it collected no test: that is a broken suite, not a pass.
 test: setup
+	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
 
 demo: setup
 	@$(PY) tools/demo.py
+
+format: setup
+	@.venv/bin/ruff check --fix . && .venv/bin/ruff format .
