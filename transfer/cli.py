@@ -12,6 +12,10 @@ from transfer.features import cached_features
 from transfer.voc import DatasetError, read_split, voc2007_root
 
 
+class UsageError(ValueError):
+    """Flags that cannot run together here; the message says what to change."""
+
+
 def parser(description, default_output_dir):
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--weights", type=Path, required=True,
@@ -21,10 +25,10 @@ def parser(description, default_output_dir):
 
 
 def run(main):
-    """Calls main(); a bad checkpoint or data folder ends the process with one line and exit code 2."""
+    """Calls main(); a bad checkpoint, data folder or flag ends the process with one line and exit code 2."""
     try:
         main()
-    except (CheckpointError, DatasetError) as error:
+    except (CheckpointError, DatasetError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 

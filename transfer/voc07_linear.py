@@ -1,6 +1,13 @@
-"""VOC07 linear classifier of the CLSA paper (section 4.1) on frozen res5 features, two metrics.
+"""VOC07 linear classifier of the CLSA paper (section 4.1), two protocols, two metrics.
 
-    python transfer/voc07_linear.py --weights CKPT
+    python transfer/voc07_linear.py --weights CKPT                     # --protocol features
+    python transfer/voc07_linear.py --weights CKPT --protocol clsa     # the reference code's protocol
+    torchrun --nproc-per-node 2 transfer/voc07_linear.py --weights CKPT --protocol clsa
+
+--protocol clsa is the CLSA reference code's protocol (transfer/clsa_voc.py), the one that produced
+Table 3's "VOC07 accuracy" 93.6: fine-tuning fc on augmented images with the backbone's BN statistics
+adapting, the epoch chosen on val, 5-crop testing. It resumes from --output-dir. The default,
+--protocol features, is described below.
 
 A linear layer on the frozen global-average-pooled res5 feature (2048-d for ResNet-50), trained on
 VOC2007 trainval as the paper states (the reference code trains on train and picks the epoch on
@@ -27,21 +34,37 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from transfer import cli
+from transfer import cli, clsa_voc
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES
 
 
+# The defaults that differ between the protocols.
+PROTOCOL_DEFAULTS = {"features": {"batch_size": 256, "workers": 2}, clsa_voc.NAME: {"batch_size": 16, "workers": 8}}
+
+
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/voc07_linear")
+    p.add_argument("--protocol", choices=sorted(PROTOCOL_DEFAULTS), default="features",
+                   help="features: linear layer on cached frozen features, trainval -> test (the paper's text); "
+                        "clsa: the CLSA reference code's protocol (Table 3's 93.6)")
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, help="default 256 (features), 16 (clsa; total over all processes)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", help="feature cache (default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading workers for extraction")
+    p.add_argument("--cache-dir", help="feature cache (features; default: ~/.cache/clsa-suite/features)")
+    p.add_argument("--workers", type=int, help="data-loading workers per process; default 2 (features), 8 (clsa)")
+    p.add_argument("--t-max", type=int, default=12, help="clsa: CosineAnnealingLR T_max, stepped once per epoch")
+    p.add_argument("--crop-size", type=int, default=300, help="clsa: train size and val/test crop")
+    p.add_argument("--resize", type=int, default=330, help="clsa: shorter side of val/test images before the crop")
     return p
+
+
+def parse_args(argv=None):
+    parser = get_parser()
+    parser.set_defaults(**PROTOCOL_DEFAULTS[parser.parse_known_args(argv)[0].protocol])
+    return parser.parse_args(argv)
 
 
 def train_linear(features, labels, epochs, lr, batch_size, seed):
@@ -63,6 +86,8 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
 
 
 def main(args):
+    if args.protocol == clsa_voc.NAME:
+        return clsa_voc.main(args)
     start = time.perf_counter()
     weights, root, splits, features = cli.load_voc07(args, "res5")
     train_start = time.perf_counter()
@@ -78,6 +103,7 @@ def main(args):
     print(f"  voc07_per_image_AP (CLSA Table 3 'VOC07 accuracy', over {len(test_labels)} images): {100 * image_ap:.2f}")
     results = {
         "task": "voc07_linear",
+        "protocol_name": "features",
         "metrics": {"voc07_mAP": float(ap.mean()), "voc07_per_image_AP": 100 * image_ap},
         "comparable_with": {
             "voc07_mAP": "per-class VOC07 mAP of MoCo/PIRL/SwAV/VISSL and transfer/voc07_svm.py",
@@ -104,4 +130,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: main(get_parser().parse_args()))
+    cli.run(lambda: main(parse_args()))
