@@ -35,7 +35,8 @@ def run_protocol(weights, root, out, *flags):
 
 def test_protocol_defaults_are_the_reference_hyperparameters():
     args = voc07_linear.parse_args(["--protocol", "clsa", "--weights", "w.pth"])
-    assert (args.batch_size, args.epochs, args.lr, args.t_max, args.crop_size, args.resize) == (16, 100, 0.05, 12, 300, 330)
+    hyperparameters = (args.batch_size, args.epochs, args.lr, args.t_max, args.crop_size, args.resize)
+    assert hyperparameters == (16, 100, 0.05, 12, 300, 330)
     features = voc07_linear.parse_args(["--weights", "w.pth"])
     assert (features.protocol, features.batch_size, features.workers) == ("features", 256, 2)
 
@@ -100,7 +101,8 @@ def test_chooses_the_epoch_on_val_tests_it_and_resumes_to_the_same_result(r18_we
     history = whole["history"]
     assert [row["epoch"] for row in history] == [1, 2, 3]
     # CosineAnnealingLR(T_max 12) stepped before each epoch: epoch e (from 1) trains at 0.05 (1 + cos(pi e / 12)) / 2.
-    assert [row["lr"] for row in history] == pytest.approx([0.025 * (1 + math.cos(math.pi * e / 12)) for e in (1, 2, 3)])
+    expected_lr = [0.025 * (1 + math.cos(math.pi * e / 12)) for e in (1, 2, 3)]
+    assert [row["lr"] for row in history] == pytest.approx(expected_lr)
     val = [row["val_per_image_AP"] for row in history]
     assert whole["metrics"]["best_epoch"] == 1 + int(np.argmax(val))
     assert whole["metrics"]["val_per_image_AP_at_best"] == max(val)
@@ -111,7 +113,8 @@ def test_chooses_the_epoch_on_val_tests_it_and_resumes_to_the_same_result(r18_we
     # The test metric is of the chosen epoch's model (fc and BN statistics), saved in the checkpoint.
     state = torch.load(tmp_path / "whole" / "checkpoint.pth", weights_only=True)
     assert state["best"]["epoch"] == whole["metrics"]["best_epoch"]
-    assert "layer1.0.bn1.running_mean" in state["best"]["model"] and "layer1.0.conv1.weight" not in state["best"]["model"]
+    assert "layer1.0.bn1.running_mean" in state["best"]["model"]
+    assert "layer1.0.conv1.weight" not in state["best"]["model"]
 
     run_protocol(r18_weights, synthetic_root, tmp_path / "resumed", "--epochs", "2")
     checkpoint = tmp_path / "resumed" / "checkpoint.pth"
@@ -131,3 +134,23 @@ def test_several_cpu_processes_are_refused_before_any_work(r18_weights, syntheti
         run_protocol(r18_weights, synthetic_root, tmp_path)
     with pytest.raises(cli.UsageError, match="--batch-size 15 is the total over 2 processes"):
         run_protocol(r18_weights, synthetic_root, tmp_path, "--batch-size", "15")
+
+
+def _predict_in_process_group(rank, world, port, weights, root, out):
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model, _ = build_model(load_backbone(weights), 20)
+    dataset = clsa_voc.VocImages(*read_split(root / "VOC2007", "test"), clsa_voc.build_transforms(64, 72)["test"])
+    logits = clsa_voc.predict(model, dataset, torch.device("cpu"), 8, 0, rank, world, show=False)
+    if rank == 0:
+        torch.save(logits, out)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes that import torch: ~30 s on 2 busy cores
+def test_two_processes_score_disjoint_slices_and_gather_every_image_in_order(r18_weights, synthetic_root, tmp_path):
+    args = (2, 29531, r18_weights, synthetic_root, tmp_path / "two.pt")
+    torch.multiprocessing.spawn(_predict_in_process_group, args, nprocs=2)
+    _predict_in_process_group(0, 1, 29532, r18_weights, synthetic_root, tmp_path / "one.pt")
+    two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
+    assert one.shape == (40, 20) and torch.allclose(two, one, atol=1e-5)
