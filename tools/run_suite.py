@@ -39,7 +39,7 @@ _SMOKE_DETECTION = [
 SMOKE_ARGS = {
     "voc07_svm": ["--costs", "0.1", "1", "10"],
     "voc07_linear": ["--epochs", "20"],
-    "voc07_clsa": ["--epochs", "2", "--crop-size", "64", "--resize", "72", "--workers", "0"],
+    "voc07_clsa": ["--epochs", "2", "--crop-size", "32", "--resize", "36", "--workers", "0"],
     "imagenet_linear": ["--epochs", "2", "--batch-size", "32"],
     "voc_det": _SMOKE_DETECTION,
     "coco_det": _SMOKE_DETECTION,
