@@ -6,7 +6,8 @@
 2. pretrains CLSA-Single (ResNet-50) for a few iterations on the synthetic ImageFolder set, with small
    crops so that it takes about a minute on 2 cores;
 3. runs tools/run_suite.py --profile smoke on the checkpoint: conversion, VOC07 SVM and linear
-   classification, VOC07+12 Faster R-CNN, COCO Mask R-CNN (tiny schedules and inputs), the report.
+   classification (frozen features, and the CLSA reference protocol at 32 px for 2 epochs), VOC07+12
+   Faster R-CNN, COCO Mask R-CNN (tiny schedules and inputs), the report.
 
 Every step is skipped when its output exists, so a second `make demo` reuses what is done. The numbers
 are smoke-scale numbers on synthetic data: they show that each stage runs and is wired to its metric,

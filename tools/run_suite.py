@@ -3,10 +3,11 @@
     python tools/run_suite.py --weights CKPT_OR_PRETRAIN_DIR --out suite/ckptname
     python tools/run_suite.py --weights CKPT --out DIR --only voc_det,coco_det --seeds 5
 
-Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear (only
-with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and
-results.json). A stage that finished for the same checkpoint (sha256) and command is skipped, so an
-interrupted suite resumes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
+Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, voc07_clsa (the CLSA
+reference's VOC07 protocol), imagenet_linear (only with --imagenet), voc_det, coco_det, report.
+Each stage writes OUT/<stage>/ (its log.txt and results.json). A stage that finished for the same
+checkpoint (sha256) and command is skipped, so an interrupted suite resumes; a failed stage leaves
+OUT/<stage>/FAILED and the others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
 its numbers only test the pipeline.
@@ -22,8 +23,8 @@ from pathlib import Path
 from common.io import atomic_write_json, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("convert", "voc07_svm", "voc07_linear", "imagenet_linear", "voc_det", "coco_det", "report")
-DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc_det", "coco_det", "report")
+STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "imagenet_linear", "voc_det", "coco_det", "report")
+DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
 
 # Overrides that make each stage a CPU smoke test (tiny inputs, few iterations, few RoIs).
@@ -38,6 +39,7 @@ _SMOKE_DETECTION = [
 SMOKE_ARGS = {
     "voc07_svm": ["--costs", "0.1", "1", "10"],
     "voc07_linear": ["--epochs", "20"],
+    "voc07_clsa": ["--epochs", "2", "--crop-size", "32", "--resize", "36", "--workers", "0"],
     "imagenet_linear": ["--epochs", "2", "--batch-size", "32"],
     "voc_det": _SMOKE_DETECTION,
     "coco_det": _SMOKE_DETECTION,
@@ -65,6 +67,10 @@ def stage_command(stage, args, weights, d2_weights, out):
         # Both VOC07 stages read the same frozen features: one cache, one extraction.
         return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out),
                      "--cache-dir", str(args.out / "features")] + smoke
+    if stage == "voc07_clsa":
+        # One process: its batch of 16 gains little from more GPUs (torchrun runs it on several by hand).
+        return py + [str(REPO / "transfer/voc07_linear.py"), "--protocol", "clsa", "--weights", str(weights),
+                     "--output-dir", str(out)] + smoke
     if stage == "imagenet_linear":
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
         return launcher + [str(REPO / "transfer/imagenet_linear.py"), "--weights", str(weights), "--data",

@@ -1,12 +1,19 @@
-"""What the transfer scripts share: common flags, exit code 2 with one line on bad input, results.json."""
+"""What the transfer scripts share: common flags, exit code 2 with one line on bad input, results.json,
+the resume checkpoint's check."""
 import argparse
 import sys
 from pathlib import Path
+
+import torch
 
 from common.io import atomic_write_json, sha256_file
 from converters.checkpoint import CheckpointError, load_backbone
 from transfer.features import cached_features
 from transfer.voc import DatasetError, read_split, voc2007_root
+
+
+class UsageError(ValueError):
+    """Flags that cannot run together here; the message says what to change."""
 
 
 def parser(description, default_output_dir):
@@ -18,10 +25,10 @@ def parser(description, default_output_dir):
 
 
 def run(main):
-    """Calls main(); a bad checkpoint or data folder ends the process with one line and exit code 2."""
+    """Calls main(); a bad checkpoint, data folder or flag ends the process with one line and exit code 2."""
     try:
         main()
-    except (CheckpointError, DatasetError) as error:
+    except (CheckpointError, DatasetError, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
@@ -32,6 +39,22 @@ def load_weights(path):
     backbone = load_backbone(path, encoder="query")
     return backbone, {"path": str(Path(path).resolve()), "sha256": sha256_file(path), "arch": backbone.arch,
                       "source_kind": backbone.source_kind}
+
+
+def load_resume_state(path, weights_sha256, **flags):
+    """The checkpoint a rerun resumes from; CheckpointError if it is unreadable, or was written for other
+    --weights or other values of `flags` (each named as its command-line flag)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        written_for = [state["weights_sha256"]] + [state[name] for name in flags]
+    except Exception as error:  # torch.load raises many types; any of them means the file is unusable
+        raise CheckpointError(path, f"unreadable resume checkpoint ({type(error).__name__}); delete it "
+                                    "or use another --output-dir") from error
+    if written_for != [weights_sha256, *flags.values()]:
+        settings = " ".join(f"--{name.replace('_', '-')} {state[name]}" for name in flags)
+        raise CheckpointError(path, f"was written for {settings} and its --weights; rerun with those or use "
+                                    "another --output-dir")
+    return state
 
 
 def write_results(output_dir, results):

@@ -68,24 +68,11 @@ def describe_schedule(preset, epochs):
     return f"lr {lr}, x0.1 at epochs {milestones} of {epochs} (MoCo main_lincls)"
 
 
-def load_resume_state(path, weights_sha256, preset, epochs):
-    """The checkpoint a rerun resumes from; CheckpointError if it is unreadable or from another run."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        written_for = (state["weights_sha256"], state["preset"], state["epochs"])
-    except Exception as error:  # torch.load raises many types; any of them means the file is unusable
-        raise cli.CheckpointError(path, f"unreadable resume checkpoint ({type(error).__name__}); delete it "
-                                        "or use another --output-dir") from error
-    if written_for != (weights_sha256, preset, epochs):
-        raise cli.CheckpointError(path, f"was written for --preset {state['preset']} --epochs {state['epochs']} "
-                                        "and its --weights; rerun with those or use another --output-dir")
-    return state
-
-
 def check_backbone_unchanged(model, reference):
-    """Raises BackboneChanged naming the first tensor of `model` (fc aside) that differs from `reference`."""
-    for name, value in model.state_dict().items():
-        if not name.startswith("fc.") and not torch.equal(value.cpu(), reference[name]):
+    """Raises BackboneChanged naming the first tensor of `reference` that differs in `model`."""
+    current = model.state_dict()
+    for name, value in reference.items():
+        if not torch.equal(current[name].cpu(), value):
             raise BackboneChanged(f"backbone tensor {name} changed during linear evaluation; it must stay frozen")
 
 
@@ -182,7 +169,7 @@ def main(args):
     checkpoint_path = args.output_dir / "checkpoint.pth"
     history, first_epoch = [], 0
     if checkpoint_path.is_file():
-        state = load_resume_state(checkpoint_path, weights["sha256"], args.preset, args.epochs)
+        state = cli.load_resume_state(checkpoint_path, weights["sha256"], preset=args.preset, epochs=args.epochs)
         model.fc.load_state_dict(state["fc"])
         optimizer.load_state_dict(state["optimizer"])
         history, first_epoch = state["history"], state["epoch"]

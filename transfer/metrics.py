@@ -3,9 +3,11 @@
 Two different numbers share the name "VOC07" in the literature, so both live here:
 - `voc_ap`: per class, all-point interpolated AP (VOC2010+ devkit, Goyal et al. 2019, VISSL); the
   mean over the 20 classes is the VOC07 mAP that MoCo, PIRL, SwAV and VISSL report.
-- `per_image_ap`: per image, AP of the ranking of the 20 classes; the mean over images is what the
-  reference CLSA code computes and the paper's Table 3 calls "VOC07 accuracy" (93.6).
-Labels use the VOC encoding: 1 present, -1 absent, 0 difficult.
+- `per_image_ap`: per image, AP of the ranking of the 20 classes, averaged over all images, exactly
+  as the reference CLSA code computes what the paper's Table 3 calls "VOC07 accuracy" (93.6).
+Labels use the VOC encoding: 1 present, -1 absent, 0 present only as difficult objects. The two
+treat the 0s differently: `voc_ap` leaves them out of the class's ranking (the VOC devkit), while
+`per_image_ap` counts them as negatives (the reference labels an image by its non-difficult objects).
 """
 import numpy as np
 
@@ -38,21 +40,18 @@ def per_class_voc_ap(scores, labels):
 
 
 def per_image_ap(scores, labels):
-    """(mean over images of the AP of ranking that image's classes by score, images counted).
+    """Mean over all images of the AP of ranking each image's classes by score, as the CLSA reference
+    computes it: sklearn's average_precision_score of each row, summed and divided by the number of rows.
 
-    For image i with positive classes P_i: AP_i = mean_{p in P_i} |{q in P_i: s_q >= s_p}| /
-    |{q: s_q >= s_p}|, i.e. the label-ranking AP; ties rank pessimistically, as in sklearn. Difficult
-    labels (0) of an image are left out of its ranking, and images with no positive label are skipped
-    (their AP is undefined), so the second value says how many images were averaged.
+    A class is a positive of an image only if it is labelled 1; a class present only as difficult
+    objects (0) is a negative of the image, as in the reference, whose labels keep the non-difficult
+    objects. For image i with positives P_i: AP_i = mean_{p in P_i} |{q in P_i: s_q >= s_p}| /
+    |{q: s_q >= s_p}| (tied scores form one operating point, as in sklearn). An image without a
+    positive scores 0, what sklearn returns for it, and still counts in the mean.
     """
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
-    aps = []
-    for s, y in zip(scores, labels):
-        s, positive = s[y != 0], y[y != 0] == 1
-        if not positive.any():
-            continue
-        at_least = s[None, :] >= s[positive][:, None]  # [p, q]: class q ranks at or above positive p
-        aps.append(np.mean(at_least[:, positive].sum(1) / at_least.sum(1)))
-    if not aps:
-        raise ValueError("no image has a positive label")
-    return float(np.mean(aps)), len(aps)
+    scores, positive = np.asarray(scores, np.float64), np.asarray(labels) == 1
+    at_least = scores[:, None, :] >= scores[:, :, None]  # [image, p, q]: class q ranks at or above class p
+    precision = (at_least & positive[:, None, :]).sum(2) / at_least.sum(2)
+    positives = positive.sum(1)
+    ap = (precision * positive).sum(1) / np.maximum(positives, 1)  # 0 where an image has no positive
+    return float(ap.mean())

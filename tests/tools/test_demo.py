@@ -18,10 +18,11 @@ def test_demo_end_to_end_fills_every_table3_cell(tmp_path):
     for column in report["columns"]:
         assert math.isfinite(row["table3"][column].get("mean", math.nan)), (column, row["table3"][column])
     assert "SMOKE-SCALE" in proc.stdout
+    assert row["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
 
     again = subprocess.run([sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model_final.pth exists, skipped" in again.stdout
-    for stage in ("convert", "voc07_svm", "voc07_linear", "voc_det", "coco_det"):
+    for stage in ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det"):
         assert f"{stage}: already done for this checkpoint, skipped" in again.stdout

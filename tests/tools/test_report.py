@@ -46,11 +46,32 @@ def test_table3_has_the_paper_rows_exactly(suite):
 def test_our_row_shows_mean_and_std_over_seeds_and_names_what_is_missing(suite):
     markdown, data = report.build_report([suite])
     ours = _row(markdown.split("### Extended")[0], "clsa_single_200ep (ours)")
-    assert ours[0] == "90.0"
+    assert ours[0] == "90.0 (frozen features)"
     assert ours[1] == "81.0 ± 1.0"  # population std of 80 and 82
     assert ours[2] == ours[3] == "— (COCO detection not run)"
     assert data["ours"]["clsa_single_200ep"]["table3"]["COCO AP"] == {"missing": "COCO detection not run"}
     assert not re.search(r"\|\s*0\.0\s*\|", markdown.split("### Extended")[0]), "missing must never read as 0"
+
+
+def test_voc07_accuracy_takes_the_reference_protocol_and_names_it_and_the_extended_table_keeps_the_rest(suite):
+    _write(suite / "voc07_svm" / "results.json", {"task": "voc07_svm", "metrics": {"voc07_svm_mAP": 85.0}})
+    _write(suite / "voc07_clsa" / "results.json", {"task": "voc07_linear", "protocol_name": "clsa",
+                                                   "metrics": {"voc07_per_image_AP": 93.64, "voc07_mAP": 88.0,
+                                                               "best_epoch": 40}})
+    markdown, data = report.build_report([suite])
+    table3, extended = markdown.split("### Extended")
+    assert _row(table3, "clsa_single_200ep (ours)")[0] == "93.6 (reference protocol)"
+    assert data["ours"]["clsa_single_200ep"]["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
+    # The frozen-feature protocol's numbers and the SVM stay in the extended table.
+    columns = [c.title for c in report.EXTENDED]
+    row = dict(zip(columns, _row(extended, "clsa_single_200ep (ours)")))
+    assert (row["VOC07 linear per-class mAP"], row["VOC07 linear per-image AP"]) == ("80.0", "90.0")
+    assert row["VOC07 SVM mAP"] == "85.0"
+
+    (suite / "voc07_clsa" / "results.json").unlink()
+    (suite / "voc07_clsa" / "FAILED").write_text("exit code 1: killed\n")
+    markdown, _ = report.build_report([suite])
+    assert _row(markdown.split("### Extended")[0], "clsa_single_200ep (ours)")[0] == "90.0 (frozen features)"
 
 
 def test_a_failed_stage_shows_its_reason(suite):

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from converters.checkpoint import CheckpointError, load_backbone
-from transfer.imagenet_linear import (BackboneChanged, build_model, check_backbone_unchanged, load_resume_state,
-                                      preset_lr)
+from transfer.cli import load_resume_state
+from transfer.imagenet_linear import BackboneChanged, build_model, check_backbone_unchanged, preset_lr
 
 
 @pytest.fixture
@@ -65,9 +65,9 @@ def test_moco_preset_steps_at_60_and_80_and_clsa_preset_is_cosine():
 def test_resume_refuses_a_checkpoint_of_another_preset_or_length(tmp_path, preset, epochs):
     path = tmp_path / "checkpoint.pth"
     torch.save({"weights_sha256": "abc", "preset": "clsa", "epochs": 100, "fc": {}}, path)
-    assert load_resume_state(path, "abc", "clsa", 100)["epochs"] == 100
-    with pytest.raises(CheckpointError, match="--preset clsa --epochs 100"):
-        load_resume_state(path, "abc", preset, epochs)
+    assert load_resume_state(path, "abc", preset="clsa", epochs=100)["epochs"] == 100
+    with pytest.raises(CheckpointError, match="--preset clsa --epochs 100 and its --weights"):
+        load_resume_state(path, "abc", preset=preset, epochs=epochs)
 
 
 def test_corrupt_resume_checkpoint_is_a_one_line_error_naming_it(r18_weights, tmp_path, synthetic_root):

@@ -1,0 +1,244 @@
+"""The CLSA reference code's VOC07 classification protocol, which produced Table 3's "VOC07 accuracy" 93.6.
+
+Train on VOC07 train, choose the epoch whose weights give the best per-image AP on VOC07 val, test
+those weights on VOC07 test. The model is the pretrained ResNet with a new fc (N(0, 0.01), bias 0);
+only fc learns, but the whole model is in train mode while training, so the backbone's BatchNorm
+normalises with batch statistics and its running statistics adapt to VOC (the weights stay frozen).
+SGD on fc, momentum 0.9, no weight decay; CosineAnnealingLR(T_max, eta_min 0) stepped once before
+each epoch, so the rate cycles with period 2 T_max; BCE-with-logits summed over labels and batch.
+Labels: a class is positive only with a non-difficult object of it (a difficult-only class is negative).
+
+Under torchrun the batch is split over the GPUs and the BatchNorm layers are SyncBatchNorm, so each
+step normalises over the whole batch, as one process does.
+"""
+import os
+import re
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from common.io import atomic_torch_save
+from transfer import cli
+from transfer.imagenet_linear import all_reduce_sum, build_model, check_backbone_unchanged, init_distributed
+from transfer.metrics import per_class_voc_ap, per_image_ap
+from transfer.voc import VOC_CLASSES, read_split, voc2007_root
+
+NAME = "clsa"
+# Per-channel RGB mean and std of VOC2007 that the reference code normalises with.
+VOC_MEAN = (0.4573, 0.4388, 0.4073)
+VOC_STD = (0.2675, 0.2638, 0.2777)
+
+
+def build_transforms(crop_size=300, resize=330):
+    """train / val / test transforms of the reference: train Resize(crop x crop) with colour or grey
+    jitter, flip and rotation; val Resize(resize) CenterCrop(crop); test Resize(resize) FiveCrop(crop)
+    (a 5 x 3 x crop x crop tensor). Geometry runs on the PIL image, as in the reference."""
+    to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(VOC_MEAN, VOC_STD)]
+    train = v2.Compose([
+        v2.Resize((crop_size, crop_size)),
+        v2.RandomChoice([v2.ColorJitter(brightness=(0.8, 1.2)), v2.RandomGrayscale(p=0.25)]),
+        v2.RandomHorizontalFlip(p=0.25),
+        v2.RandomRotation(25),
+        *to_tensor,
+    ])
+    val = v2.Compose([v2.Resize(resize), v2.CenterCrop(crop_size), *to_tensor])
+    test = v2.Compose([v2.Resize(resize), v2.FiveCrop(crop_size), *to_tensor, torch.stack])
+    return {"train": train, "val": val, "test": test}
+
+
+class VocImages(torch.utils.data.Dataset):
+    """(image tensor, 20 binary targets) of a VOC2007 split; targets are 1 for label 1 only."""
+
+    def __init__(self, paths, labels, transform):
+        self.paths, self.targets, self.transform = list(paths), torch.from_numpy(labels == 1).float(), transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        with Image.open(self.paths[index]) as image:
+            return self.transform(image.convert("RGB")), self.targets[index]
+
+
+def adapted_state(model):
+    """What this protocol changes in the model: fc and every buffer (the BatchNorm running statistics)."""
+    frozen = {name for name, param in model.named_parameters() if not param.requires_grad}
+    return {name: value.detach().clone().cpu() for name, value in model.state_dict().items() if name not in frozen}
+
+
+def load_adapted_state(model, state):
+    model.load_state_dict({**model.state_dict(), **state})
+
+
+def epoch_seed(seed, epoch, rank):
+    """One seed per (run seed, epoch, process): shuffling and augmentation of an epoch do not depend on
+    whether the run resumed before it."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def train_one_epoch(net, loader, optimizer, device, world, show, desc):
+    """One pass over `loader` with `net` in train mode; returns the loss summed over all images."""
+    net.train()
+    loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
+    total = 0.0
+    for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
+        loss = loss_fn(net(images.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
+        optimizer.zero_grad()
+        # DDP averages gradients over processes; x world makes them those of the loss summed over the whole batch.
+        (loss * world).backward()
+        optimizer.step()
+        total += loss.item()
+    return all_reduce_sum([total], device)[0]
+
+
+@torch.no_grad()
+def predict(model, dataset, device, batch_size, workers, rank=0, world=1, show=True, desc="eval"):
+    """Logits (images x classes) of `dataset` in eval mode, on every process; an item of 4 dimensions is
+    several crops of one image, whose logits are averaged. Each process scores a disjoint slice."""
+    model.eval()
+    indices = list(range(rank, len(dataset), world))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
+                                         num_workers=workers, pin_memory=device.type == "cuda")
+    chunks = []
+    for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
+        crops = images.shape[1] if images.dim() == 5 else 1
+        logits = model(images.flatten(0, images.dim() - 4).to(device, non_blocking=True))
+        chunks.append(logits.view(len(images), crops, -1).mean(1).float().cpu())
+    logits = torch.cat(chunks)
+    if world > 1:
+        gathered = [None] * world
+        dist.all_gather_object(gathered, logits)
+        logits = torch.empty(len(dataset), logits.shape[1])
+        for r, part in enumerate(gathered):
+            logits[r::world] = part
+    return logits
+
+
+def sigmoid_scores(logits):
+    """The reference's scores: sigmoid of the float32 logits (its ties where the sigmoid saturates included)."""
+    return torch.sigmoid(logits.float()).numpy()
+
+
+def main(args):
+    start = time.perf_counter()
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.epochs < 1:
+        raise cli.UsageError(f"--epochs {args.epochs}: the protocol chooses among its epochs, so it needs at least 1")
+    if args.batch_size % world:
+        raise cli.UsageError(f"--batch-size {args.batch_size} is the total over {world} processes and must "
+                             "divide evenly; use a number of processes that divides it")
+    if world > 1 and not torch.cuda.is_available():
+        raise cli.UsageError("several processes need GPUs: the protocol's BatchNorm statistics are synchronised "
+                             "with SyncBatchNorm, which runs on GPUs only; run one process on the CPU")
+    rank, world, device = init_distributed()
+    show = rank == 0
+    backbone, weights = cli.load_weights(args.weights)
+    root = voc2007_root(args.data_root)
+    transforms = build_transforms(args.crop_size, args.resize)
+    splits = {name: read_split(root, name) for name in ("train", "val", "test")}
+    datasets = {name: VocImages(*splits[name], transforms[name]) for name in splits}
+
+    torch.manual_seed(args.seed)
+    model, frozen_weights = build_model(backbone, len(VOC_CLASSES))
+    frozen_weights = {name: frozen_weights[name] for name, p in model.named_parameters() if not p.requires_grad}
+    net = model.to(device)
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model), [device])
+        model = net.module
+    optimizer = torch.optim.SGD(model.fc.parameters(), lr=args.lr, momentum=0.9, weight_decay=0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max, eta_min=0)
+    # DistributedSampler pads the split to a multiple of the processes with a few repeated images.
+    sampler = torch.utils.data.DistributedSampler(datasets["train"], seed=args.seed) if world > 1 else None
+    train_loader = torch.utils.data.DataLoader(datasets["train"], batch_size=args.batch_size // world,
+                                               shuffle=sampler is None, sampler=sampler, num_workers=args.workers,
+                                               pin_memory=device.type == "cuda")
+    eval_args = dict(device=device, batch_size=args.batch_size // world, workers=args.workers, rank=rank,
+                     world=world, show=show)
+
+    checkpoint_path = args.output_dir / "checkpoint.pth"
+    run_settings = dict(protocol=NAME, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        t_max=args.t_max, crop_size=args.crop_size, resize=args.resize, seed=args.seed)
+    history, best, first_epoch = [], None, 0
+    if checkpoint_path.is_file():
+        state = cli.load_resume_state(checkpoint_path, weights["sha256"], **run_settings)
+        load_adapted_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best, first_epoch = state["history"], state["best"], state["epoch"]
+        if show:
+            print(f"resumed from {checkpoint_path} at epoch {first_epoch}")
+
+    train_start = time.perf_counter()
+    for epoch in range(first_epoch, args.epochs):
+        with warnings.catch_warnings():  # stepping before optimizer.step() is the reference's schedule
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+            scheduler.step()  # epoch e (from 0) trains at the cosine's step e + 1
+        torch.manual_seed(epoch_seed(args.seed, epoch, rank))
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loss = train_one_epoch(net, train_loader, optimizer, device, world, show, f"epoch {epoch + 1}/{args.epochs}")
+        val_ap = 100 * per_image_ap(sigmoid_scores(predict(model, datasets["val"], desc="val", **eval_args)),
+                                    splits["val"][1])
+        history.append({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss_sum": loss,
+                        "val_per_image_AP": val_ap})
+        if best is None or val_ap > best["val_per_image_AP"]:  # ties keep the earlier epoch
+            best = {"epoch": epoch + 1, "val_per_image_AP": val_ap, "model": adapted_state(model)}
+        if show:
+            print(f"epoch {epoch + 1}: lr {history[-1]['lr']:.5f}  val per-image AP {val_ap:.2f}  "
+                  f"(best {best['val_per_image_AP']:.2f} at epoch {best['epoch']})")
+            atomic_torch_save({"model": adapted_state(model), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
+                               "best": best, "weights_sha256": weights["sha256"], **run_settings}, checkpoint_path)
+    check_backbone_unchanged(model, frozen_weights)
+    train_seconds = time.perf_counter() - train_start
+
+    load_adapted_state(model, best["model"])
+    test_logits = predict(model, datasets["test"], desc="test (5 crops)", **eval_args)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if not show:
+        return None
+    test_labels = splits["test"][1]
+    image_ap = 100 * per_image_ap(sigmoid_scores(test_logits), test_labels)
+    class_ap = 100 * per_class_voc_ap(test_logits.numpy(), test_labels)
+    print(f"VOC07, CLSA reference protocol (best epoch {best['epoch']} of {args.epochs} on val):")
+    print(f"  voc07_per_image_AP (CLSA Table 3 'VOC07 accuracy', {len(test_labels)} images): {image_ap:.2f}")
+    print(f"  voc07_mAP (per-class, the same classifier):                            {class_ap.mean():.2f}")
+    results = {
+        "task": "voc07_linear",
+        "protocol_name": NAME,
+        "metrics": {"voc07_per_image_AP": image_ap, "voc07_mAP": float(class_ap.mean()),
+                    "best_epoch": best["epoch"], "val_per_image_AP_at_best": best["val_per_image_AP"]},
+        "comparable_with": {
+            "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' of CLSA (93.6): the same protocol and metric",
+            "voc07_mAP": "per-class VOC07 mAP, but of this protocol's classifier (train split only, adapted BN)",
+        },
+        "per_class_AP": dict(zip(VOC_CLASSES, map(float, class_ap))),
+        "history": history,
+        "protocol": (f"CLSA reference VOC classification: ResNet + new fc (N(0, 0.01), bias 0), backbone weights "
+                     f"frozen but the model in train mode while training (BN statistics adapt); SGD on fc lr "
+                     f"{args.lr} momentum 0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, "
+                     f"CosineAnnealingLR(T_max={args.t_max}) stepped before each epoch; BCE-with-logits summed; "
+                     f"train Resize({args.crop_size}x{args.crop_size}) + one of ColorJitter(brightness 0.8-1.2)/"
+                     f"RandomGrayscale(0.25), flip p 0.25, RandomRotation(25); VOC mean/std; trained on VOC07 "
+                     f"train, epoch chosen by per-image AP on val (Resize {args.resize}, CenterCrop "
+                     f"{args.crop_size}), tested on test with Resize {args.resize} and FiveCrop {args.crop_size}, "
+                     "logits averaged before the sigmoid. voc07_per_image_AP: sklearn AP of each test image's "
+                     "20 sigmoid scores (difficult-only classes negative), summed over all test images and "
+                     "divided by their number. voc07_mAP: VOC all-point AP per class, difficult excluded."),
+        "weights": weights,
+        "seed": args.seed,
+        "data_root": str(root),
+        "split_sizes": {name: len(labels) for name, (_, labels) in splits.items()},
+        "processes": world,
+        "wall_time_s": {"train_and_val": train_seconds, "total": time.perf_counter() - start},
+    }
+    cli.write_results(args.output_dir, results)
+    return results
