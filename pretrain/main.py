@@ -34,7 +34,7 @@ from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_ch
                                  save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
-from pretrain.loader import ResumableDistributedSampler, SeededViews, build_loader
+from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
 
 logger = logging.getLogger("pretrain")
 
@@ -129,7 +129,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum = None
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._record)
 
     def _record(self, signum, frame):
@@ -236,6 +236,7 @@ def views_by_iteration(data, device, first_iteration):
 
 def train(cfg, resume, rank, world_size, local_rank):
     """The training loop of one process."""
+    stop = StopRequest()  # from the start: a signal during set-up stops the run at its first step
     output_dir = Path(cfg.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(output_dir, rank)
@@ -297,7 +298,6 @@ def train(cfg, resume, rank, world_size, local_rank):
         model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
     num_weak = len(view_settings(cfg)["weak"])
 
-    stop = StopRequest()
     writer = MetricsWriter(output_dir) if rank == 0 else None
     bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
     # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
@@ -389,6 +389,9 @@ def _free_port():
 
 
 def _spawned(local_rank, world_size, cfg, resume):
+    # mp.spawn passes its start method on to the processes it starts; their DataLoader workers fork,
+    # as in any other process on Linux (the view transforms hold lambdas, which spawn cannot pickle).
+    mp.set_start_method("fork", force=True)
     _run(cfg, resume, local_rank, world_size, local_rank)
 
 
@@ -427,7 +430,7 @@ def main(args):
                 if process.is_alive():
                     os.kill(process.pid, signum)
 
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, forward_signal)
         while not context.join():
             pass

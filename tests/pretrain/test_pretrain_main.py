@@ -1,5 +1,7 @@
 """`python pretrain/main.py` end to end on tiny runs: presets, outputs, exact resume, bad input."""
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -146,21 +148,77 @@ def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(train_root, t
     assert_bitwise_equal(straight_run, final_state(tmp_path))
 
 
-@pytest.mark.slow
-def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root, tmp_path, straight_run):
-    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1")
-    process = subprocess.Popen([sys.executable, str(REPO / "pretrain/main.py"), *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics = tmp_path / "metrics.json"
+def start_and_wait_for_metrics(cmd, output_dir):
+    """Starts `cmd` in a session of its own (as a scheduler starts a job) and returns it once it logged
+    its first iteration, i.e. mid-run with its DataLoader workers up."""
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    metrics = Path(output_dir) / "metrics.json"
     while not (metrics.exists() and metrics.read_text().strip()):
-        assert process.poll() is None, process.stderr.read().decode()
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
         time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
-    stopped_at = load_checkpoint(tmp_path / (tmp_path / "last_checkpoint").read_text())
-    assert stopped_at["iteration"] < 7
+    return process
+
+
+def descendants(pid):
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children + [d for c in children for d in descendants(c)]
+
+
+def signal_job(process, target):
+    """SIGTERM to the main process alone, to its process group (kill -TERM -- -PGID), or to every process
+    it started, whatever their session (what SLURM does to a job step)."""
+    if target == "main":
+        process.send_signal(signal.SIGTERM)
+    elif target == "group":
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        for pid in [process.pid, *descendants(process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def assert_saved_on_stop(output_dir, max_iter):
+    stopped_at = load_checkpoint(output_dir / (output_dir / "last_checkpoint").read_text())
+    assert stopped_at["iteration"] < max_iter - 1
+    assert f"stop signal: saved iteration {stopped_at['iteration']}" in (output_dir / "log.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["main", "group"])
+def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root, tmp_path, straight_run, target):
+    """DataLoader workers (2 of them) get the signal too when the whole group is signalled; they must
+    outlive the save. The views do not depend on the worker count, so the resumed run equals the
+    straight one made without workers."""
+    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1", "DATA.NUM_WORKERS", "2")
+    process = start_and_wait_for_metrics([sys.executable, str(REPO / "pretrain/main.py"), *args], tmp_path)
+    signal_job(process, target)
+    assert process.wait(timeout=240) == 0, process.stderr.read().decode()[-3000:]
+    assert_saved_on_stop(tmp_path, 8)
     main(parse_args(["--resume", "auto", *args]))
     assert_bitwise_equal(straight_run, final_state(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["num_gpus", "torchrun"])
+def test_sigterm_to_every_process_of_a_two_process_run_saves_at_a_step_boundary(train_root, tmp_path, launcher):
+    """Two gloo processes, each with a DataLoader worker, started by main.py itself (--num-gpus 2: one
+    process group) or by torchrun (which puts each process in a session of its own, so a scheduler
+    reaches them one by one). torchrun itself reports the signal with exit code 1 after its processes
+    saved and ended; main.py's launcher exits 0."""
+    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "30", "LOG_PERIOD", "1", "DATA.NUM_WORKERS", "1")
+    script = str(REPO / "pretrain/main.py")
+    cmd = ([sys.executable, script, "--num-gpus", "2"] if launcher == "num_gpus" else
+           [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", script])
+    process = start_and_wait_for_metrics([*cmd, *args], tmp_path)
+    signal_job(process, "group" if launcher == "num_gpus" else "every")
+    code = process.wait(timeout=240)
+    stderr = process.stderr.read().decode()
+    assert "exited unexpectedly" not in stderr and "killed by signal" not in stderr, stderr[-3000:]
+    assert code == (0 if launcher == "num_gpus" else 1), stderr[-3000:]
+    assert_saved_on_stop(tmp_path, 30)
 
 
 @pytest.mark.slow
