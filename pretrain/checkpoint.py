@@ -50,6 +50,21 @@ def restore_rng(rng):
         torch.cuda.set_rng_state(rng["cuda"])
 
 
+def first_non_finite(state_dict):
+    """The name of the first floating-point tensor (weight, BN statistic, queue) holding a NaN or an
+    infinity, or None."""
+    return next((name for name, value in state_dict.items()
+                 if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()), None)
+
+
+def last_saved(output_dir):
+    """The checkpoint that output_dir/last_checkpoint names, or None."""
+    pointer = Path(output_dir) / "last_checkpoint"
+    if pointer.is_file() and (Path(output_dir) / pointer.read_text().strip()).is_file():
+        return Path(output_dir) / pointer.read_text().strip()
+    return None
+
+
 def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config_yaml):
     """Writes output_dir/name.pth atomically, then points last_checkpoint at it."""
     output_dir = Path(output_dir)
@@ -74,6 +89,10 @@ def load_checkpoint(path):
     if missing or checkpoint["kind"] != KIND:
         raise CheckpointError(path, f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
                                     f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
+    diverged = first_non_finite(checkpoint["model"])
+    if diverged:
+        raise CheckpointError(path, f"{diverged} is not finite: the run had diverged when it was saved; "
+                                    f"delete it to resume from an older one")
     return checkpoint
 
 

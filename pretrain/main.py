@@ -30,8 +30,8 @@ from common.io import atomic_path
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
-from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_checkpoint, restore_rng,
-                                 save_checkpoint)
+from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, first_non_finite, last_saved,
+                                 load_checkpoint, restore_rng, save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
@@ -305,17 +305,38 @@ def train(cfg, resume, rank, world_size, local_rank):
     first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
     data_time, window_start = 0.0, time.perf_counter()
 
-    def check_finite():
-        bad = first_bad_iter.clone()
+    def stop_if_diverged(iteration, probe=None):
+        """Raises FloatingPointError if a loss so far was not finite or, given the views of the last
+        batch as `probe`, if the state a checkpoint would hold is not usable: a weight, BN statistic or
+        queue entry is not finite, or the query encoder's output on the probe is not (weights that grew
+        to 1e28 are finite, yet the next step overflows)."""
+        diverged = None
+        if probe is not None:
+            diverged = first_non_finite(model.state_dict())
+            diverged = diverged and f"{diverged} is not finite"
+            if diverged is None:
+                model.encoder_q.eval()  # running statistics: the probe leaves no trace in the state
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    if not torch.isfinite(model.encoder_q(probe[0])).all():
+                        diverged = "the query encoder's output is not finite"
+                model.encoder_q.train()
+        flags = torch.stack([first_bad_iter, torch.tensor(int(diverged is not None), device=device)])
         if control is not None:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item() >= 0:
-            raise FloatingPointError(
-                f"non-finite loss at iteration {bad.item()}; stopped without saving, the last good checkpoint "
-                f"in {output_dir} is untouched (lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or disable SOLVER.AMP)")
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad_loss, bad_state = flags.tolist()
+        if bad_loss < 0 and not bad_state:
+            return
+        what = (f"non-finite loss at iteration {bad_loss}" if bad_loss >= 0 else
+                f"the state after iteration {iteration} diverged ({diverged or 'on another process'})")
+        good = last_saved(output_dir)
+        restart = (f"the last good checkpoint is {good}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+                   f"disable SOLVER.AMP, and rerun with --resume auto" if good else
+                   f"no checkpoint was saved in {output_dir}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+                   f"disable SOLVER.AMP, and start again")
+        raise FloatingPointError(f"{what}; stopped without saving; {restart}")
 
-    def checkpoint(name, iteration):
-        check_finite()
+    def checkpoint(name, iteration, probe):
+        stop_if_diverged(iteration, probe)
         if rank == 0:
             path = save_checkpoint(output_dir, name, model, optimizer, iteration, iteration // iters_per_epoch, cfg.dump())
             logger.info("saved %s", path)
@@ -346,7 +367,7 @@ def train(cfg, resume, rank, world_size, local_rank):
 
             last = iteration + 1 == max_iter
             if (iteration + 1) % cfg.LOG_PERIOD == 0 or last:
-                check_finite()
+                stop_if_diverged(iteration)
                 if control is not None:
                     dist.all_reduce(window_sums)
                 means = (window_sums / (window_count * world_size)).tolist()
@@ -364,10 +385,10 @@ def train(cfg, resume, rank, world_size, local_rank):
             stopping = stop.agreed(control)
             completed_epochs, epoch_end = divmod(iteration + 1, iters_per_epoch)
             if last:
-                checkpoint("model_final", iteration)
+                checkpoint("model_final", iteration, batch_views)
             elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
                   or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
-                checkpoint(f"model_{iteration:07d}", iteration)
+                checkpoint(f"model_{iteration:07d}", iteration, batch_views)
             if stopping and not last:
                 logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
             iteration += 1

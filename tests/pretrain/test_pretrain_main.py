@@ -271,9 +271,38 @@ def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
 
 
 def test_non_finite_loss_stops_naming_the_iteration_and_saves_nothing(train_root, tmp_path):
-    with pytest.raises(FloatingPointError, match="iteration 0"):
+    with pytest.raises(FloatingPointError, match="iteration 0.*no checkpoint was saved .*start again"):
         main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", "MODEL.TEMPERATURE", "0.0")))
     assert not list(tmp_path.glob("*.pth"))
+
+
+def test_divergence_saves_nothing_names_the_last_good_checkpoint_and_a_lower_lr_resumes_from_it(train_root, tmp_path):
+    """lr 1e30 leaves finite weights of ~1e28 after a step whose loss was finite; the next step
+    overflows. Such a state is not saved, and resuming as the message advises trains on."""
+    every_step = ("SOLVER.CHECKPOINT_PERIOD_ITERS", "1")
+    main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", *every_step)))
+    good = tmp_path / "model_final.pth"
+    with pytest.raises(FloatingPointError) as error:
+        main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step,
+                                                   "SOLVER.BASE_LR", "1e30")]))
+    assert f"the last good checkpoint is {good}: lower SOLVER.BASE_LR" in str(error.value)
+    assert "--resume auto" in str(error.value) and "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000000.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step)]))
+    resumed = final_state(tmp_path)
+    assert resumed["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in resumed["model"].values() if v.is_floating_point())
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_and_resume_falls_back(tmp_path):
+    older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
+    checkpoint = torch.load(newer, weights_only=True)
+    checkpoint["model"]["weight"][0, 0] = float("nan")
+    torch.save(checkpoint, newer)
+    with pytest.raises(CheckpointError, match="model_0000009.pth: weight is not finite"):
+        load_checkpoint(newer)
+    assert find_resume_checkpoint(tmp_path)[0] == older
 
 
 @pytest.mark.slow
