@@ -5,8 +5,10 @@
 
 Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear (only
 with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and
-results.json). A stage that finished for the same checkpoint (sha256) and command is skipped, so an
-interrupted suite resumes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
+results.json). A stage that finished for the same checkpoint (sha256), data (root and a fingerprint
+of the split files) and command is skipped, so an interrupted suite resumes; an OUT that holds
+results of another checkpoint or other data is refused before any stage writes; a failed stage
+leaves OUT/<stage>/FAILED and the others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
 its numbers only test the pipeline.
@@ -19,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-from common.io import atomic_write_json, sha256_file
+from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
+from common.io import atomic_write_json, fingerprint_files, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("convert", "voc07_svm", "voc07_linear", "imagenet_linear", "voc_det", "coco_det", "report")
@@ -117,7 +120,8 @@ def run_stage(stage, cmd, out, stamp):
 
 
 def stage_is_done(out, stamp):
-    """True if out/ holds this stage's results for the same checkpoint and command (profile, flags)."""
+    """True if out/ holds this stage's results for the same checkpoint, data and command (profile,
+    flags); exits if it holds results of another run. Only the keys given in `stamp` are compared."""
     path = out / STAMP
     if not path.is_file():
         return False
@@ -158,15 +162,26 @@ def main(argv=None):
     weights = resolve_weights(args.weights)
     sha = sha256_file(weights)
     d2_weights = args.out / "convert" / "model_d2.pkl"
+    # The suite's identity: one checkpoint on one set of data. Every stage folder already in --out is
+    # checked against it before any stage writes, so a foreign suite is refused untouched.
+    identity = {"weights_sha256": sha, "data": fingerprint_files(detectron2_datasets_root(), DETECTRON2_SPLITS)}
+    for stage in STAGES:
+        stage_is_done(args.out / stage, identity)
+    # The interpreter path is left out of a stamp: the same run from another venv is the same run.
+    stamps = {stage: {"stage": stage, **identity, "command": stage_command(stage, args, weights, d2_weights,
+                                                                            args.out / stage)[1:]}
+              for stage in stages}
+    if "imagenet_linear" in stamps:
+        stamps["imagenet_linear"]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
+    done = {stage: stage != "report" and stage_is_done(args.out / stage, stamps[stage]) for stage in stages}
     print(f"[suite] checkpoint {weights} (sha256 {sha[:12]}...) -> {args.out}; stages: {', '.join(stages)}")
     failed = []
     for stage in stages:
         out = args.out / stage
         cmd = stage_command(stage, args, weights, d2_weights, out)
-        # The interpreter path is left out: the same run from another venv is the same run.
-        stamp = {"stage": stage, "weights_sha256": sha, "command": cmd[1:]}
-        if stage != "report" and stage_is_done(out, stamp):
-            print(f"[suite] {stage}: already done for this checkpoint, skipped")
+        stamp = stamps[stage]
+        if done[stage]:
+            print(f"[suite] {stage}: already done for this checkpoint and data, skipped")
             continue
         if stage in ("voc_det", "coco_det") and not d2_weights.is_file():
             print(f"[suite] {stage}: skipped, no converted weights ({d2_weights}); run the convert stage")

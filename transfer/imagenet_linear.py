@@ -25,7 +25,8 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from common.io import atomic_torch_save
+from common.datasets import IMAGENET_SPLITS
+from common.io import atomic_torch_save, fingerprint_files
 from pretrain.data import check_image_root
 from transfer import cli
 from transfer.features import build_resnet
@@ -226,6 +227,7 @@ def main(args):
             "feature_layer": "res5 (global average pool, the fc input)",
             "weights": weights,
             "data_root": str(args.data),
+            "data": fingerprint_files(args.data, IMAGENET_SPLITS),
             "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
             "processes": world,
             "wall_time_s": {"total": time.perf_counter() - start},

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.datasets import VOC2007_SPLITS
+from common.io import fingerprint_files
 from transfer import cli
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES
@@ -95,6 +97,7 @@ def main(args):
         "weights": weights,
         "seed": args.seed,
         "data_root": str(root),
+        "data": fingerprint_files(root, VOC2007_SPLITS),
         "split_sizes": {"trainval": len(splits["trainval"][1]), "test": len(test_labels)},
         "wall_time_s": {"train": time.perf_counter() - train_start, "total": time.perf_counter() - start},
     }

@@ -7,6 +7,8 @@ transfer/metrics.py (voc_ap), the features in transfer/features.py.
 """
 import time
 
+from common.datasets import VOC2007_SPLITS
+from common.io import fingerprint_files
 from transfer import cli, svm
 from transfer.features import LAYERS, l2_normalise
 from transfer.metrics import per_class_voc_ap
@@ -71,6 +73,7 @@ def main(args):
         "feature_dim": int(features["trainval"].shape[1]),
         "weights": weights,
         "data_root": str(root),
+        "data": fingerprint_files(root, VOC2007_SPLITS),
         "split_sizes": {"trainval": len(train_labels), "test": len(test_labels)},
         "wall_time_s": {"svm": sweep_seconds},
     }
