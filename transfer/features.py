@@ -86,9 +86,12 @@ def extract(trunk, paths, batch_size=64, num_workers=2, desc="features"):
 
 
 def cache_path(cache_dir, weights_sha256, split, layer, paths):
-    """Cache file keyed by checkpoint sha256, split and layer (+ a hash of the image list, so two data
-    roots with the same split name never share an entry)."""
-    images = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()[:12]
+    """Cache file keyed by checkpoint sha256, split and layer, and by a hash of the images' paths, sizes
+    and modification times: two data roots with the same split name, or images replaced in place,
+    never share an entry."""
+    stats = (os.stat(p) for p in paths)
+    images = hashlib.sha256("\n".join(f"{Path(p).resolve()} {s.st_size} {s.st_mtime_ns}"
+                                       for p, s in zip(paths, stats)).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{weights_sha256}_{split}-{images}_{layer}_v{FEATURE_VERSION}.npy"
 
 
