@@ -101,3 +101,21 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
                                                  "--workers", "0"])
     voc07_linear.main(args)
     assert reads == [weights]
+
+
+def test_a_truncated_image_is_named_in_one_line(tmp_path, synthetic_root):
+    import pytest
+
+    from transfer.voc import DatasetError
+
+    sources = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:3]
+    paths = [tmp_path / source.name for source in sources]
+    for source, path in zip(sources, paths):
+        path.write_bytes(source.read_bytes())
+    paths[2].write_bytes(sources[2].read_bytes()[:300])
+    trunk = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(DatasetError) as error:
+        features.extract(trunk, paths, batch_size=2, num_workers=1)
+    message = str(error.value)
+    assert message.startswith(f"{paths[2]} cannot be read (OSError") and "\n" not in message
+    assert features.extract(trunk, paths[:2], batch_size=2, num_workers=0).shape == (2, 3)
