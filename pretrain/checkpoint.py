@@ -80,6 +80,8 @@ def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config
 
 def load_checkpoint(path):
     """Reads and checks one checkpoint; any damage raises CheckpointError naming the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(path, "no such file; pass an existing checkpoint, or --resume auto")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip, a pickle error, an unreadable file: all mean "damaged"

@@ -8,6 +8,7 @@ A plain `python pretrain/main.py` starts one process per GPU itself (--num-gpus,
 process on a machine without GPU); under torchrun it is one of torchrun's processes.
 """
 import argparse
+import functools
 import json
 import logging
 import math
@@ -26,12 +27,13 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common.cli import at_least, one_line_errors
 from common.io import atomic_path
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
-from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, first_non_finite, last_saved,
-                                 load_checkpoint, restore_rng, save_checkpoint)
+from pretrain.checkpoint import (CheckpointError, check_same_run, find_resume_checkpoint, first_non_finite,
+                                 last_saved, load_checkpoint, restore_rng, save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
@@ -40,17 +42,25 @@ logger = logging.getLogger("pretrain")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml")
     parser.add_argument("--resume", default="", metavar="auto|PATH",
                         help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
                              "or a checkpoint file")
-    parser.add_argument("--num-gpus", type=int, default=None,
+    parser.add_argument("--num-gpus", type=at_least(1), default=None,
                         help="processes to start on this machine (default: one per GPU, or 1 without GPU); "
                              "ignored under torchrun")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
     return parser.parse_args(argv)
+
+
+# Config values outside these ranges are refused by setup (a batch of 0 would divide by zero later).
+_POSITIVE = ("SOLVER.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "MODEL.QUEUE_SIZE",
+             "MODEL.DIM", "MODEL.MLP_HIDDEN", "LOG_PERIOD")
+_NON_NEGATIVE = ("SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD_ITERS", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
+                 "SOLVER.WEIGHT_DECAY", "MODEL.DDM_WEIGHT", "DATA.NUM_WORKERS")
 
 
 def setup(args, world_size):
@@ -71,6 +81,10 @@ def setup(args, world_size):
                        f"pretrain/config.py") from None
     cfg.freeze()
 
+    for key in _POSITIVE + _NON_NEGATIVE:
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if not (value > 0 if key in _POSITIVE else value >= 0):  # NaN fails both
+            raise ValueError(f"{key} is {value}; it must be {'greater than' if key in _POSITIVE else 'at least'} 0")
     batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
     if batch % world_size:
         raise ValueError(f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the "
@@ -429,7 +443,9 @@ def _run(cfg, resume, rank, world_size, local_rank):
             dist.destroy_process_group()
 
 
-def main(args):
+def configure(args):
+    """(cfg, world size, under torchrun?); raises ValueError, KeyError or FileNotFoundError for every
+    mistake a user can fix, before anything is written."""
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if torchrun:
         world_size = int(os.environ["WORLD_SIZE"])
@@ -437,6 +453,13 @@ def main(args):
         world_size = args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1)
     cfg = setup(args, world_size)
     check_image_root(cfg.DATA.ROOT)
+    if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
+        raise FileNotFoundError(f"--resume {args.resume}: no such file; pass a checkpoint file, or --resume auto")
+    return cfg, world_size, torchrun
+
+
+def main(args, configured=None):
+    cfg, world_size, torchrun = configured or configure(args)
     if torchrun:
         _run(cfg, args.resume, int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
     elif world_size == 1:
@@ -458,4 +481,14 @@ def main(args):
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    args = parse_args()
+    try:
+        configured = configure(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(args, configured)
+    except CheckpointError as error:  # a damaged checkpoint, or one of another run
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import at_least, one_line_errors
 from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
 from common.io import atomic_write_json, fingerprint_files, sha256_file
 
@@ -135,15 +136,16 @@ def stage_is_done(out, stamp):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--weights", required=True, help="checkpoint, or a pretraining OUTPUT_DIR")
     # Absolute, because the stages run from the repository root, not from the caller's folder.
     absolute = lambda path: Path(path).resolve()  # noqa: E731
     parser.add_argument("--out", type=absolute, required=True, help="suite output folder for this checkpoint")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--imagenet", type=absolute, help="ImageNet root with train/ and val/ (enables imagenet_linear)")
-    parser.add_argument("--seeds", type=int, default=5, help="VOC detection trials (the protocol averages 5)")
-    parser.add_argument("--num-gpus", type=int, default=None, help="default: all local GPUs")
+    parser.add_argument("--seeds", type=at_least(1), default=5, help="VOC detection trials (the protocol averages 5)")
+    parser.add_argument("--num-gpus", type=at_least(0), default=None, help="default: all local GPUs")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
     args = parser.parse_args(argv)
     if args.num_gpus is None:

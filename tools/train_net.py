@@ -16,6 +16,7 @@ import sys
 import weakref
 
 import detection  # noqa: F401  (detectron2 compatibility; registers Res5ROIHeadsExtraNorm)
+from common.cli import at_least, one_line_errors
 from common.io import atomic_write_json
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -125,9 +126,12 @@ def _without_seeds(argv):
 
 
 def parse_args(argv=None):
-    parser = default_argument_parser()
-    parser.add_argument("--seeds", type=int, default=1, help="number of trials with seeds SEED, SEED+1, ...")
-    return parser.parse_args(argv)
+    parser = one_line_errors(default_argument_parser())
+    parser.add_argument("--seeds", type=at_least(1), default=1, help="number of trials with seeds SEED, SEED+1, ...")
+    args = parser.parse_args(argv)
+    if args.num_gpus < 1:  # detectron2's own flag, parsed as any int
+        parser.error(f"argument --num-gpus: must be at least 1, got {args.num_gpus}")
+    return args
 
 
 if __name__ == "__main__":

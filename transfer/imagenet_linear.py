@@ -24,6 +24,7 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from common.cli import at_least
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.datasets import IMAGENET_SPLITS
 from common.io import atomic_torch_save, fingerprint_files
@@ -46,9 +47,9 @@ def get_parser():
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="clsa",
                    help="clsa: lr 10, cosine; moco: lr 30, x0.1 at epochs 60 and 80 of 100")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256, help="total over all processes")
-    p.add_argument("--workers", type=int, default=8, help="data-loading workers per process")
+    p.add_argument("--epochs", type=at_least(1), default=100)
+    p.add_argument("--batch-size", type=at_least(1), default=256, help="total over all processes")
+    p.add_argument("--workers", type=at_least(0), default=8, help="data-loading workers per process")
     p.add_argument("--seed", type=int, default=0)
     return p
 

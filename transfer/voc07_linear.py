@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.cli import at_least, positive
 from common.datasets import VOC2007_SPLITS
 from common.io import fingerprint_files
 from transfer import cli
@@ -36,12 +37,12 @@ from transfer.voc import VOC_CLASSES
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/voc07_linear")
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--epochs", type=at_least(1), default=100)
+    p.add_argument("--lr", type=positive(), default=0.05)
+    p.add_argument("--batch-size", type=at_least(1), default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="feature cache (default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading workers for extraction")
+    p.add_argument("--workers", type=at_least(0), default=2, help="data-loading workers for extraction")
     return p
 
 

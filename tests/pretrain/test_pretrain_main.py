@@ -311,3 +311,22 @@ def test_two_cpu_processes_through_main(train_root, tmp_path):
     checkpoint = final_state(tmp_path)
     assert checkpoint["iteration"] == 2 and checkpoint["model"]["queue_ptr"].item() == 8  # 3 x 8 keys mod 16
     assert "2 process(es)" in (tmp_path / "log.txt").read_text()
+
+
+def test_resume_from_a_missing_file_says_it_is_missing(train_root, tmp_path):
+    from pretrain.main import configure
+
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(FileNotFoundError, match=f"--resume {missing}: no such file"):
+        configure(parse_args(["--resume", str(missing), *tiny(train_root, tmp_path)]))
+    with pytest.raises(CheckpointError, match=f"{missing}: no such file"):
+        load_checkpoint(missing)
+
+
+def test_a_users_mistake_is_one_line_on_stderr_and_exit_code_2(train_root, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "pretrain/main.py"),
+                           *tiny(train_root, tmp_path / "out", "SOLVER.BATCH_SIZE", "0")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: SOLVER.BATCH_SIZE is 0; it must be greater than 0"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
