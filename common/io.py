@@ -31,6 +31,15 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def remove_stale_temp_files(folder):
+    """Removes the temporary files atomic_path leaves behind when its process is killed (kill -9)
+    mid-write; call it only where no other process of the same run is writing. Returns them."""
+    stale = [path for path in Path(folder).glob(".*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def atomic_torch_save(obj, path):
     import torch
 

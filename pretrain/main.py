@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common.cli import at_least, one_line_errors
-from common.io import atomic_path
+from common.io import atomic_path, remove_stale_temp_files
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
@@ -158,13 +158,30 @@ class StopRequest:
         return bool(flag.item())
 
 
-class MetricsWriter:
-    """metrics.json JSON lines and TensorBoard scalars, on rank 0 (detectron2's outputs)."""
+def _logged_iteration(line):
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill mid-write
+        return -1
 
-    def __init__(self, output_dir):
+
+class MetricsWriter:
+    """metrics.json JSON lines and TensorBoard scalars, on rank 0 (detectron2's outputs).
+
+    Lines of iterations from `start_iter` on are dropped first: a run killed after logging them but
+    before its checkpoint redoes those iterations, which must not appear twice.
+    """
+
+    def __init__(self, output_dir, start_iter):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.json = open(Path(output_dir) / "metrics.json", "a")
+        path = Path(output_dir) / "metrics.json"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if -1 < _logged_iteration(line) < start_iter]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(kept))
+        self.json = open(path, "a")
         self.tensorboard = SummaryWriter(output_dir)
 
     def write(self, iteration, metrics):
@@ -268,6 +285,8 @@ def train(cfg, resume, rank, world_size, local_rank):
     if found:
         check_same_run(*found, cfg.dump())
     if rank == 0:
+        for path in remove_stale_temp_files(output_dir):
+            logger.info("removed %s, left by a run killed while writing it", path)
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.dump())
     logger.info("%d process(es) on %s, global batch %d, bf16 autocast %s, %s", world_size, device.type,
@@ -312,7 +331,7 @@ def train(cfg, resume, rank, world_size, local_rank):
         model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
     num_weak = len(view_settings(cfg)["weak"])
 
-    writer = MetricsWriter(output_dir) if rank == 0 else None
+    writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
     bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
     # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
     window_sums, window_count = None, 0

@@ -330,3 +330,19 @@ def test_a_users_mistake_is_one_line_on_stderr_and_exit_code_2(train_root, tmp_p
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: SOLVER.BATCH_SIZE is 0; it must be greater than 0"
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_resume_after_kill_9_removes_stale_temp_files_and_logs_each_iteration_once(train_root, tmp_path):
+    """A kill -9 after iteration 2's metrics line, while its checkpoint was being written, leaves a
+    temporary checkpoint and lines the resumed run writes again (the last one cut short)."""
+    args = tiny(train_root, tmp_path, "LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD_ITERS", "1")
+    main(parse_args([*args, "SOLVER.MAX_ITER", "2"]))
+    with open(tmp_path / "metrics.json", "a") as f:
+        f.write(json.dumps({"iteration": 2, "loss": 1.0}) + "\n" + '{"iteration": 3, "lo')
+    stale = tmp_path / ".model_0000002.pth.k2j4x.tmp"
+    stale.write_bytes(b"\0" * 1024)
+    main(parse_args(["--resume", "auto", *args, "SOLVER.MAX_ITER", "4"]))
+    assert not stale.exists()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [0, 1, 2, 3]
+    assert lines[2]["loss"] != 1.0
