@@ -84,7 +84,7 @@ def tiny_checkpoint(output_dir, iteration):
 def test_truncated_checkpoint_is_named_and_resume_falls_back_to_the_previous_one(tmp_path, caplog):
     older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
     newer.write_bytes(newer.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="model_0000009.pth: corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="model_0000009.pth: truncated or corrupt PyTorch checkpoint"):
         load_checkpoint(newer)
     path, checkpoint = find_resume_checkpoint(tmp_path)
     assert path == older and checkpoint["iteration"] == 4
@@ -346,3 +346,18 @@ def test_resume_after_kill_9_removes_stale_temp_files_and_logs_each_iteration_on
     lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [0, 1, 2, 3]
     assert lines[2]["loss"] != 1.0
+
+
+class _EmbeddedCode:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_a_checkpoint_with_embedded_code_is_refused_as_unsafe_not_called_truncated(tmp_path):
+    path = tmp_path / "model_0000001.pth"
+    torch.save({"kind": "clsa-suite/pretrain", "model": _EmbeddedCode()}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "holds objects that safe loading (weights_only=True) refuses" in message, message
+    assert "truncated" not in message and "print" in message and "\n" not in message
