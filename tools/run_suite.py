@@ -90,21 +90,27 @@ def run_stage(stage, cmd, out, stamp):
     (out / "FAILED").unlink(missing_ok=True)
     start = time.time()
     print(f"[suite] {stage}: running, log {out / 'log.txt'}", flush=True)
-    with open(out / "log.txt", "w") as log:
+    # Line-buffered here and unbuffered in the stage, so that `tail -f log.txt` follows it live.
+    with open(out / "log.txt", "w", buffering=1) as log:
         log.write(" ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         last = ""
         # One live status line on a terminal; in a log file that would be a line per update.
         live = sys.stdout.isatty()
-        for line in proc.stdout:
-            log.write(line)
-            if stage == "report":
-                print(line, end="")
-            elif line.strip():
-                last = line.strip()
-                if live:
-                    print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if stage == "report":
+                    print(line, end="")
+                elif line.strip():
+                    last = line.strip()
+                    if live:
+                        print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+        except KeyboardInterrupt:
+            stop(proc)
+            (out / "FAILED").write_text("interrupted (Ctrl-C)\n")
+            raise
         code = proc.wait()
     seconds = time.time() - start
     if code != 0:
@@ -118,6 +124,16 @@ def run_stage(stage, cmd, out, stamp):
         done = f"[suite] {stage}: done in {seconds:.0f} s"
         print(f"\r{done:<120}" if live else done, flush=True)
     return True
+
+
+def stop(proc, grace=30):
+    """Ends a stage's process: SIGTERM (a pretraining or torchrun stage saves and exits), then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stage_is_done(out, stamp):
@@ -196,4 +212,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
+                 "command again to resume")

@@ -96,3 +96,28 @@ def test_other_data_under_the_same_out_is_not_taken_as_done(checkpoint, tmp_path
     env["DETECTRON2_DATASETS"] = str(synthetic_root)
     moved = run()
     assert moved.returncode != 0 and "another run" in moved.stderr
+
+
+@pytest.mark.slow  # a VOC07 SVM stage on the synthetic set: ~20-60 s on a busy 2-core machine
+def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(checkpoint, tmp_path, synthetic_root):
+    import os
+    import signal
+    import time
+
+    log = tmp_path / "suite" / "voc07_svm" / "log.txt"
+    suite = subprocess.Popen([sys.executable, str(REPO / "tools/run_suite.py"), "--weights", str(checkpoint),
+                              "--out", str(tmp_path / "suite"), "--only", "voc07_svm"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "DETECTRON2_DATASETS": str(synthetic_root)})
+    # The stage prints while it runs: its lines reach log.txt then, not when it ends.
+    while not (log.is_file() and len(log.read_text().splitlines()) > 1):
+        assert suite.poll() is None, suite.communicate()
+        time.sleep(0.2)
+    stage = [int(pid) for pid in Path(f"/proc/{suite.pid}/task/{suite.pid}/children").read_text().split()]
+    assert stage and not (tmp_path / "suite" / "voc07_svm" / "results.json").exists()
+    suite.send_signal(signal.SIGINT)
+    stdout, stderr = suite.communicate(timeout=120)
+    assert suite.returncode == 1 and "Traceback" not in stderr and "interrupted" in stderr, stderr
+    for pid in stage:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert (tmp_path / "suite" / "voc07_svm" / "FAILED").read_text().startswith("interrupted")
