@@ -31,6 +31,15 @@ def atomic_path(path):
             os.remove(tmp)
 
 
+def remove_stale_temp_files(folder):
+    """Removes the temporary files atomic_path leaves behind when its process is killed (kill -9)
+    mid-write; call it only where no other process of the same run is writing. Returns them."""
+    stale = [path for path in Path(folder).glob(".*.tmp") if path.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
 def atomic_torch_save(obj, path):
     import torch
 
@@ -49,3 +58,26 @@ def sha256_file(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def fingerprint_files(root, patterns, edge=1 << 20):
+    """{"root", "files", "sha256"}: a cheap fingerprint of the files under `root` matching the glob
+    `patterns`: each one's relative name, size and first and last `edge` bytes (the whole of a split
+    list), and each matching folder's name and number of entries. Another data set behind the same
+    path, or other split lists, give another sha256."""
+    root = Path(root).resolve()
+    digest, count = hashlib.sha256(), 0
+    for path in sorted({p for pattern in patterns for p in root.glob(pattern)}):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        if path.is_dir():
+            digest.update(f"dir {len(os.listdir(path))}\0".encode())
+        else:
+            size = path.stat().st_size
+            digest.update(f"{size}\0".encode())
+            with open(path, "rb") as f:
+                digest.update(f.read(edge))
+                if size > 2 * edge:
+                    f.seek(-edge, os.SEEK_END)
+                    digest.update(f.read(edge))
+        count += 1
+    return {"root": str(root), "files": count, "sha256": digest.hexdigest()}

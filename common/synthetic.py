@@ -321,8 +321,11 @@ def generate(out, seed=0, size="tiny"):
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+    if not 0 <= seed < 2 ** 63:  # numpy's seed range; checked before anything is written
+        raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} is a file; choose a folder for --out")
     spec = SIZES[size]
     params = {"seed": seed, "size": size, "format_version": 1}
     writers = {
@@ -334,18 +337,25 @@ def generate(out, seed=0, size="tiny"):
                                                              "val": spec.voc2012_trainval - spec.voc2012_trainval // 2}, rng),
         "coco": lambda root, rng: write_coco(root, {"train": spec.coco_train, "val": spec.coco_val}, rng),
     }
-    written = []
-    for index, (name, write) in enumerate(writers.items()):
+    # Every existing folder is checked before anything is written: a foreign one stops the run with --out unchanged.
+    done = set()
+    for name in writers:
         target = out / name
         if target.exists():
             marker = target / MARKER
             found = json.loads(marker.read_text()) if marker.is_file() else None
-            if found == params:
-                written.append(target)
-                continue
-            raise FileExistsError(
-                f"{target} exists and was not generated with {params} (found {found}); remove it or "
-                "choose another --out; it is not overwritten")
+            if found != params:
+                raise FileExistsError(
+                    f"{target} exists and was not generated with {params} (found {found}); remove it or "
+                    "choose another --out; it is not overwritten")
+            done.add(name)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, (name, write) in enumerate(writers.items()):
+        target = out / name
+        if name in done:
+            written.append(target)
+            continue
         staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
         try:
             # One independent stream per data set: adding a data set never changes the others.

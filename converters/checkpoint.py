@@ -18,7 +18,7 @@ import torch
 import torchvision
 
 # One error type and one kind string for pretraining checkpoints, whoever reads them.
-from pretrain.checkpoint import KIND as PRETRAIN_KIND, CheckpointError
+from pretrain.checkpoint import KIND as PRETRAIN_KIND, CheckpointError, unloadable_reason
 
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
@@ -91,27 +91,7 @@ def _load(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types; each is diagnosed from the first bytes
-        raise CheckpointError(path, _why_unloadable(head, error)) from error
-
-
-def _why_unloadable(head, error):
-    detail = _one_line(error)
-    if head.startswith(b"PK"):  # torch.save's zip format
-        if "WeightsUnpickler error" in str(error):
-            return f"holds objects that safe loading (weights_only=True) refuses: {detail}"
-        return f"truncated or corrupt PyTorch checkpoint ({detail}); copy or save it again"
-    if head.startswith(b"\x80"):
-        return f"unreadable pickle, truncated or holding unsafe objects ({detail})"
-    if head.lstrip()[:1] in (b"{", b"["):
-        return "is a JSON/text file, not a PyTorch checkpoint"
-    return f"is not a PyTorch checkpoint ({detail})"
-
-
-def _one_line(error):
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
-    reason = reason.split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
-    return f"{type(error).__name__}: {reason[:200]}" if reason else type(error).__name__
+        raise CheckpointError(path, unloadable_reason(path, error)) from error
 
 
 def _pickle_mentions(path, words):

@@ -30,6 +30,22 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not an array checkpoint")
 
 
+# Names that mark a checkpoint detectron2 cannot use as it is: this suite's pretraining checkpoints,
+# MoCo/CLSA reference checkpoints and torchvision ResNets, all to be converted with converters/to_d2.py.
+_UNCONVERTED_PREFIXES = ("encoder_q.", "module.encoder_q.", "conv1.weight", "layer1.", "module.conv1.weight")
+
+
+def check_weights_file(path):
+    """Raises ValueError, before any model is built, if `path` is unreadable or an unconverted ResNet
+    checkpoint; reads it as training will (PretrainedWeightsCheckpointer)."""
+    import torch
+
+    names = list(PretrainedWeightsCheckpointer(torch.nn.Module())._load_file(path)["model"])
+    if any(str(name).startswith(_UNCONVERTED_PREFIXES) for name in names):
+        raise ValueError(f"MODEL.WEIGHTS {path} holds unconverted weights ({names[0]}, ...); convert it with "
+                         "python converters/to_d2.py CKPT and pass the .pkl it writes")
+
+
 class PretrainedWeightsCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer that refuses weights which leave the pretrained backbone unset.
 

@@ -1,5 +1,6 @@
-"""Checks that the data sets a config names exist on disk, before any model is built."""
+"""Checks that the data sets a config names exist on disk and parse, before any model is built."""
 import os
+import xml.etree.ElementTree as ET
 
 import detectron2.data.datasets  # noqa: F401  (registers the builtin names under DETECTRON2_DATASETS)
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -17,6 +18,7 @@ def expected_paths(name):
 
 
 def check_datasets(names):
+    """Raises FileNotFoundError for a missing folder, ValueError for a VOC annotation that is not XML."""
     root = os.getenv("DETECTRON2_DATASETS", "datasets")
     for name in names:
         for path in expected_paths(name):
@@ -25,3 +27,20 @@ def check_datasets(names):
                     f"data set {name!r} expects {os.path.abspath(path)}, which does not exist. Set "
                     f"DETECTRON2_DATASETS (now {root!r}) to the folder holding VOC2007/, VOC2012/ and "
                     "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR")
+        meta = MetadataCatalog.get(name)
+        if hasattr(meta, "dirname") and hasattr(meta, "split"):
+            check_voc_annotations(meta.dirname, meta.split)
+
+
+def check_voc_annotations(dirname, split):
+    """Parses Annotations/<id>.xml of every image of ImageSets/Main/<split>.txt, as detectron2's VOC
+    loader will (which names neither the file nor the fix when one is damaged)."""
+    with open(os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")) as f:
+        ids = f.read().split()
+    for image_id in ids:
+        path = os.path.join(dirname, "Annotations", f"{image_id}.xml")
+        try:
+            ET.parse(path)
+        except (ET.ParseError, OSError) as error:
+            raise ValueError(f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); restore the "
+                             f"file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt") from None

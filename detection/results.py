@@ -5,20 +5,23 @@ import os
 
 import numpy as np
 
-from common.io import sha256_file
+from common.datasets import DETECTRON2_SPLITS, detectron2_datasets_root
+from common.io import fingerprint_files, sha256_file
 from detection.evaluation import flat_metrics
 
 
 def trial_settings(cfg, config_file):
-    """What two trials must share to be averaged: the config file, the weights' content, and the
-    merged config (overrides included) apart from the seed and output folder, which differ per trial."""
+    """What two trials must share to be averaged: the config file, the weights' content, the data
+    (root and split files), and the merged config (overrides included) apart from the seed and output
+    folder, which differ per trial."""
     weights = cfg.MODEL.WEIGHTS
     shared = cfg.clone()
     shared.defrost()
     shared.SEED, shared.OUTPUT_DIR = 0, ""
     return {"config": os.path.abspath(config_file),
             "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None,
-            "config_sha256": hashlib.sha256(shared.dump().encode()).hexdigest()}
+            "config_sha256": hashlib.sha256(shared.dump().encode()).hexdigest(),
+            "data": fingerprint_files(detectron2_datasets_root(), DETECTRON2_SPLITS)}
 
 
 def build_results(cfg, config_file, results, iterations):
@@ -31,7 +34,8 @@ def build_results(cfg, config_file, results, iterations):
         "config": settings["config"],
         "config_sha256": settings["config_sha256"],
         "weights": {"path": os.path.abspath(weights) if weights else "", "sha256": settings["weights"]},
-        "data_root": os.path.abspath(os.getenv("DETECTRON2_DATASETS", "datasets")),
+        "data_root": str(detectron2_datasets_root()),
+        "data": settings["data"],
         "seed": cfg.SEED,
         "iterations": iterations,
         "notes": {
@@ -52,6 +56,7 @@ def aggregate_trials(paths):
         std.setdefault(task, {})[metric] = float(values.std())
     first = trials[0]
     return {**{k: first[k] for k in ("task", "datasets", "data_root", "config", "weights", "iterations", "notes")},
+            "data": first.get("data"),
             "metrics": mean, "metrics_std": std, "seeds": [t["seed"] for t in trials],
             "trials": [os.path.abspath(p) for p in paths]}
 
@@ -64,7 +69,7 @@ def trial_is_done(path, cfg, config_file):
     found = json.loads(open(path).read())
     expected = trial_settings(cfg, config_file)
     actual = {"config": found.get("config"), "weights": found.get("weights", {}).get("sha256"),
-              "config_sha256": found.get("config_sha256")}
+              "config_sha256": found.get("config_sha256"), "data": found.get("data")}
     if actual != expected:
         differing = ", ".join(key for key in expected if actual[key] != expected[key])
         raise SystemExit(f"{path} holds a trial of other settings ({differing} differ); use another OUTPUT_DIR "

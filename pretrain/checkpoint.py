@@ -10,6 +10,7 @@ A checkpoint is a dict that `torch.load(path, weights_only=True)` reads back:
     rng         {"torch": CPU RNG state, "cuda": CUDA RNG state (when on a GPU)}
 """
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -50,6 +51,21 @@ def restore_rng(rng):
         torch.cuda.set_rng_state(rng["cuda"])
 
 
+def first_non_finite(state_dict):
+    """The name of the first floating-point tensor (weight, BN statistic, queue) holding a NaN or an
+    infinity, or None."""
+    return next((name for name, value in state_dict.items()
+                 if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()), None)
+
+
+def last_saved(output_dir):
+    """The checkpoint that output_dir/last_checkpoint names, or None."""
+    pointer = Path(output_dir) / "last_checkpoint"
+    if pointer.is_file() and (Path(output_dir) / pointer.read_text().strip()).is_file():
+        return Path(output_dir) / pointer.read_text().strip()
+    return None
+
+
 def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config_yaml):
     """Writes output_dir/name.pth atomically, then points last_checkpoint at it."""
     output_dir = Path(output_dir)
@@ -63,17 +79,49 @@ def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config
     return path
 
 
+def unloadable_reason(path, error, fix="copy or save it again"):
+    """Why `torch.load(path, weights_only=True)` raised `error`, from the file's first bytes and the
+    error's type (not its wording, which changes between torch versions), with `fix` for a damaged
+    file: the shared diagnosis of every reader of untrusted checkpoints."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    detail = _one_line(error)
+    if head.startswith(b"PK"):  # torch.save's zip format
+        # The safe unpickler refuses a global it does not allow (embedded code) with an
+        # UnpicklingError; a damaged archive fails in the zip reader with a RuntimeError.
+        if isinstance(error, pickle.UnpicklingError):
+            return f"holds objects that safe loading (weights_only=True) refuses: {detail}"
+        return f"truncated or corrupt PyTorch checkpoint ({detail}); {fix}"
+    if head.startswith(b"\x80"):
+        return f"unreadable pickle, truncated or holding unsafe objects ({detail})"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "is a JSON/text file, not a PyTorch checkpoint"
+    return f"is not a PyTorch checkpoint ({detail})"
+
+
+def _one_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    reason = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "")
+    reason = reason.split("WeightsUnpickler error:")[-1].strip().split(". ")[0]
+    return f"{type(error).__name__}: {reason[:200]}" if reason else type(error).__name__
+
+
 def load_checkpoint(path):
     """Reads and checks one checkpoint; any damage raises CheckpointError naming the file."""
+    if not Path(path).is_file():
+        raise CheckpointError(path, "no such file; pass an existing checkpoint, or --resume auto")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated zip, a pickle error, an unreadable file: all mean "damaged"
-        raise CheckpointError(path, f"corrupt or truncated ({type(e).__name__}: {e}); "
-                                    f"delete it to resume from an older one") from e
+    except Exception as e:  # torch.load raises many types; unloadable_reason tells them apart
+        raise CheckpointError(path, unloadable_reason(path, e, fix="delete it to resume from an older one")) from e
     missing = [k for k in _REQUIRED if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing or checkpoint["kind"] != KIND:
         raise CheckpointError(path, f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
                                     f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
+    diverged = first_non_finite(checkpoint["model"])
+    if diverged:
+        raise CheckpointError(path, f"{diverged} is not finite: the run had diverged when it was saved; "
+                                    f"delete it to resume from an older one")
     return checkpoint
 
 

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 _LAYOUT = "root/<class>/<image>, e.g. imagenet/train/n01440764/n01440764_10026.JPEG"
 # What PIL (and, RuntimeError, torchvision.io) raise on a truncated, garbled or non-image file.
-_UNREADABLE = (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
+UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -76,7 +76,7 @@ class PretrainImageFolder(ImageFolder):
             path = self.samples[candidate][0]
             try:
                 return read(path), candidate
-            except _UNREADABLE as error:
+            except UNREADABLE_IMAGE as error:
                 self._skip(path, error)
         raise RuntimeError(f"No image under {self.root!r} could be read; see the warnings above")
 

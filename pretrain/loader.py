@@ -5,9 +5,14 @@ permutation at the batch it stopped at, and each image's random crops and colour
 neither the process count, the worker count nor what ran before. (The batched path draws its views
 from (seed, rank, iteration) instead: pretrain/batched_augment.py.)
 """
+import signal
+
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+# Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class SeededViews(Dataset):
@@ -59,10 +64,36 @@ class ResumableDistributedSampler(DistributedSampler):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
+class PreemptibleDataLoader(DataLoader):
+    """A DataLoader whose workers ignore STOP_SIGNALS: a preemption signal sent to the whole process
+    group must not kill them before the training process has saved its checkpoint. The training
+    process stops them itself, as any DataLoader does when its iterator ends or is dropped.
+
+    The signals stay blocked while the workers are forked, so none reaches a worker before it
+    ignores them; one that arrives meanwhile is delivered to the training process afterwards.
+    """
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _ignore_stop_signals(worker_id):
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
 def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):
     """A DataLoader over `dataset` (wrapped in SeededViews) and its resumable sampler."""
     seeded = SeededViews(dataset, seed)
     sampler = ResumableDistributedSampler(seeded, world_size, rank, batch_size, seed)
-    loader = DataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                        pin_memory=pin_memory, drop_last=True, persistent_workers=False, collate_fn=collate_fn)
+    loader = PreemptibleDataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                                   pin_memory=pin_memory, drop_last=True, persistent_workers=False,
+                                   collate_fn=collate_fn, worker_init_fn=_ignore_stop_signals)
     return loader, sampler, seeded

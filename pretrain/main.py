@@ -8,6 +8,7 @@ A plain `python pretrain/main.py` starts one process per GPU itself (--num-gpus,
 process on a machine without GPU); under torchrun it is one of torchrun's processes.
 """
 import argparse
+import functools
 import json
 import logging
 import math
@@ -26,31 +27,40 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common.io import atomic_path
+from common.cli import at_least, one_line_errors
+from common.io import atomic_path, remove_stale_temp_files
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
-from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_checkpoint, restore_rng,
-                                 save_checkpoint)
+from pretrain.checkpoint import (CheckpointError, check_same_run, find_resume_checkpoint, first_non_finite,
+                                 last_saved, load_checkpoint, restore_rng, save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
-from pretrain.loader import ResumableDistributedSampler, SeededViews, build_loader
+from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
 
 logger = logging.getLogger("pretrain")
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml")
     parser.add_argument("--resume", default="", metavar="auto|PATH",
                         help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
                              "or a checkpoint file")
-    parser.add_argument("--num-gpus", type=int, default=None,
+    parser.add_argument("--num-gpus", type=at_least(1), default=None,
                         help="processes to start on this machine (default: one per GPU, or 1 without GPU); "
                              "ignored under torchrun")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
     return parser.parse_args(argv)
+
+
+# Config values outside these ranges are refused by setup (a batch of 0 would divide by zero later).
+_POSITIVE = ("SOLVER.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "MODEL.QUEUE_SIZE",
+             "MODEL.DIM", "MODEL.MLP_HIDDEN", "LOG_PERIOD")
+_NON_NEGATIVE = ("SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD_ITERS", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
+                 "SOLVER.WEIGHT_DECAY", "MODEL.DDM_WEIGHT", "DATA.NUM_WORKERS")
 
 
 def setup(args, world_size):
@@ -71,6 +81,10 @@ def setup(args, world_size):
                        f"pretrain/config.py") from None
     cfg.freeze()
 
+    for key in _POSITIVE + _NON_NEGATIVE:
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if not (value > 0 if key in _POSITIVE else value >= 0):  # NaN fails both
+            raise ValueError(f"{key} is {value}; it must be {'greater than' if key in _POSITIVE else 'at least'} 0")
     batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
     if batch % world_size:
         raise ValueError(f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the "
@@ -129,7 +143,7 @@ class StopRequest:
 
     def __init__(self):
         self.signum = None
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._record)
 
     def _record(self, signum, frame):
@@ -144,13 +158,30 @@ class StopRequest:
         return bool(flag.item())
 
 
-class MetricsWriter:
-    """metrics.json JSON lines and TensorBoard scalars, on rank 0 (detectron2's outputs)."""
+def _logged_iteration(line):
+    try:
+        return json.loads(line)["iteration"]
+    except (ValueError, KeyError, TypeError):  # a line cut short by a kill mid-write
+        return -1
 
-    def __init__(self, output_dir):
+
+class MetricsWriter:
+    """metrics.json JSON lines and TensorBoard scalars, on rank 0 (detectron2's outputs).
+
+    Lines of iterations from `start_iter` on are dropped first: a run killed after logging them but
+    before its checkpoint redoes those iterations, which must not appear twice.
+    """
+
+    def __init__(self, output_dir, start_iter):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.json = open(Path(output_dir) / "metrics.json", "a")
+        path = Path(output_dir) / "metrics.json"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if -1 < _logged_iteration(line) < start_iter]
+            with atomic_path(path) as tmp:
+                tmp.write_text("".join(kept))
+        self.json = open(path, "a")
         self.tensorboard = SummaryWriter(output_dir)
 
     def write(self, iteration, metrics):
@@ -236,6 +267,7 @@ def views_by_iteration(data, device, first_iteration):
 
 def train(cfg, resume, rank, world_size, local_rank):
     """The training loop of one process."""
+    stop = StopRequest()  # from the start: a signal during set-up stops the run at its first step
     output_dir = Path(cfg.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
     _setup_logging(output_dir, rank)
@@ -253,6 +285,8 @@ def train(cfg, resume, rank, world_size, local_rank):
     if found:
         check_same_run(*found, cfg.dump())
     if rank == 0:
+        for path in remove_stale_temp_files(output_dir):
+            logger.info("removed %s, left by a run killed while writing it", path)
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.dump())
     logger.info("%d process(es) on %s, global batch %d, bf16 autocast %s, %s", world_size, device.type,
@@ -297,25 +331,45 @@ def train(cfg, resume, rank, world_size, local_rank):
         model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
     num_weak = len(view_settings(cfg)["weak"])
 
-    stop = StopRequest()
-    writer = MetricsWriter(output_dir) if rank == 0 else None
+    writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
     bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
     # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
     window_sums, window_count = None, 0
     first_bad_iter = torch.full((), -1, dtype=torch.long, device=device)
     data_time, window_start = 0.0, time.perf_counter()
 
-    def check_finite():
-        bad = first_bad_iter.clone()
+    def stop_if_diverged(iteration, probe=None):
+        """Raises FloatingPointError if a loss so far was not finite or, given the views of the last
+        batch as `probe`, if the state a checkpoint would hold is not usable: a weight, BN statistic or
+        queue entry is not finite, or the query encoder's output on the probe is not (weights that grew
+        to 1e28 are finite, yet the next step overflows)."""
+        diverged = None
+        if probe is not None:
+            diverged = first_non_finite(model.state_dict())
+            diverged = diverged and f"{diverged} is not finite"
+            if diverged is None:
+                model.encoder_q.eval()  # running statistics: the probe leaves no trace in the state
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    if not torch.isfinite(model.encoder_q(probe[0])).all():
+                        diverged = "the query encoder's output is not finite"
+                model.encoder_q.train()
+        flags = torch.stack([first_bad_iter, torch.tensor(int(diverged is not None), device=device)])
         if control is not None:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        if bad.item() >= 0:
-            raise FloatingPointError(
-                f"non-finite loss at iteration {bad.item()}; stopped without saving, the last good checkpoint "
-                f"in {output_dir} is untouched (lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or disable SOLVER.AMP)")
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        bad_loss, bad_state = flags.tolist()
+        if bad_loss < 0 and not bad_state:
+            return
+        what = (f"non-finite loss at iteration {bad_loss}" if bad_loss >= 0 else
+                f"the state after iteration {iteration} diverged ({diverged or 'on another process'})")
+        good = last_saved(output_dir)
+        restart = (f"the last good checkpoint is {good}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+                   f"disable SOLVER.AMP, and rerun with --resume auto" if good else
+                   f"no checkpoint was saved in {output_dir}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+                   f"disable SOLVER.AMP, and start again")
+        raise FloatingPointError(f"{what}; stopped without saving; {restart}")
 
-    def checkpoint(name, iteration):
-        check_finite()
+    def checkpoint(name, iteration, probe):
+        stop_if_diverged(iteration, probe)
         if rank == 0:
             path = save_checkpoint(output_dir, name, model, optimizer, iteration, iteration // iters_per_epoch, cfg.dump())
             logger.info("saved %s", path)
@@ -346,7 +400,7 @@ def train(cfg, resume, rank, world_size, local_rank):
 
             last = iteration + 1 == max_iter
             if (iteration + 1) % cfg.LOG_PERIOD == 0 or last:
-                check_finite()
+                stop_if_diverged(iteration)
                 if control is not None:
                     dist.all_reduce(window_sums)
                 means = (window_sums / (window_count * world_size)).tolist()
@@ -364,10 +418,10 @@ def train(cfg, resume, rank, world_size, local_rank):
             stopping = stop.agreed(control)
             completed_epochs, epoch_end = divmod(iteration + 1, iters_per_epoch)
             if last:
-                checkpoint("model_final", iteration)
+                checkpoint("model_final", iteration, batch_views)
             elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
                   or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
-                checkpoint(f"model_{iteration:07d}", iteration)
+                checkpoint(f"model_{iteration:07d}", iteration, batch_views)
             if stopping and not last:
                 logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
             iteration += 1
@@ -389,6 +443,9 @@ def _free_port():
 
 
 def _spawned(local_rank, world_size, cfg, resume):
+    # mp.spawn passes its start method on to the processes it starts; their DataLoader workers fork,
+    # as in any other process on Linux (the view transforms hold lambdas, which spawn cannot pickle).
+    mp.set_start_method("fork", force=True)
     _run(cfg, resume, local_rank, world_size, local_rank)
 
 
@@ -405,7 +462,9 @@ def _run(cfg, resume, rank, world_size, local_rank):
             dist.destroy_process_group()
 
 
-def main(args):
+def configure(args):
+    """(cfg, world size, under torchrun?); raises ValueError, KeyError or FileNotFoundError for every
+    mistake a user can fix, before anything is written."""
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if torchrun:
         world_size = int(os.environ["WORLD_SIZE"])
@@ -413,6 +472,13 @@ def main(args):
         world_size = args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1)
     cfg = setup(args, world_size)
     check_image_root(cfg.DATA.ROOT)
+    if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
+        raise FileNotFoundError(f"--resume {args.resume}: no such file; pass a checkpoint file, or --resume auto")
+    return cfg, world_size, torchrun
+
+
+def main(args, configured=None):
+    cfg, world_size, torchrun = configured or configure(args)
     if torchrun:
         _run(cfg, args.resume, int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
     elif world_size == 1:
@@ -427,11 +493,21 @@ def main(args):
                 if process.is_alive():
                     os.kill(process.pid, signum)
 
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, forward_signal)
         while not context.join():
             pass
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    args = parse_args()
+    try:
+        configured = configure(args)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(args, configured)
+    except CheckpointError as error:  # a damaged checkpoint, or one of another run
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -23,8 +23,9 @@ def main(argv=None):
     start = time.time()
     try:
         folders = generate(args.out, seed=args.seed, size=args.size)
-    except FileExistsError as err:
-        sys.exit(f"make_synthetic_data: {err}")
+    except (FileExistsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     for folder in folders:
         print(f"  {folder}")
     print(f"synthetic data sets ({args.size}, seed {args.seed}) ready in {time.time() - start:.1f} s")

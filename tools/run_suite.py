@@ -6,8 +6,9 @@
 Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, voc07_clsa (the CLSA
 reference's VOC07 protocol), imagenet_linear (only with --imagenet), voc_det, coco_det, report.
 Each stage writes OUT/<stage>/ (its log.txt and results.json). A stage that finished for the same
-checkpoint (sha256) and command is skipped, so an interrupted suite resumes; a failed stage leaves
-OUT/<stage>/FAILED and the others still run.
+checkpoint (sha256), data (root and a fingerprint of the split files) and command is skipped, so an
+interrupted suite resumes; an OUT that holds results of another checkpoint or other data is refused
+before any stage writes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
 its numbers only test the pipeline.
@@ -20,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from common.io import atomic_write_json, sha256_file
+from common.cli import at_least, one_line_errors
+from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
+from common.io import atomic_write_json, fingerprint_files, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "imagenet_linear", "voc_det", "coco_det", "report")
@@ -92,21 +95,27 @@ def run_stage(stage, cmd, out, stamp):
     (out / "FAILED").unlink(missing_ok=True)
     start = time.time()
     print(f"[suite] {stage}: running, log {out / 'log.txt'}", flush=True)
-    with open(out / "log.txt", "w") as log:
+    # Line-buffered here and unbuffered in the stage, so that `tail -f log.txt` follows it live.
+    with open(out / "log.txt", "w", buffering=1) as log:
         log.write(" ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
         last = ""
         # One live status line on a terminal; in a log file that would be a line per update.
         live = sys.stdout.isatty()
-        for line in proc.stdout:
-            log.write(line)
-            if stage == "report":
-                print(line, end="")
-            elif line.strip():
-                last = line.strip()
-                if live:
-                    print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if stage == "report":
+                    print(line, end="")
+                elif line.strip():
+                    last = line.strip()
+                    if live:
+                        print(f"\r[suite] {stage}: {last[:100]:<100}", end="", flush=True)
+        except KeyboardInterrupt:
+            stop(proc)
+            (out / "FAILED").write_text("interrupted (Ctrl-C)\n")
+            raise
         code = proc.wait()
     seconds = time.time() - start
     if code != 0:
@@ -122,8 +131,19 @@ def run_stage(stage, cmd, out, stamp):
     return True
 
 
+def stop(proc, grace=30):
+    """Ends a stage's process: SIGTERM (a pretraining or torchrun stage saves and exits), then SIGKILL."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def stage_is_done(out, stamp):
-    """True if out/ holds this stage's results for the same checkpoint and command (profile, flags)."""
+    """True if out/ holds this stage's results for the same checkpoint, data and command (profile,
+    flags); exits if it holds results of another run. Only the keys given in `stamp` are compared."""
     path = out / STAMP
     if not path.is_file():
         return False
@@ -137,15 +157,16 @@ def stage_is_done(out, stamp):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--weights", required=True, help="checkpoint, or a pretraining OUTPUT_DIR")
     # Absolute, because the stages run from the repository root, not from the caller's folder.
     absolute = lambda path: Path(path).resolve()  # noqa: E731
     parser.add_argument("--out", type=absolute, required=True, help="suite output folder for this checkpoint")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--imagenet", type=absolute, help="ImageNet root with train/ and val/ (enables imagenet_linear)")
-    parser.add_argument("--seeds", type=int, default=5, help="VOC detection trials (the protocol averages 5)")
-    parser.add_argument("--num-gpus", type=int, default=None, help="default: all local GPUs")
+    parser.add_argument("--seeds", type=at_least(1), default=5, help="VOC detection trials (the protocol averages 5)")
+    parser.add_argument("--num-gpus", type=at_least(0), default=None, help="default: all local GPUs")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
     args = parser.parse_args(argv)
     if args.num_gpus is None:
@@ -164,15 +185,26 @@ def main(argv=None):
     weights = resolve_weights(args.weights)
     sha = sha256_file(weights)
     d2_weights = args.out / "convert" / "model_d2.pkl"
+    # The suite's identity: one checkpoint on one set of data. Every stage folder already in --out is
+    # checked against it before any stage writes, so a foreign suite is refused untouched.
+    identity = {"weights_sha256": sha, "data": fingerprint_files(detectron2_datasets_root(), DETECTRON2_SPLITS)}
+    for stage in STAGES:
+        stage_is_done(args.out / stage, identity)
+    # The interpreter path is left out of a stamp: the same run from another venv is the same run.
+    stamps = {stage: {"stage": stage, **identity, "command": stage_command(stage, args, weights, d2_weights,
+                                                                            args.out / stage)[1:]}
+              for stage in stages}
+    if "imagenet_linear" in stamps:
+        stamps["imagenet_linear"]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
+    done = {stage: stage != "report" and stage_is_done(args.out / stage, stamps[stage]) for stage in stages}
     print(f"[suite] checkpoint {weights} (sha256 {sha[:12]}...) -> {args.out}; stages: {', '.join(stages)}")
     failed = []
     for stage in stages:
         out = args.out / stage
         cmd = stage_command(stage, args, weights, d2_weights, out)
-        # The interpreter path is left out: the same run from another venv is the same run.
-        stamp = {"stage": stage, "weights_sha256": sha, "command": cmd[1:]}
-        if stage != "report" and stage_is_done(out, stamp):
-            print(f"[suite] {stage}: already done for this checkpoint, skipped")
+        stamp = stamps[stage]
+        if done[stage]:
+            print(f"[suite] {stage}: already done for this checkpoint and data, skipped")
             continue
         if stage in ("voc_det", "coco_det") and not d2_weights.is_file():
             print(f"[suite] {stage}: skipped, no converted weights ({d2_weights}); run the convert stage")
@@ -185,4 +217,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit("\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
+                 "command again to resume")

@@ -16,12 +16,13 @@ import sys
 import weakref
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from common.cli import at_least, one_line_errors
 from common.io import atomic_write_json
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detection.checkpoint import PretrainedWeightsCheckpointer
+from detection.checkpoint import PretrainedWeightsCheckpointer, check_weights_file
 from detection.datasets import check_datasets
 from detection.evaluation import build_evaluator
 from detection.results import aggregate_trials, build_results, trial_is_done
@@ -64,13 +65,23 @@ def setup(args):
     return cfg
 
 
-def main(args):
-    cfg = setup(args)
+def check_inputs(args):
+    """Every mistake a user can fix (a missing or damaged data set, missing or unconverted weights), as
+    FileNotFoundError, KeyError or ValueError, before detectron2 builds anything or writes to OUTPUT_DIR."""
+    cfg = load_cfg(args)
     check_datasets(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)
     weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights) and not args.resume:
-        raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
-                                "with python converters/to_d2.py CKPT and pass the .pkl it writes")
+    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if weights and "://" not in weights and not resuming:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
+                                    "with python converters/to_d2.py CKPT and pass the .pkl it writes")
+        check_weights_file(weights)
+
+
+def main(args):
+    cfg = setup(args)
+    weights = cfg.MODEL.WEIGHTS
     if not weights:
         logger.warning("MODEL.WEIGHTS is empty: the backbone starts from RANDOM INIT, not pretrained weights")
     if args.eval_only:
@@ -125,13 +136,21 @@ def _without_seeds(argv):
 
 
 def parse_args(argv=None):
-    parser = default_argument_parser()
-    parser.add_argument("--seeds", type=int, default=1, help="number of trials with seeds SEED, SEED+1, ...")
-    return parser.parse_args(argv)
+    parser = one_line_errors(default_argument_parser())
+    parser.add_argument("--seeds", type=at_least(1), default=1, help="number of trials with seeds SEED, SEED+1, ...")
+    args = parser.parse_args(argv)
+    if args.num_gpus < 1:  # detectron2's own flag, parsed as any int
+        parser.error(f"argument --num-gpus: must be at least 1, got {args.num_gpus}")
+    return args
 
 
 if __name__ == "__main__":
     args = parse_args()
+    try:
+        check_inputs(args)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        sys.exit(2)
     if args.seeds > 1:
         run_seeds(args, sys.argv[1:])
     else:

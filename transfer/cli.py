@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from common.cli import one_line_errors
 from common.io import atomic_write_json, sha256_file
 from converters.checkpoint import CheckpointError, load_backbone
 from transfer.features import cached_features
@@ -17,7 +18,7 @@ class UsageError(ValueError):
 
 
 def parser(description, default_output_dir):
-    p = argparse.ArgumentParser(description=description)
+    p = one_line_errors(argparse.ArgumentParser(description=description))
     p.add_argument("--weights", type=Path, required=True,
                    help="pretraining, MoCo/CLSA reference or torchvision checkpoint (query encoder is used)")
     p.add_argument("--output-dir", type=Path, default=Path(default_output_dir), help="results.json goes here")

@@ -24,6 +24,8 @@ from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.io import atomic_path
+from pretrain.data import UNREADABLE_IMAGE
+from transfer.voc import DatasetError
 
 LAYERS = {
     "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
@@ -65,8 +67,13 @@ class ImageList(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        with Image.open(self.paths[index]) as image:
-            return self.transform(image.convert("RGB"))
+        """(image tensor, "") or, for a file PIL cannot read, (zeros, the reason): `extract` raises in
+        the main process, naming the file, rather than a DataLoader worker's traceback."""
+        try:
+            with Image.open(self.paths[index]) as image:
+                return self.transform(image.convert("RGB")), ""
+        except UNREADABLE_IMAGE as error:
+            return torch.zeros(3, 224, 224), f"{type(error).__name__}: {error}"
 
 
 def l2_normalise(features):
@@ -80,15 +87,23 @@ def extract(trunk, paths, batch_size=64, num_workers=2, desc="features"):
     trunk = trunk.to(device)
     loader = torch.utils.data.DataLoader(ImageList(paths), batch_size=batch_size, num_workers=num_workers,
                                          pin_memory=device.type == "cuda")
-    chunks = [trunk(batch.to(device, non_blocking=True)).float().cpu().numpy()
-              for batch in tqdm(loader, desc=desc, unit="batch")]
+    chunks = []
+    for batch, errors in tqdm(loader, desc=desc, unit="batch"):
+        bad = next((i for i, error in enumerate(errors) if error), None)
+        if bad is not None:
+            raise DatasetError(f"{paths[len(chunks) * batch_size + bad]} cannot be read ({errors[bad]}); "
+                               "replace the file, or remove its id from the ImageSets/Main lists")
+        chunks.append(trunk(batch.to(device, non_blocking=True)).float().cpu().numpy())
     return np.concatenate(chunks).astype(np.float32)
 
 
 def cache_path(cache_dir, weights_sha256, split, layer, paths):
-    """Cache file keyed by checkpoint sha256, split and layer (+ a hash of the image list, so two data
-    roots with the same split name never share an entry)."""
-    images = hashlib.sha256("\n".join(str(Path(p).resolve()) for p in paths).encode()).hexdigest()[:12]
+    """Cache file keyed by checkpoint sha256, split and layer, and by a hash of the images' paths, sizes
+    and modification times: two data roots with the same split name, or images replaced in place,
+    never share an entry."""
+    stats = (os.stat(p) for p in paths)
+    images = hashlib.sha256("\n".join(f"{Path(p).resolve()} {s.st_size} {s.st_mtime_ns}"
+                                       for p, s in zip(paths, stats)).encode()).hexdigest()[:12]
     return Path(cache_dir) / f"{weights_sha256}_{split}-{images}_{layer}_v{FEATURE_VERSION}.npy"
 
 

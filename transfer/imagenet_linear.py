@@ -24,8 +24,10 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from common.cli import at_least
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from common.io import atomic_torch_save
+from common.datasets import IMAGENET_SPLITS
+from common.io import atomic_torch_save, fingerprint_files
 from pretrain.data import check_image_root
 from transfer import cli
 from transfer.features import build_resnet
@@ -45,9 +47,9 @@ def get_parser():
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="clsa",
                    help="clsa: lr 10, cosine; moco: lr 30, x0.1 at epochs 60 and 80 of 100")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256, help="total over all processes")
-    p.add_argument("--workers", type=int, default=8, help="data-loading workers per process")
+    p.add_argument("--epochs", type=at_least(1), default=100)
+    p.add_argument("--batch-size", type=at_least(1), default=256, help="total over all processes")
+    p.add_argument("--workers", type=at_least(0), default=8, help="data-loading workers per process")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -213,6 +215,7 @@ def main(args):
             "feature_layer": "res5 (global average pool, the fc input)",
             "weights": weights,
             "data_root": str(args.data),
+            "data": fingerprint_files(args.data, IMAGENET_SPLITS),
             "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
             "processes": world,
             "wall_time_s": {"total": time.perf_counter() - start},

@@ -34,6 +34,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.cli import at_least, positive
+from common.datasets import VOC2007_SPLITS
+from common.io import fingerprint_files
 from transfer import cli, clsa_voc
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES
@@ -49,15 +52,15 @@ def get_parser():
                    help="features: linear layer on cached frozen features, trainval -> test (the paper's text); "
                         "clsa: the CLSA reference code's protocol (Table 3's 93.6)")
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--batch-size", type=int, help="default 256 (features), 16 (clsa; total over all processes)")
+    p.add_argument("--epochs", type=at_least(1), default=100)
+    p.add_argument("--lr", type=positive(), default=0.05)
+    p.add_argument("--batch-size", type=at_least(1), help="default 256 (features), 16 (clsa; total over all processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="feature cache (features; default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--workers", type=int, help="data-loading workers per process; default 2 (features), 8 (clsa)")
-    p.add_argument("--t-max", type=int, default=12, help="clsa: CosineAnnealingLR T_max, stepped once per epoch")
-    p.add_argument("--crop-size", type=int, default=300, help="clsa: train size and val/test crop")
-    p.add_argument("--resize", type=int, default=330, help="clsa: shorter side of val/test images before the crop")
+    p.add_argument("--workers", type=at_least(0), help="data-loading workers per process; default 2 (features), 8 (clsa)")
+    p.add_argument("--t-max", type=at_least(1), default=12, help="clsa: CosineAnnealingLR T_max, stepped once per epoch")
+    p.add_argument("--crop-size", type=at_least(1), default=300, help="clsa: train size and val/test crop")
+    p.add_argument("--resize", type=at_least(1), default=330, help="clsa: shorter side of val/test images before the crop")
     return p
 
 
@@ -122,6 +125,7 @@ def main(args):
         "weights": weights,
         "seed": args.seed,
         "data_root": str(root),
+        "data": fingerprint_files(root, VOC2007_SPLITS),
         "split_sizes": {"trainval": len(splits["trainval"][1]), "test": len(test_labels)},
         "wall_time_s": {"train": time.perf_counter() - train_start, "total": time.perf_counter() - start},
     }

@@ -7,6 +7,9 @@ transfer/metrics.py (voc_ap), the features in transfer/features.py.
 """
 import time
 
+from common.cli import at_least, joblib_jobs, positive
+from common.datasets import VOC2007_SPLITS
+from common.io import fingerprint_files
 from transfer import cli, svm
 from transfer.features import LAYERS, l2_normalise
 from transfer.metrics import per_class_voc_ap
@@ -20,13 +23,13 @@ def get_parser():
                    help="res5: 2048-d global average pool (default); res5_2x2: 8192-d AvgPool2d(6, 1)")
     p.add_argument("--low-shot", action="store_true",
                    help=f"also k = {svm.LOW_SHOT_KS} positives per class, {svm.LOW_SHOT_SAMPLES} samples each")
-    p.add_argument("--costs", type=float, nargs="+", default=svm.COSTS,
+    p.add_argument("--costs", type=positive(), nargs="+", default=svm.COSTS,
                    help="override the protocol's cost list (quick runs only; results.json records it)")
     p.add_argument("--seed", type=int, default=0, help="low-shot sampling seed")
-    p.add_argument("--jobs", type=int, default=-1, help="joblib workers (-1: all cores)")
+    p.add_argument("--jobs", type=joblib_jobs, default=-1, help="joblib workers (-1: all cores)")
     p.add_argument("--cache-dir", help="feature cache (default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch")
-    p.add_argument("--workers", type=int, default=2, help="data-loading workers for extraction")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="feature extraction batch")
+    p.add_argument("--workers", type=at_least(0), default=2, help="data-loading workers for extraction")
     return p
 
 
@@ -71,6 +74,7 @@ def main(args):
         "feature_dim": int(features["trainval"].shape[1]),
         "weights": weights,
         "data_root": str(root),
+        "data": fingerprint_files(root, VOC2007_SPLITS),
         "split_sizes": {"trainval": len(train_labels), "test": len(test_labels)},
         "wall_time_s": {"svm": sweep_seconds},
     }

@@ -123,3 +123,14 @@ def test_never_overwrites_a_different_data_set(tmp_path):
     with pytest.raises(FileExistsError, match="not overwritten"):
         generate(tmp_path, seed=0)
     assert (tmp_path / "coco" / "mine.txt").read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["coco"], "nothing is written before the check"
+
+
+def test_a_bad_seed_is_a_one_line_error_that_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "tools/make_synthetic_data.py", "--out", str(tmp_path / "d"),
+                           "--seed", "-1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: seed -1 is out of range")
+    assert proc.stderr.count("\n") == 1 and not (tmp_path / "d").exists()

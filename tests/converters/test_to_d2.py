@@ -117,3 +117,27 @@ def test_refuses_to_overwrite_its_input(tmp_path):
 
     assert to_d2.main([str(ckpt)]) == 2
     assert sha256_file(ckpt) == digest and load_backbone(ckpt).arch == "resnet50"
+
+
+@pytest.mark.parametrize("converter", [to_d2, to_torchvision], ids=lambda c: c.__name__.split(".")[-1])
+def test_an_existing_output_is_replaced_only_by_the_same_conversion_or_with_overwrite(converter, pretrain_ckpt,
+                                                                                       tmp_path, capsys):
+    out = tmp_path / "converted"
+    out.write_text("an unrelated file\n")
+    assert converter.main([str(pretrain_ckpt), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {out}: exists and holds something else; pass --overwrite to replace it, or another OUT\n"
+    assert out.read_text() == "an unrelated file\n" and os.listdir(tmp_path) == ["converted"]
+    assert converter.main([str(pretrain_ckpt), str(out), "--overwrite"]) == 0
+    converted = sha256_file(out)
+    assert converter.main([str(pretrain_ckpt), str(out)]) == 0  # the same checkpoint again: the same bytes
+    assert sha256_file(out) == converted and os.listdir(tmp_path) == ["converted"]
+
+
+def test_a_folder_or_unwritable_output_is_a_one_line_error(pretrain_ckpt, tmp_path, capsys):
+    assert to_d2.main([str(pretrain_ckpt), str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: is a folder; pass the output file's path\n"
+    (tmp_path / "file").write_text("")
+    assert to_d2.main([str(pretrain_ckpt), str(tmp_path / "file" / "out.pkl")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot write {tmp_path / 'file' / 'out.pkl'} (") and err.count("\n") == 1

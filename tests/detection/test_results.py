@@ -60,3 +60,19 @@ def test_a_trial_with_other_overrides_is_never_averaged_in(tmp_path):
                            _trial_cfg(tmp_path / "w.pkl", **{"SOLVER.MAX_ITER": "20"}), str(tmp_path / "c.yaml"))
     with pytest.raises(SystemExit, match="config_sha256"):
         trial_is_done(smoke, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))
+
+
+def test_a_trial_on_other_data_is_never_averaged_in(tmp_path, monkeypatch):
+    """results.json records the data root and a fingerprint of its split files; another root is another run."""
+    (tmp_path / "w.pkl").write_bytes(b"weights")
+    for root in ("a", "b"):
+        (tmp_path / root / "VOC2007" / "ImageSets" / "Main").mkdir(parents=True)
+        (tmp_path / root / "VOC2007" / "ImageSets" / "Main" / "test.txt").write_text("000001\n")
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "a"))
+    trial = _written_trial(tmp_path / "seed_0" / "results.json", _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))
+    data = json.loads(trial.read_text())["data"]
+    assert data["root"] == str(tmp_path / "a") and data["files"] == 1
+    assert trial_is_done(trial, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "b"))
+    with pytest.raises(SystemExit, match="data"):
+        trial_is_done(trial, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))

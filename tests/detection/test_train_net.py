@@ -65,21 +65,38 @@ def test_coco_mask_rcnn_trains_and_reports_box_and_mask_ap(synthetic_root, conve
     assert _finite(results, "segm", "AP", "APs")
 
 
+def assert_one_line_error_and_nothing_written(proc, output_dir, *fragments):
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(f in last for f in fragments), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Starting training" not in proc.stderr + proc.stdout
+    assert not output_dir.exists(), "nothing (config.yaml, log.txt) is written for a user's mistake"
+
+
 def test_missing_data_set_fails_before_the_model_is_built_naming_the_folder(tmp_path):
     proc = run(["--config", "detection/voc0712_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "o")], tmp_path / "nodata")
-    assert proc.returncode != 0
-    assert f"expects {tmp_path / 'nodata' / 'VOC2007'}, which does not exist" in proc.stderr
-    assert "Starting training" not in proc.stderr + proc.stdout
+    assert_one_line_error_and_nothing_written(proc, tmp_path / "o",
+                                              f"expects {tmp_path / 'nodata' / 'VOC2007'}, which does not exist")
 
 
-def test_unconverted_weights_stop_training_before_any_iteration(synthetic_root, tmp_path):
+def test_unconverted_weights_stop_before_the_model_is_built(synthetic_root, tmp_path):
     bad = tmp_path / "model_final.pth"
     torch.save({"kind": "clsa-suite/pretrain", "model": torchvision.models.resnet18().state_dict()}, bad)
     proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(bad),
                 "OUTPUT_DIR", str(tmp_path / "o"), *SMOKE_ARGS["voc_det"]], synthetic_root)
-    assert proc.returncode != 0
-    assert "backbone/res5 weights unset" in proc.stderr and "converters/to_d2.py" in proc.stderr
-    assert "Starting training" not in proc.stderr + proc.stdout
+    assert_one_line_error_and_nothing_written(proc, tmp_path / "o", "unconverted weights", "converters/to_d2.py")
+
+
+def test_a_malformed_voc_annotation_is_named_before_the_model_is_built(synthetic_root, tmp_path):
+    import shutil
+
+    for year in ("VOC2007", "VOC2012"):
+        shutil.copytree(synthetic_root / year, tmp_path / "data" / year)
+    annotation = sorted((tmp_path / "data" / "VOC2012" / "Annotations").glob("*.xml"))[0]
+    annotation.write_text(annotation.read_text()[:120])
+    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "o")], tmp_path / "data")
+    assert_one_line_error_and_nothing_written(proc, tmp_path / "o", f"{annotation}: unreadable VOC annotation",
+                                              "ParseError")
 
 
 # A ResNet-50 a quarter as wide: it learns the synthetic shapes from scratch in a CPU-minute or two.
@@ -116,9 +133,8 @@ def test_a_trained_model_beats_an_untrained_one_and_eval_only_reproduces_it(synt
 def test_missing_weights_file_stops_before_training_naming_the_converter(synthetic_root, tmp_path):
     proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
                 "OUTPUT_DIR", str(tmp_path / "out")], synthetic_root)
-    assert proc.returncode != 0
-    assert f"MODEL.WEIGHTS {tmp_path / 'r50.pkl'} does not exist" in proc.stderr
-    assert "converters/to_d2.py" in proc.stderr and not (tmp_path / "out" / "results.json").exists()
+    assert_one_line_error_and_nothing_written(proc, tmp_path / "out", f"MODEL.WEIGHTS {tmp_path / 'r50.pkl'} does "
+                                              "not exist", "converters/to_d2.py")
 
 
 def test_a_random_seed_is_drawn_once_for_all_processes():

@@ -1,5 +1,7 @@
 """`python pretrain/main.py` end to end on tiny runs: presets, outputs, exact resume, bad input."""
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -82,7 +84,7 @@ def tiny_checkpoint(output_dir, iteration):
 def test_truncated_checkpoint_is_named_and_resume_falls_back_to_the_previous_one(tmp_path, caplog):
     older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
     newer.write_bytes(newer.read_bytes()[:200])
-    with pytest.raises(CheckpointError, match="model_0000009.pth: corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="model_0000009.pth: truncated or corrupt PyTorch checkpoint"):
         load_checkpoint(newer)
     path, checkpoint = find_resume_checkpoint(tmp_path)
     assert path == older and checkpoint["iteration"] == 4
@@ -146,21 +148,77 @@ def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(train_root, t
     assert_bitwise_equal(straight_run, final_state(tmp_path))
 
 
-@pytest.mark.slow
-def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root, tmp_path, straight_run):
-    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1")
-    process = subprocess.Popen([sys.executable, str(REPO / "pretrain/main.py"), *args], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    metrics = tmp_path / "metrics.json"
+def start_and_wait_for_metrics(cmd, output_dir):
+    """Starts `cmd` in a session of its own (as a scheduler starts a job) and returns it once it logged
+    its first iteration, i.e. mid-run with its DataLoader workers up."""
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    metrics = Path(output_dir) / "metrics.json"
     while not (metrics.exists() and metrics.read_text().strip()):
-        assert process.poll() is None, process.stderr.read().decode()
+        assert process.poll() is None, process.stderr.read().decode()[-3000:]
         time.sleep(0.1)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=120) == 0
-    stopped_at = load_checkpoint(tmp_path / (tmp_path / "last_checkpoint").read_text())
-    assert stopped_at["iteration"] < 7
+    return process
+
+
+def descendants(pid):
+    children = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children + [d for c in children for d in descendants(c)]
+
+
+def signal_job(process, target):
+    """SIGTERM to the main process alone, to its process group (kill -TERM -- -PGID), or to every process
+    it started, whatever their session (what SLURM does to a job step)."""
+    if target == "main":
+        process.send_signal(signal.SIGTERM)
+    elif target == "group":
+        os.killpg(process.pid, signal.SIGTERM)
+    else:
+        for pid in [process.pid, *descendants(process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def assert_saved_on_stop(output_dir, max_iter):
+    stopped_at = load_checkpoint(output_dir / (output_dir / "last_checkpoint").read_text())
+    assert stopped_at["iteration"] < max_iter - 1
+    assert f"stop signal: saved iteration {stopped_at['iteration']}" in (output_dir / "log.txt").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["main", "group"])
+def test_sigterm_saves_at_a_step_boundary_exits_0_and_resumes_exactly(train_root, tmp_path, straight_run, target):
+    """DataLoader workers (2 of them) get the signal too when the whole group is signalled; they must
+    outlive the save. The views do not depend on the worker count, so the resumed run equals the
+    straight one made without workers."""
+    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1", "DATA.NUM_WORKERS", "2")
+    process = start_and_wait_for_metrics([sys.executable, str(REPO / "pretrain/main.py"), *args], tmp_path)
+    signal_job(process, target)
+    assert process.wait(timeout=240) == 0, process.stderr.read().decode()[-3000:]
+    assert_saved_on_stop(tmp_path, 8)
     main(parse_args(["--resume", "auto", *args]))
     assert_bitwise_equal(straight_run, final_state(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["num_gpus", "torchrun"])
+def test_sigterm_to_every_process_of_a_two_process_run_saves_at_a_step_boundary(train_root, tmp_path, launcher):
+    """Two gloo processes, each with a DataLoader worker, started by main.py itself (--num-gpus 2: one
+    process group) or by torchrun (which puts each process in a session of its own, so a scheduler
+    reaches them one by one). torchrun itself reports the signal with exit code 1 after its processes
+    saved and ended; main.py's launcher exits 0."""
+    args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "30", "LOG_PERIOD", "1", "DATA.NUM_WORKERS", "1")
+    script = str(REPO / "pretrain/main.py")
+    cmd = ([sys.executable, script, "--num-gpus", "2"] if launcher == "num_gpus" else
+           [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", script])
+    process = start_and_wait_for_metrics([*cmd, *args], tmp_path)
+    signal_job(process, "group" if launcher == "num_gpus" else "every")
+    code = process.wait(timeout=240)
+    stderr = process.stderr.read().decode()
+    assert "exited unexpectedly" not in stderr and "killed by signal" not in stderr, stderr[-3000:]
+    assert code == (0 if launcher == "num_gpus" else 1), stderr[-3000:]
+    assert_saved_on_stop(tmp_path, 30)
 
 
 @pytest.mark.slow
@@ -213,9 +271,38 @@ def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
 
 
 def test_non_finite_loss_stops_naming_the_iteration_and_saves_nothing(train_root, tmp_path):
-    with pytest.raises(FloatingPointError, match="iteration 0"):
+    with pytest.raises(FloatingPointError, match="iteration 0.*no checkpoint was saved .*start again"):
         main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", "MODEL.TEMPERATURE", "0.0")))
     assert not list(tmp_path.glob("*.pth"))
+
+
+def test_divergence_saves_nothing_names_the_last_good_checkpoint_and_a_lower_lr_resumes_from_it(train_root, tmp_path):
+    """lr 1e30 leaves finite weights of ~1e28 after a step whose loss was finite; the next step
+    overflows. Such a state is not saved, and resuming as the message advises trains on."""
+    every_step = ("SOLVER.CHECKPOINT_PERIOD_ITERS", "1")
+    main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", *every_step)))
+    good = tmp_path / "model_final.pth"
+    with pytest.raises(FloatingPointError) as error:
+        main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step,
+                                                   "SOLVER.BASE_LR", "1e30")]))
+    assert f"the last good checkpoint is {good}: lower SOLVER.BASE_LR" in str(error.value)
+    assert "--resume auto" in str(error.value) and "\n" not in str(error.value)
+    assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000000.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step)]))
+    resumed = final_state(tmp_path)
+    assert resumed["iteration"] == 3
+    assert all(torch.isfinite(v).all() for v in resumed["model"].values() if v.is_floating_point())
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_and_resume_falls_back(tmp_path):
+    older, newer = tiny_checkpoint(tmp_path, 4), tiny_checkpoint(tmp_path, 9)
+    checkpoint = torch.load(newer, weights_only=True)
+    checkpoint["model"]["weight"][0, 0] = float("nan")
+    torch.save(checkpoint, newer)
+    with pytest.raises(CheckpointError, match="model_0000009.pth: weight is not finite"):
+        load_checkpoint(newer)
+    assert find_resume_checkpoint(tmp_path)[0] == older
 
 
 @pytest.mark.slow
@@ -224,3 +311,53 @@ def test_two_cpu_processes_through_main(train_root, tmp_path):
     checkpoint = final_state(tmp_path)
     assert checkpoint["iteration"] == 2 and checkpoint["model"]["queue_ptr"].item() == 8  # 3 x 8 keys mod 16
     assert "2 process(es)" in (tmp_path / "log.txt").read_text()
+
+
+def test_resume_from_a_missing_file_says_it_is_missing(train_root, tmp_path):
+    from pretrain.main import configure
+
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(FileNotFoundError, match=f"--resume {missing}: no such file"):
+        configure(parse_args(["--resume", str(missing), *tiny(train_root, tmp_path)]))
+    with pytest.raises(CheckpointError, match=f"{missing}: no such file"):
+        load_checkpoint(missing)
+
+
+def test_a_users_mistake_is_one_line_on_stderr_and_exit_code_2(train_root, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "pretrain/main.py"),
+                           *tiny(train_root, tmp_path / "out", "SOLVER.BATCH_SIZE", "0")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == "error: SOLVER.BATCH_SIZE is 0; it must be greater than 0"
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_resume_after_kill_9_removes_stale_temp_files_and_logs_each_iteration_once(train_root, tmp_path):
+    """A kill -9 after iteration 2's metrics line, while its checkpoint was being written, leaves a
+    temporary checkpoint and lines the resumed run writes again (the last one cut short)."""
+    args = tiny(train_root, tmp_path, "LOG_PERIOD", "1", "SOLVER.CHECKPOINT_PERIOD_ITERS", "1")
+    main(parse_args([*args, "SOLVER.MAX_ITER", "2"]))
+    with open(tmp_path / "metrics.json", "a") as f:
+        f.write(json.dumps({"iteration": 2, "loss": 1.0}) + "\n" + '{"iteration": 3, "lo')
+    stale = tmp_path / ".model_0000002.pth.k2j4x.tmp"
+    stale.write_bytes(b"\0" * 1024)
+    main(parse_args(["--resume", "auto", *args, "SOLVER.MAX_ITER", "4"]))
+    assert not stale.exists()
+    lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [0, 1, 2, 3]
+    assert lines[2]["loss"] != 1.0
+
+
+class _EmbeddedCode:
+    def __reduce__(self):
+        return (print, ("this ran while loading",))
+
+
+def test_a_checkpoint_with_embedded_code_is_refused_as_unsafe_not_called_truncated(tmp_path):
+    path = tmp_path / "model_0000001.pth"
+    torch.save({"kind": "clsa-suite/pretrain", "model": _EmbeddedCode()}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "holds objects that safe loading (weights_only=True) refuses" in message, message
+    assert "truncated" not in message and "print" in message and "\n" not in message

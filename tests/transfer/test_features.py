@@ -30,6 +30,27 @@ def test_feature_cache_is_reused_and_the_model_built_once(tmp_path, synthetic_ro
     assert len(calls) == 2
 
 
+def test_feature_cache_misses_when_an_image_is_replaced_in_place(tmp_path, synthetic_root, monkeypatch):
+    """A flat grey image written over a VOC JPEG gives other features, not the cached ones."""
+    from PIL import Image
+
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    backbone = load_backbone(weights)
+    paths = []
+    for source in sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:2]:
+        paths.append(tmp_path / source.name)
+        paths[-1].write_bytes(source.read_bytes())
+    monkeypatch.setattr(features, "build_trunk", lambda backbone, layer: nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                                                                       nn.Flatten()))
+    before = features.cached_features(backbone, "w0", "test", paths, "res5", tmp_path / "cache", num_workers=0)
+    Image.new("RGB", (64, 48), (128, 128, 128)).save(paths[0])
+    after = features.cached_features(backbone, "w0", "test", paths, "res5", tmp_path / "cache", num_workers=0)
+    np.testing.assert_array_equal(after[1], before[1])
+    assert not np.allclose(after[0], before[0])
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
 def test_layers_give_gap_and_2x2_features_of_the_res5_map():
     res5 = torch.arange(2 * 4 * 7 * 7, dtype=torch.float32).reshape(2, 4, 7, 7)
     gap = features.LAYERS["res5"]()(res5)
@@ -80,3 +101,21 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
                                                  "--workers", "0"])
     voc07_linear.main(args)
     assert reads == [weights]
+
+
+def test_a_truncated_image_is_named_in_one_line(tmp_path, synthetic_root):
+    import pytest
+
+    from transfer.voc import DatasetError
+
+    sources = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:3]
+    paths = [tmp_path / source.name for source in sources]
+    for source, path in zip(sources, paths):
+        path.write_bytes(source.read_bytes())
+    paths[2].write_bytes(sources[2].read_bytes()[:300])
+    trunk = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with pytest.raises(DatasetError) as error:
+        features.extract(trunk, paths, batch_size=2, num_workers=1)
+    message = str(error.value)
+    assert message.startswith(f"{paths[2]} cannot be read (OSError") and "\n" not in message
+    assert features.extract(trunk, paths[:2], batch_size=2, num_workers=0).shape == (2, 3)

@@ -32,6 +32,7 @@ def test_voc07_svm_end_to_end(r18_weights, tmp_path, synthetic_root):
     mean = sum(results["per_class_AP"].values()) / 20
     assert results["metrics"]["voc07_svm_mAP"] == pytest.approx(mean)
     assert len(results["weights"]["sha256"]) == 64
+    assert results["data"]["root"] == str(synthetic_root / "VOC2007") and results["data"]["files"] == 84
 
 
 @pytest.mark.slow  # a subprocess that imports torch: ~10-40 s on a busy 2-core machine

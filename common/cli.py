@@ -1,0 +1,46 @@
+"""Command-line checks every entry script shares: numbers in their valid range, and a bad argument
+reported as one line on stderr (`error: ...`, exit code 2) instead of argparse's usage block."""
+import argparse
+import sys
+
+
+def one_line_errors(parser):
+    """Makes `parser` report a bad argument as `error: ...` on one line, exit code 2."""
+    def error(message):
+        print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error
+    return parser
+
+
+def at_least(minimum, kind=int):
+    """An argparse `type` accepting `kind` values >= minimum (NaN is refused)."""
+    def parse(text):
+        value = kind(text)
+        if not value >= minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value"
+    return parse
+
+
+def positive(kind=float):
+    """An argparse `type` accepting `kind` values > 0 (NaN is refused)."""
+    def parse(text):
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def joblib_jobs(text):
+    """joblib's n_jobs: a number of processes, or -1 for all cores, -2 for all but one, ...; never 0."""
+    value = int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must not be 0 (a number of processes, or -1 for all cores)")
+    return value
