@@ -24,7 +24,8 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from common.io import atomic_torch_save
+from common.datasets import VOC2007_SPLITS
+from common.io import atomic_torch_save, fingerprint_files
 from transfer import cli
 from transfer.imagenet_linear import all_reduce_sum, build_model, check_backbone_unchanged, init_distributed
 from transfer.metrics import per_class_voc_ap, per_image_ap
@@ -129,8 +130,6 @@ def sigmoid_scores(logits):
 def main(args):
     start = time.perf_counter()
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if args.epochs < 1:
-        raise cli.UsageError(f"--epochs {args.epochs}: the protocol chooses among its epochs, so it needs at least 1")
     if args.batch_size % world:
         raise cli.UsageError(f"--batch-size {args.batch_size} is the total over {world} processes and must "
                              "divide evenly; use a number of processes that divides it")
@@ -236,6 +235,7 @@ def main(args):
         "weights": weights,
         "seed": args.seed,
         "data_root": str(root),
+        "data": fingerprint_files(root, VOC2007_SPLITS),
         "split_sizes": {name: len(labels) for name, (_, labels) in splits.items()},
         "processes": world,
         "wall_time_s": {"train_and_val": train_seconds, "total": time.perf_counter() - start},
