@@ -96,7 +96,7 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
     reads = []
     read = checkpoint._load  # every load_backbone, wherever imported, reads the file through it
     monkeypatch.setattr(checkpoint, "_load", lambda path: reads.append(path) or read(path))
-    args = voc07_linear.get_parser().parse_args(["--weights", str(weights), "--output-dir", str(tmp_path / "out"),
+    args = voc07_linear.parse_args(["--weights", str(weights), "--output-dir", str(tmp_path / "out"),
                                                  "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
                                                  "--workers", "0"])
     voc07_linear.main(args)
