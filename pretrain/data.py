@@ -24,7 +24,8 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def check_image_root(root):
-    """Fail early, with the fix, if `root` is not an ImageFolder root holding at least one image."""
+    """Fail early, with the fix, if `root` is not an ImageFolder root holding at least one readable
+    image. Images are decoded in walk order until one reads: one file in a healthy data set."""
     root = os.fspath(root)
     if not os.path.exists(root):
         raise FileNotFoundError(f"Image root {root!r} does not exist; point DATA.ROOT at a folder laid out "
@@ -36,10 +37,21 @@ def check_image_root(root):
         loose = any(name.lower().endswith(IMG_EXTENSIONS) for name in os.listdir(root))
         hint = " It holds images directly: move them into class sub-folders." if loose else ""
         raise ValueError(f"Image root {root!r} has no class folders; expected {_LAYOUT}.{hint}")
+    unreadable = []
     for class_dir in class_dirs:
         for dirpath, _, filenames in os.walk(class_dir, followlinks=True):
-            if any(name.lower().endswith(IMG_EXTENSIONS) for name in filenames):
-                return
+            for name in sorted(filenames):
+                if name.lower().endswith(IMG_EXTENSIONS):
+                    try:
+                        with Image.open(os.path.join(dirpath, name)) as image:
+                            image.load()
+                        return
+                    except UNREADABLE_IMAGE as error:
+                        unreadable.append((os.path.join(dirpath, name), error))
+    if unreadable:
+        path, error = unreadable[0]
+        raise ValueError(f"Image root {root!r}: none of its {len(unreadable)} images can be read (first: {path}, "
+                         f"{type(error).__name__}: {error}); replace the files or point DATA.ROOT elsewhere")
     raise ValueError(f"Image root {root!r} has {len(class_dirs)} class folders but no images "
                      f"({', '.join(IMG_EXTENSIONS)}) in them; expected {_LAYOUT}")
 

@@ -84,9 +84,15 @@ def test_corrupt_images_keep_batches_full_and_are_counted_across_workers(tree_wi
 
 
 def test_no_readable_image_is_a_clear_error(tmp_path):
+    """Caught when the data set is built, or, if the files are damaged after that, when read."""
     root = make_tree(tmp_path / "train", {"a/x.JPEG": b"garbage", "b/y.JPEG": b"garbage"})
+    with pytest.raises(ValueError, match="none of its 2 images can be read"):
+        PretrainImageFolder(root, small_views())
+    (root / "a" / "x.JPEG").write_bytes(jpeg_bytes(0))
+    dataset = PretrainImageFolder(root, small_views())
+    (root / "a" / "x.JPEG").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="could be read"):
-        PretrainImageFolder(root, small_views())[0]
+        dataset[0]
 
 
 def test_missing_root_names_the_folder_and_layout(tmp_path):
@@ -178,3 +184,11 @@ def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monke
     assert used == [0, 1, 2] and dataset.num_skipped == 0
     assert [image.device.type for image in images] == ["meta"] * 3 and images[0].shape == (3, 40, 40)
     assert calls == ["meta"] + ["meta", "cpu"] * 3  # the batch, then each image on the device and on the CPU
+
+
+def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
+    make_tree(tmp_path, {"a/1.jpg": jpeg_bytes(0)[:100], "b/2.JPEG": b"not an image"})
+    with pytest.raises(ValueError, match=r"none of its 2 images can be read \(first: .*1.jpg"):
+        check_image_root(tmp_path)
+    make_tree(tmp_path, {"b/3.jpg": jpeg_bytes(1)})
+    check_image_root(tmp_path)  # one readable image is enough: the rest are skipped while training

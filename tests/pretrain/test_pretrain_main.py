@@ -361,3 +361,12 @@ def test_a_checkpoint_with_embedded_code_is_refused_as_unsafe_not_called_truncat
     message = str(error.value)
     assert "holds objects that safe loading (weights_only=True) refuses" in message, message
     assert "truncated" not in message and "print" in message and "\n" not in message
+
+
+def test_a_root_of_only_unreadable_images_fails_before_anything_is_written(tmp_path):
+    for name in ("a/1.jpg", "b/2.jpg"):
+        (tmp_path / "root" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "root" / name).write_bytes(b"\xff\xd8\xff truncated")
+    with pytest.raises(ValueError, match="none of its 2 images can be read"):
+        main(parse_args(tiny(tmp_path / "root", tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

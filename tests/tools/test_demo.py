@@ -25,4 +25,4 @@ def test_demo_end_to_end_fills_every_table3_cell(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model_final.pth exists, skipped" in again.stdout
     for stage in ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det"):
-        assert f"{stage}: already done for this checkpoint, skipped" in again.stdout
+        assert f"{stage}: already done for this checkpoint and data, skipped" in again.stdout
