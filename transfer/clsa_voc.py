@@ -129,8 +129,11 @@ def sigmoid_scores(logits):
 def main(args):
     start = time.perf_counter()
     world = int(os.environ.get("WORLD_SIZE", 1))
-    if args.epochs < 1:
-        raise cli.UsageError(f"--epochs {args.epochs}: the protocol chooses among its epochs, so it needs at least 1")
+    if min(args.epochs, args.t_max, args.crop_size) < 1:
+        raise cli.UsageError("--epochs, --t-max and --crop-size must be at least 1")
+    if args.resize < args.crop_size:
+        raise cli.UsageError(f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
+                             "crops would be padded; resize to at least the crop (the reference: 330 for 300)")
     if args.batch_size % world:
         raise cli.UsageError(f"--batch-size {args.batch_size} is the total over {world} processes and must "
                              "divide evenly; use a number of processes that divides it")

@@ -154,3 +154,8 @@ def test_two_processes_score_disjoint_slices_and_gather_every_image_in_order(r18
     _predict_in_process_group(0, 1, 29532, r18_weights, synthetic_root, tmp_path / "one.pt")
     two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     assert one.shape == (40, 20) and torch.allclose(two, one, atol=1e-5)
+
+
+def test_a_resize_below_the_crop_is_refused_rather_than_padded(r18_weights, synthetic_root, tmp_path):
+    with pytest.raises(cli.UsageError, match="--resize 60 is smaller than --crop-size 64"):
+        run_protocol(r18_weights, synthetic_root, tmp_path, "--resize", "60")
