@@ -130,6 +130,9 @@ def sigmoid_scores(logits):
 def main(args):
     start = time.perf_counter()
     world = int(os.environ.get("WORLD_SIZE", 1))
+    if args.resize < args.crop_size:
+        raise cli.UsageError(f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
+                             "crops would be padded; resize to at least the crop (the reference: 330 for 300)")
     if args.batch_size % world:
         raise cli.UsageError(f"--batch-size {args.batch_size} is the total over {world} processes and must "
                              "divide evenly; use a number of processes that divides it")

@@ -154,3 +154,21 @@ def test_two_processes_score_disjoint_slices_and_gather_every_image_in_order(r18
     _predict_in_process_group(0, 1, 29532, r18_weights, synthetic_root, tmp_path / "one.pt")
     two, one = torch.load(tmp_path / "two.pt"), torch.load(tmp_path / "one.pt")
     assert one.shape == (40, 20) and torch.allclose(two, one, atol=1e-5)
+
+
+def test_a_resize_below_the_crop_is_refused_rather_than_padded(r18_weights, synthetic_root, tmp_path):
+    with pytest.raises(cli.UsageError, match="--resize 60 is smaller than --crop-size 64"):
+        run_protocol(r18_weights, synthetic_root, tmp_path, "--resize", "60")
+
+
+def test_predict_averages_the_logits_of_the_crops_of_each_image():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 20))
+    images = torch.randn(7, 5, 3, 4, 4)  # 7 images of 5 crops
+    dataset = torch.utils.data.TensorDataset(images, torch.zeros(7, 20))
+    logits = clsa_voc.predict(model, dataset, torch.device("cpu"), batch_size=3, workers=0, show=False)
+    with torch.no_grad():
+        expected = torch.stack([model(crops).mean(0) for crops in images])
+    assert torch.allclose(logits, expected, atol=1e-6)
+    # The reference's scores are the sigmoid of those averaged logits, not the average of sigmoids.
+    assert np.allclose(clsa_voc.sigmoid_scores(logits), torch.sigmoid(expected).numpy())
