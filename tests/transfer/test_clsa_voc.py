@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torchvision
 import torchvision.transforms.functional as F
 from PIL import Image
 
@@ -16,14 +15,6 @@ from transfer.voc import read_split
 
 # The reference's VOC normalisation.
 MEAN, STD = (0.4573, 0.4388, 0.4073), (0.2675, 0.2638, 0.2777)
-
-
-@pytest.fixture(scope="module")
-def r18_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("weights") / "r18.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), path)
-    return path
 
 
 def run_protocol(weights, root, out, *flags):
