@@ -3,9 +3,9 @@
     python tools/run_suite.py --weights CKPT_OR_PRETRAIN_DIR --out suite/ckptname
     python tools/run_suite.py --weights CKPT --out DIR --only voc_det,coco_det --seeds 5
 
-Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear (only
-with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and
-results.json). A stage that finished for the same checkpoint (sha256) and command is skipped, so an
+Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, imagenet_linear and
+imagenet_knn (only with --imagenet), voc_det, coco_det, report. Each stage writes OUT/<stage>/ (its
+log.txt and results.json). A stage that finished for the same checkpoint (sha256) and command is skipped, so an
 interrupted suite resumes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
@@ -22,7 +22,8 @@ from pathlib import Path
 from common.io import atomic_write_json, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("convert", "voc07_svm", "voc07_linear", "imagenet_linear", "voc_det", "coco_det", "report")
+STAGES = ("convert", "voc07_svm", "voc07_linear", "imagenet_linear", "imagenet_knn", "voc_det", "coco_det",
+          "report")
 DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
 
@@ -39,6 +40,7 @@ SMOKE_ARGS = {
     "voc07_svm": ["--costs", "0.1", "1", "10"],
     "voc07_linear": ["--epochs", "20"],
     "imagenet_linear": ["--epochs", "2", "--batch-size", "32"],
+    "imagenet_knn": ["--batch-size", "32", "--crop-size", "64", "--workers", "2"],
     "voc_det": _SMOKE_DETECTION,
     "coco_det": _SMOKE_DETECTION,
 }
@@ -65,9 +67,10 @@ def stage_command(stage, args, weights, d2_weights, out):
         # Both VOC07 stages read the same frozen features: one cache, one extraction.
         return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out),
                      "--cache-dir", str(args.out / "features")] + smoke
-    if stage == "imagenet_linear":
+    if stage in ("imagenet_linear", "imagenet_knn"):
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
-        return launcher + [str(REPO / "transfer/imagenet_linear.py"), "--weights", str(weights), "--data",
+        script = "transfer/imagenet_linear.py" if stage == "imagenet_linear" else "transfer/knn.py"
+        return launcher + [str(REPO / script), "--weights", str(weights), "--data",
                            str(args.imagenet), "--output-dir", str(out)] + smoke
     if stage in ("voc_det", "coco_det"):
         config = "detection/voc0712_R50_C4.yaml" if stage == "voc_det" else "detection/coco_R50_C4.yaml"
@@ -148,12 +151,13 @@ def main(argv=None):
         args.num_gpus = torch.cuda.device_count()
     stages = args.only.split(",") if args.only else list(DEFAULT_STAGES)
     if args.imagenet and not args.only:
-        stages.insert(stages.index("voc_det"), "imagenet_linear")
+        stages[stages.index("voc_det"):stages.index("voc_det")] = ["imagenet_linear", "imagenet_knn"]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
-    if "imagenet_linear" in stages and not args.imagenet:
-        parser.error("imagenet_linear needs --imagenet ROOT")
+    for stage in {"imagenet_linear", "imagenet_knn"} & set(stages):
+        if not args.imagenet:
+            parser.error(f"{stage} needs --imagenet ROOT")
 
     weights = resolve_weights(args.weights)
     sha = sha256_file(weights)
