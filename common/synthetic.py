@@ -213,6 +213,22 @@ def write_imagenet(root, size, rng):
                 _save_jpeg(canvas, folder / f"{wnid}_{k}.JPEG")
 
 
+def write_shapes(root, train_per_class, val_per_class, side, rng):
+    """ImageFolder root/{train,val}/<shape>/<k>.JPEG where the class is the shape alone: each image
+    draws its colour and texture at random, so that neither tells the class."""
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for cls, shape in enumerate(SHAPES):
+            folder = root / split / shape
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                canvas = _background(side, side, rng)
+                obj = int(rng.uniform(0.45, 0.85) * side)
+                x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
+                # appearance(cls + 10 * j) keeps the shape and varies colour and texture with j.
+                _draw_object(canvas, cls + 10 * int(rng.integers(0, 40)), (x0, y0, obj, obj), rng)
+                _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
+
+
 def _voc_xml(image_id, width, height, objects):
     ann = ET.Element("annotation")
     ET.SubElement(ann, "folder").text = "VOC"
@@ -335,25 +351,39 @@ def generate(out, seed=0, size="tiny"):
                                                              "val": spec.voc2012_trainval - spec.voc2012_trainval // 2}, rng),
         "coco": lambda root, rng: write_coco(root, {"train": spec.coco_train, "val": spec.coco_val}, rng),
     }
-    written = []
-    for index, (name, write) in enumerate(writers.items()):
-        target = out / name
-        if target.exists():
-            marker = target / MARKER
-            found = json.loads(marker.read_text()) if marker.is_file() else None
-            if found == params:
-                written.append(target)
-                continue
-            raise FileExistsError(
-                f"{target} exists and was not generated with {params} (found {found}); remove it or "
-                "choose another --out; it is not overwritten")
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
-        try:
-            # One independent stream per data set: adding a data set never changes the others.
-            write(staging / "data", np.random.default_rng([seed, index]))
-            (staging / "data" / MARKER).write_text(json.dumps(params))
-            os.replace(staging / "data", target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written.append(target)
-    return written
+    # One independent stream per data set: adding a data set never changes the others.
+    return [_write_once(out / name, params, write, np.random.default_rng([seed, index]))
+            for index, (name, write) in enumerate(writers.items())]
+
+
+def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64):
+    """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
+    returns its folder. Kept, refused or written atomically as generate() does."""
+    params = {"seed": seed, "variant": "shapes", "train_per_class": train_per_class,
+              "val_per_class": val_per_class, "side": side, "format_version": 1}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_once(out / "shapes", params,
+                       lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng),
+                       np.random.default_rng([seed, 1000]))
+
+
+def _write_once(target, params, write, rng):
+    """`write(folder, rng)` into a temporary sibling of `target`, renamed onto it with a marker of
+    `params`; a `target` made with the same params is kept, any other is an error."""
+    if target.exists():
+        marker = target / MARKER
+        found = json.loads(marker.read_text()) if marker.is_file() else None
+        if found == params:
+            return target
+        raise FileExistsError(
+            f"{target} exists and was not generated with {params} (found {found}); remove it or "
+            "choose another --out; it is not overwritten")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging / "data", rng)
+        (staging / "data" / MARKER).write_text(json.dumps(params))
+        os.replace(staging / "data", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

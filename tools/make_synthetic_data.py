@@ -1,6 +1,10 @@
 """Writes the built-in synthetic data sets in the real ImageNet, Pascal VOC and COCO 2017 layouts.
 
     python tools/make_synthetic_data.py --out datasets [--seed 0] [--size tiny|small]
+    python tools/make_synthetic_data.py --out datasets --variant shapes
+
+--variant shapes writes only datasets/shapes/{train,val}: ten classes told apart by shape alone
+(colour and texture are drawn per image), the set the pretraining learning check runs on.
 
 Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's builtin names
 (voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val), and
@@ -10,7 +14,7 @@ import argparse
 import sys
 import time
 
-from common.synthetic import SIZES, generate
+from common.synthetic import SIZES, generate, generate_shapes
 
 
 def main(argv=None):
@@ -19,15 +23,19 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny: seconds, for tests; small: the demo")
+    parser.add_argument("--variant", choices=("suite", "shapes"), default="suite",
+                        help="suite: imagenet/, VOC2007/, VOC2012/, coco/; shapes: the shape-only ImageFolder set")
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        folders = generate(args.out, seed=args.seed, size=args.size)
+        folders = ([generate_shapes(args.out, seed=args.seed)] if args.variant == "shapes"
+                   else generate(args.out, seed=args.seed, size=args.size))
     except FileExistsError as err:
         sys.exit(f"make_synthetic_data: {err}")
     for folder in folders:
         print(f"  {folder}")
-    print(f"synthetic data sets ({args.size}, seed {args.seed}) ready in {time.time() - start:.1f} s")
+    name = args.size if args.variant == "suite" else "shapes"
+    print(f"synthetic data sets ({name}, seed {args.seed}) ready in {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":
