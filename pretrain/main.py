@@ -34,6 +34,7 @@ from pretrain.checkpoint import (check_same_run, find_resume_checkpoint, load_ch
                                  save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
+from pretrain.knn_monitor import KnnMonitor, image_splits
 from pretrain.loader import ResumableDistributedSampler, SeededViews, build_loader
 
 logger = logging.getLogger("pretrain")
@@ -90,6 +91,8 @@ def setup(args, world_size):
     if cfg.MODEL.STRONG_LOSS == "ddm" and views["strong"] and not views["weak"]:
         raise ValueError("MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
                          "set MODEL.STRONG_LOSS contrastive or add a weak view")
+    if cfg.KNN.ROOT:
+        image_splits(cfg)
     return cfg
 
 
@@ -299,6 +302,10 @@ def train(cfg, resume, rank, world_size, local_rank):
 
     stop = StopRequest()
     writer = MetricsWriter(output_dir) if rank == 0 else None
+    run_start = time.perf_counter()
+    monitor = KnnMonitor(cfg, device, iters_per_epoch, amp) if cfg.KNN.ROOT else None
+    if monitor and start_iter == 0:
+        monitor.evaluate(model.encoder_q, -1, writer)
     bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
     # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
     window_sums, window_count = None, 0
@@ -368,6 +375,8 @@ def train(cfg, resume, rank, world_size, local_rank):
             elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
                   or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
                 checkpoint(f"model_{iteration:07d}", iteration)
+            if monitor and monitor.due(iteration, last):
+                monitor.evaluate(model.encoder_q, iteration, writer)
             if stopping and not last:
                 logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
             iteration += 1
@@ -376,6 +385,9 @@ def train(cfg, resume, rank, world_size, local_rank):
                 break
             fetch_start = time.perf_counter()
     bar.close()
+    if monitor:
+        logger.info("kNN monitor: %.0f s, %.1f%% of the run", monitor.seconds,
+                    100 * monitor.seconds / (time.perf_counter() - run_start))
     if dataset.num_skipped:
         logger.warning("%d reads of unreadable images were skipped (see the warnings above)", dataset.num_skipped)
     if writer:
