@@ -26,6 +26,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common import slurm
 from common.io import atomic_path
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
@@ -51,6 +52,7 @@ def parse_args(argv=None):
                              "ignored under torchrun")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
+    slurm.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -445,5 +447,17 @@ def main(args):
             pass
 
 
+def run_argv(argv):
+    """main() of a command line's arguments: what a SLURM job runs (common/slurm.py)."""
+    main(parse_args(argv))
+
+
 if __name__ == "__main__":
-    main(parse_args())
+    args = parse_args()
+    if args.slurm:
+        flags, argv = slurm.split_argv(sys.argv[1:])
+        cfg = setup(args, flags.nodes * max(flags.gpus_per_node, 1))  # config errors stop here, not in the job
+        slurm.submit(flags, slurm.Job("pretrain.main:run_argv", argv, ["--resume", "auto"], task_per_gpu=True,
+                                      stop_signal=signal.SIGUSR1), cfg.OUTPUT_DIR, "clsa-pretrain")
+    else:
+        main(args)

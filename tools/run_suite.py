@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from common import slurm
 from common.io import atomic_write_json, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +145,15 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=5, help="VOC detection trials (the protocol averages 5)")
     parser.add_argument("--num-gpus", type=int, default=None, help="default: all local GPUs")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
+    slurm.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.slurm:
+        if args.nodes != 1:
+            parser.error("run_suite runs on one node (its stages start one process per GPU); use --nodes 1")
+        # A requeued suite reruns the same command: finished stages are skipped, the others rerun.
+        flags, command = slurm.split_argv(sys.argv[1:] if argv is None else argv)
+        return slurm.submit(flags, slurm.Job("tools.run_suite:main", command, [], task_per_gpu=False),
+                            args.out, "clsa-suite")
     if args.num_gpus is None:
         import torch
 

@@ -16,6 +16,7 @@ import sys
 import weakref
 
 import detection  # noqa: F401  (detectron2 compatibility; registers Res5ROIHeadsExtraNorm)
+from common import slurm
 from common.io import atomic_write_json
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
@@ -127,13 +128,31 @@ def _without_seeds(argv):
 def parse_args(argv=None):
     parser = default_argument_parser()
     parser.add_argument("--seeds", type=int, default=1, help="number of trials with seeds SEED, SEED+1, ...")
+    slurm.add_arguments(parser)
     return parser.parse_args(argv)
+
+
+def run_argv(argv):
+    """The command line `argv`, run as __main__ runs it."""
+    args = parse_args(argv)
+    if args.seeds > 1:
+        run_seeds(args, argv)
+    else:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(with_one_seed(args),))
+
+
+def run_slurm_task(argv):
+    """What a SLURM job runs on each node: `argv` with this node's place in detectron2's launch."""
+    run_argv([*slurm.detectron2_launch_args(), *argv])
 
 
 if __name__ == "__main__":
     args = parse_args()
-    if args.seeds > 1:
-        run_seeds(args, sys.argv[1:])
+    if args.slurm:
+        flags, argv = slurm.split_argv(sys.argv[1:])
+        # detectron2's --resume continues from OUTPUT_DIR's last_checkpoint.
+        slurm.submit(flags, slurm.Job("tools.train_net:run_slurm_task", argv, ["--resume"], task_per_gpu=False),
+                     load_cfg(args).OUTPUT_DIR, "clsa-detection")
     else:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(with_one_seed(args),))
+        run_argv(sys.argv[1:])
