@@ -80,6 +80,9 @@ SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "cross", "star",
 COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220), (240, 200, 30), (200, 60, 200),
            (30, 200, 210), (250, 130, 20), (140, 80, 30), (250, 250, 250), (20, 20, 20))
 TEXTURES = ("solid", "stripes", "checker", "dots")
+# The shapes set's colours, drawn per image: few and solid, so that no colour or texture identifies
+# an image better than its shape (a contrastive model learns whatever does, and colour would be it).
+SHAPE_COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220))
 
 
 def appearance(class_index):
@@ -127,7 +130,10 @@ def _background(w, h, rng):
 
 def _draw_object(canvas, class_index, box, rng):
     """Draws a class's object filling box (x0, y0, w, h); returns its polygon as a flat list."""
-    shape, colour, texture = appearance(class_index)
+    return _draw_shape(canvas, *appearance(class_index), box, rng)
+
+
+def _draw_shape(canvas, shape, colour, texture, box, rng):
     x0, y0, w, h = box
     polygon = [(x0 + u * (w - 1), y0 + v * (h - 1)) for u, v in _unit_polygon(shape)]
     mask = Image.new("L", canvas.size, 0)
@@ -215,17 +221,20 @@ def write_imagenet(root, size, rng):
 
 def write_shapes(root, train_per_class, val_per_class, side, rng):
     """ImageFolder root/{train,val}/<shape>/<k>.JPEG where the class is the shape alone: each image
-    draws its colour and texture at random, so that neither tells the class."""
+    draws its colour at random, so that colour does not tell the class."""
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for cls, shape in enumerate(SHAPES):
             folder = root / split / shape
             folder.mkdir(parents=True)
             for k in range(per_class):
-                canvas = _background(side, side, rng)
-                obj = int(rng.uniform(0.45, 0.85) * side)
+                # A plain grey ground: a cluttered one would identify each image to a contrastive
+                # model better than its shape does.
+                grey = np.full((side, side, 3), rng.uniform(90, 170)) + rng.normal(0, 6, (side, side, 3))
+                canvas = Image.fromarray(grey.clip(0, 255).astype(np.uint8))
+                obj = int(rng.uniform(0.5, 0.85) * side)
                 x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
-                # appearance(cls + 10 * j) keeps the shape and varies colour and texture with j.
-                _draw_object(canvas, cls + 10 * int(rng.integers(0, 40)), (x0, y0, obj, obj), rng)
+                _draw_shape(canvas, shape, SHAPE_COLOURS[int(rng.integers(len(SHAPE_COLOURS)))], "solid",
+                            (x0, y0, obj, obj), rng)
                 _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
 
 
@@ -360,7 +369,7 @@ def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64)
     """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
     returns its folder. Kept, refused or written atomically as generate() does."""
     params = {"seed": seed, "variant": "shapes", "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "side": side, "format_version": 1}
+              "val_per_class": val_per_class, "side": side, "format_version": 2}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return _write_once(out / "shapes", params,
