@@ -80,6 +80,9 @@ SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "cross", "star",
 COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220), (240, 200, 30), (200, 60, 200),
            (30, 200, 210), (250, 130, 20), (140, 80, 30), (250, 250, 250), (20, 20, 20))
 TEXTURES = ("solid", "stripes", "checker", "dots")
+# The shapes set's colours, drawn per image: few and solid, so that no colour or texture identifies
+# an image better than its shape (a contrastive model learns whatever does, and colour would be it).
+SHAPE_COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220))
 
 
 def appearance(class_index):
@@ -127,7 +130,10 @@ def _background(w, h, rng):
 
 def _draw_object(canvas, class_index, box, rng):
     """Draws a class's object filling box (x0, y0, w, h); returns its polygon as a flat list."""
-    shape, colour, texture = appearance(class_index)
+    return _draw_shape(canvas, *appearance(class_index), box, rng)
+
+
+def _draw_shape(canvas, shape, colour, texture, box, rng):
     x0, y0, w, h = box
     polygon = [(x0 + u * (w - 1), y0 + v * (h - 1)) for u, v in _unit_polygon(shape)]
     mask = Image.new("L", canvas.size, 0)
@@ -211,6 +217,25 @@ def write_imagenet(root, size, rng):
                 x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
                 _draw_object(canvas, cls, (x0, y0, obj, obj), rng)
                 _save_jpeg(canvas, folder / f"{wnid}_{k}.JPEG")
+
+
+def write_shapes(root, train_per_class, val_per_class, side, rng):
+    """ImageFolder root/{train,val}/<shape>/<k>.JPEG where the class is the shape alone: each image
+    draws its colour at random, so that colour does not tell the class."""
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for cls, shape in enumerate(SHAPES):
+            folder = root / split / shape
+            folder.mkdir(parents=True)
+            for k in range(per_class):
+                # A plain grey ground: a cluttered one would identify each image to a contrastive
+                # model better than its shape does.
+                grey = np.full((side, side, 3), rng.uniform(90, 170)) + rng.normal(0, 6, (side, side, 3))
+                canvas = Image.fromarray(grey.clip(0, 255).astype(np.uint8))
+                obj = int(rng.uniform(0.5, 0.85) * side)
+                x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
+                _draw_shape(canvas, shape, SHAPE_COLOURS[int(rng.integers(len(SHAPE_COLOURS)))], "solid",
+                            (x0, y0, obj, obj), rng)
+                _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
 
 
 def _voc_xml(image_id, width, height, objects):
@@ -337,32 +362,51 @@ def generate(out, seed=0, size="tiny"):
                                                              "val": spec.voc2012_trainval - spec.voc2012_trainval // 2}, rng),
         "coco": lambda root, rng: write_coco(root, {"train": spec.coco_train, "val": spec.coco_val}, rng),
     }
+    targets = {name: out / name for name in writers}
     # Every existing folder is checked before anything is written: a foreign one stops the run with --out unchanged.
-    done = set()
-    for name in writers:
-        target = out / name
-        if target.exists():
-            marker = target / MARKER
-            found = json.loads(marker.read_text()) if marker.is_file() else None
-            if found != params:
-                raise FileExistsError(
-                    f"{target} exists and was not generated with {params} (found {found}); remove it or "
-                    "choose another --out; it is not overwritten")
-            done.add(name)
+    kept = {name for name, target in targets.items() if _generated_with(target, params)}
     out.mkdir(parents=True, exist_ok=True)
-    written = []
     for index, (name, write) in enumerate(writers.items()):
-        target = out / name
-        if name in done:
-            written.append(target)
-            continue
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=out))
-        try:
+        if name not in kept:
             # One independent stream per data set: adding a data set never changes the others.
-            write(staging / "data", np.random.default_rng([seed, index]))
-            (staging / "data" / MARKER).write_text(json.dumps(params))
-            os.replace(staging / "data", target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written.append(target)
-    return written
+            _write_atomically(targets[name], params, write, np.random.default_rng([seed, index]))
+    return list(targets.values())
+
+
+def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64):
+    """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
+    returns its folder. Kept, refused or written atomically as generate() does."""
+    if not 0 <= seed < 2 ** 63:
+        raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
+    params = {"seed": seed, "variant": "shapes", "train_per_class": train_per_class,
+              "val_per_class": val_per_class, "side": side, "format_version": 2}
+    target = Path(out) / "shapes"
+    if not _generated_with(target, params):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, params, lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng),
+                          np.random.default_rng([seed, 1000]))
+    return target
+
+
+def _generated_with(target, params):
+    """True if `target` was generated with `params`, False if it does not exist; any other folder is an error."""
+    if not target.exists():
+        return False
+    marker = target / MARKER
+    found = json.loads(marker.read_text()) if marker.is_file() else None
+    if found != params:
+        raise FileExistsError(
+            f"{target} exists and was not generated with {params} (found {found}); remove it or "
+            "choose another --out; it is not overwritten")
+    return True
+
+
+def _write_atomically(target, params, write, rng):
+    """`write(folder, rng)` into a temporary sibling of `target`, renamed onto it with a marker of `params`."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging / "data", rng)
+        (staging / "data" / MARKER).write_text(json.dumps(params))
+        os.replace(staging / "data", target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

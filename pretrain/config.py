@@ -88,6 +88,21 @@ _C.SOLVER.CHANNELS_LAST = True
 # torch.compile the two encoders.
 _C.SOLVER.COMPILE = False
 
+# Weighted kNN monitor of the query encoder's backbone (pretrain/knn_monitor.py, transfer/knn.py's
+# protocol): results in metrics.json ("knn/top1_k20", ...), TensorBoard and the log.
+_C.KNN = CN()
+# ImageFolder root holding train/ and val/ (e.g. ImageNet); empty = no monitor.
+_C.KNN.ROOT = ""
+# The first this many images of each class (in sorted order) form the train bank and the val queries; 0 = all.
+_C.KNN.TRAIN_PER_CLASS = 100
+_C.KNN.VAL_PER_CLASS = 10
+# Evaluate every this many epochs, or every KNN.PERIOD_ITERS iterations when that is not 0; always
+# also before the first step of a fresh run (iteration -1) and after the last.
+_C.KNN.PERIOD_EPOCHS = 1
+_C.KNN.PERIOD_ITERS = 0
+# CenterCrop size after a resize to CROP_SIZE * 256 / 224 (224: the protocol; smaller for small images).
+_C.KNN.CROP_SIZE = 224
+
 # Write metrics.json / TensorBoard / the progress bar every this many iterations (each log syncs).
 _C.LOG_PERIOD = 20
 _C.OUTPUT_DIR = "./output/pretrain"

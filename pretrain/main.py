@@ -27,6 +27,7 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from common import slurm
 from common.cli import at_least, one_line_errors
 from common.io import atomic_path, remove_stale_temp_files
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
@@ -36,6 +37,7 @@ from pretrain.checkpoint import (CheckpointError, check_same_run, find_resume_ch
                                  last_saved, load_checkpoint, restore_rng, save_checkpoint)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
+from pretrain.knn_monitor import KnnMonitor, image_splits
 from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
 
 logger = logging.getLogger("pretrain")
@@ -53,6 +55,7 @@ def parse_args(argv=None):
                              "ignored under torchrun")
     parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
+    slurm.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -104,6 +107,8 @@ def setup(args, world_size):
     if cfg.MODEL.STRONG_LOSS == "ddm" and views["strong"] and not views["weak"]:
         raise ValueError("MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
                          "set MODEL.STRONG_LOSS contrastive or add a weak view")
+    if cfg.KNN.ROOT:
+        image_splits(cfg)
     return cfg
 
 
@@ -332,6 +337,10 @@ def train(cfg, resume, rank, world_size, local_rank):
     num_weak = len(view_settings(cfg)["weak"])
 
     writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
+    run_start = time.perf_counter()
+    monitor = KnnMonitor(cfg, device, iters_per_epoch, amp) if cfg.KNN.ROOT else None
+    if monitor and start_iter == 0:
+        monitor.evaluate(model.encoder_q, -1, writer)
     bar = tqdm(total=max_iter, initial=start_iter, disable=rank != 0, dynamic_ncols=True, desc="pretrain")
     # Device-side accumulators, read only every LOG_PERIOD iterations so the step never waits for the GPU.
     window_sums, window_count = None, 0
@@ -422,6 +431,8 @@ def train(cfg, resume, rank, world_size, local_rank):
             elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
                   or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
                 checkpoint(f"model_{iteration:07d}", iteration, batch_views)
+            if monitor and monitor.due(iteration, last):
+                monitor.evaluate(model.encoder_q, iteration, writer)
             if stopping and not last:
                 logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
             iteration += 1
@@ -430,6 +441,9 @@ def train(cfg, resume, rank, world_size, local_rank):
                 break
             fetch_start = time.perf_counter()
     bar.close()
+    if monitor:
+        logger.info("kNN monitor: %.0f s, %.1f%% of the run", monitor.seconds,
+                    100 * monitor.seconds / (time.perf_counter() - run_start))
     if dataset.num_skipped:
         logger.warning("%d reads of unreadable images were skipped (see the warnings above)", dataset.num_skipped)
     if writer:
@@ -462,14 +476,14 @@ def _run(cfg, resume, rank, world_size, local_rank):
             dist.destroy_process_group()
 
 
-def configure(args):
-    """(cfg, world size, under torchrun?); raises ValueError, KeyError or FileNotFoundError for every
-    mistake a user can fix, before anything is written."""
+def configure(args, world_size=None):
+    """(cfg, world size, under torchrun?) for `world_size` processes (default: torchrun's, or those
+    this machine starts); raises ValueError, KeyError or FileNotFoundError for every mistake a user
+    can fix, before anything is written."""
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    if torchrun:
-        world_size = int(os.environ["WORLD_SIZE"])
-    else:
-        world_size = args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1)
+    if world_size is None:
+        world_size = (int(os.environ["WORLD_SIZE"]) if torchrun else
+                      args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1))
     cfg = setup(args, world_size)
     check_image_root(cfg.DATA.ROOT)
     if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
@@ -499,13 +513,24 @@ def main(args, configured=None):
             pass
 
 
+def run_argv(argv):
+    """main() of a command line's arguments: what a SLURM job runs (common/slurm.py)."""
+    main(parse_args(argv))
+
+
 if __name__ == "__main__":
     args = parse_args()
+    flags, job_argv = slurm.split_argv(sys.argv[1:]) if args.slurm else (None, None)
     try:
-        configured = configure(args)
+        # With --slurm, the job's processes are its nodes' GPUs; a mistake stops here, not in the job.
+        configured = configure(args, flags.nodes * max(flags.gpus_per_node, 1) if flags else None)
     except (ValueError, KeyError, FileNotFoundError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         sys.exit(2)
+    if flags:
+        slurm.submit(flags, slurm.Job("pretrain.main:run_argv", job_argv, ["--resume", "auto"], task_per_gpu=True,
+                                      stop_signal=signal.SIGUSR1), configured[0].OUTPUT_DIR, "clsa-pretrain")
+        sys.exit(0)
     try:
         main(args, configured)
     except CheckpointError as error:  # a damaged checkpoint, or one of another run

@@ -1,6 +1,10 @@
 """Writes the built-in synthetic data sets in the real ImageNet, Pascal VOC and COCO 2017 layouts.
 
     python tools/make_synthetic_data.py --out datasets [--seed 0] [--size tiny|small]
+    python tools/make_synthetic_data.py --out datasets --variant shapes
+
+--variant shapes writes only datasets/shapes/{train,val}: ten classes told apart by shape alone
+(the colour is drawn per image), the set the pretraining learning check runs on.
 
 Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's builtin names
 (voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val), and
@@ -10,25 +14,31 @@ import argparse
 import sys
 import time
 
-from common.synthetic import SIZES, generate
+from common.cli import one_line_errors
+from common.synthetic import SIZES, generate, generate_shapes
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--out", required=True, help="folder to write imagenet/, VOC2007/, VOC2012/, coco/ into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
                         help="tiny: seconds, for tests; small: the demo")
+    parser.add_argument("--variant", choices=("suite", "shapes"), default="suite",
+                        help="suite: imagenet/, VOC2007/, VOC2012/, coco/; shapes: the shape-only ImageFolder set")
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        folders = generate(args.out, seed=args.seed, size=args.size)
+        folders = ([generate_shapes(args.out, seed=args.seed)] if args.variant == "shapes"
+                   else generate(args.out, seed=args.seed, size=args.size))
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     for folder in folders:
         print(f"  {folder}")
-    print(f"synthetic data sets ({args.size}, seed {args.seed}) ready in {time.time() - start:.1f} s")
+    name = args.size if args.variant == "suite" else "shapes"
+    print(f"synthetic data sets ({name}, seed {args.seed}) ready in {time.time() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
     python tools/report.py SUITE_DIR [SUITE_DIR ...] [--out DIR]
 
 Each SUITE_DIR is one checkpoint's `tools/run_suite.py` output: stage folders voc07_svm/,
-voc07_linear/, imagenet_linear/, voc_det/ and coco_det/, each with a results.json (several seeds:
-mean and std are shown). Writes report.md, report.json and report.png (bar chart) to --out
+voc07_linear/, imagenet_linear/, imagenet_knn/, voc_det/ and coco_det/, each with a results.json
+(several seeds: mean and std are shown). Writes report.md, report.json and report.png (bar chart) to --out
 (default: the first SUITE_DIR) and prints the markdown.
 """
 import argparse
@@ -26,7 +26,7 @@ PAPER_ROWS = {
 }
 
 STAGE_NAMES = {"voc07_svm": "VOC07 SVM", "voc07_linear": "VOC07 linear", "voc07_clsa": "VOC07 reference protocol",
-               "imagenet_linear": "ImageNet linear",
+               "imagenet_linear": "ImageNet linear", "imagenet_knn": "ImageNet kNN",
                "voc_det": "VOC07+12 detection", "coco_det": "COCO detection"}
 
 
@@ -55,6 +55,7 @@ EXTENDED = [
     Column("VOC07 linear per-image AP", "voc07_linear", "voc07_per_image_AP"),
     Column("VOC07 SVM mAP", "voc07_svm", "voc07_svm_mAP"),
     Column("ImageNet top-1 (best)", "imagenet_linear", "top1_best"),
+    Column("ImageNet kNN top-1 (k=20)", "imagenet_knn", "top1_k20"),
     Column("VOC07+12 AP", "voc_det", "bbox", "AP"),
     Column("VOC07+12 AP75", "voc_det", "bbox", "AP75"),
     Column("COCO AP50", "coco_det", "bbox", "AP50"),

@@ -4,11 +4,12 @@
     python tools/run_suite.py --weights CKPT --out DIR --only voc_det,coco_det --seeds 5
 
 Stages, in order: convert (converters/to_d2.py), voc07_svm, voc07_linear, voc07_clsa (the CLSA
-reference's VOC07 protocol), imagenet_linear (only with --imagenet), voc_det, coco_det, report.
-Each stage writes OUT/<stage>/ (its log.txt and results.json). A stage that finished for the same
-checkpoint (sha256), data (root and a fingerprint of the split files) and command is skipped, so an
-interrupted suite resumes; an OUT that holds results of another checkpoint or other data is refused
-before any stage writes; a failed stage leaves OUT/<stage>/FAILED and the others still run.
+reference's VOC07 protocol), imagenet_linear and imagenet_knn (only with --imagenet), voc_det,
+coco_det, report. Each stage writes OUT/<stage>/ (its log.txt and results.json). A stage that
+finished for the same checkpoint (sha256), data (root and a fingerprint of the split files) and
+command is skipped, so an interrupted suite resumes; an OUT that holds results of another checkpoint
+or other data is refused before any stage writes; a failed stage leaves OUT/<stage>/FAILED and the
+others still run.
 Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
 its numbers only test the pipeline.
@@ -21,12 +22,14 @@ import sys
 import time
 from pathlib import Path
 
+from common import slurm
 from common.cli import at_least, one_line_errors
 from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
 from common.io import atomic_write_json, fingerprint_files, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "imagenet_linear", "voc_det", "coco_det", "report")
+STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "imagenet_linear", "imagenet_knn", "voc_det",
+          "coco_det", "report")
 DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
 
@@ -44,6 +47,7 @@ SMOKE_ARGS = {
     "voc07_linear": ["--epochs", "20"],
     "voc07_clsa": ["--epochs", "2", "--crop-size", "32", "--resize", "36", "--workers", "0"],
     "imagenet_linear": ["--epochs", "2", "--batch-size", "32"],
+    "imagenet_knn": ["--batch-size", "32", "--crop-size", "64", "--workers", "2"],
     "voc_det": _SMOKE_DETECTION,
     "coco_det": _SMOKE_DETECTION,
 }
@@ -74,9 +78,10 @@ def stage_command(stage, args, weights, d2_weights, out):
         # One process: its batch of 16 gains little from more GPUs (torchrun runs it on several by hand).
         return py + [str(REPO / "transfer/voc07_linear.py"), "--protocol", "clsa", "--weights", str(weights),
                      "--output-dir", str(out)] + smoke
-    if stage == "imagenet_linear":
+    if stage in ("imagenet_linear", "imagenet_knn"):
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
-        return launcher + [str(REPO / "transfer/imagenet_linear.py"), "--weights", str(weights), "--data",
+        script = "transfer/imagenet_linear.py" if stage == "imagenet_linear" else "transfer/knn.py"
+        return launcher + [str(REPO / script), "--weights", str(weights), "--data",
                            str(args.imagenet), "--output-dir", str(out)] + smoke
     if stage in ("voc_det", "coco_det"):
         config = "detection/voc0712_R50_C4.yaml" if stage == "voc_det" else "detection/coco_R50_C4.yaml"
@@ -164,23 +169,32 @@ def main(argv=None):
     absolute = lambda path: Path(path).resolve()  # noqa: E731
     parser.add_argument("--out", type=absolute, required=True, help="suite output folder for this checkpoint")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--imagenet", type=absolute, help="ImageNet root with train/ and val/ (enables imagenet_linear)")
+    parser.add_argument("--imagenet", type=absolute, help="ImageNet root with train/ and val/ (enables imagenet_linear and imagenet_knn)")
     parser.add_argument("--seeds", type=at_least(1), default=5, help="VOC detection trials (the protocol averages 5)")
     parser.add_argument("--num-gpus", type=at_least(0), default=None, help="default: all local GPUs")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
+    slurm.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.slurm:
+        if args.nodes != 1:
+            parser.error("run_suite runs on one node (its stages start one process per GPU); use --nodes 1")
+        # A requeued suite reruns the same command: finished stages are skipped, the others rerun.
+        flags, command = slurm.split_argv(sys.argv[1:] if argv is None else argv)
+        return slurm.submit(flags, slurm.Job("tools.run_suite:main", command, [], task_per_gpu=False),
+                            args.out, "clsa-suite")
     if args.num_gpus is None:
         import torch
 
         args.num_gpus = torch.cuda.device_count()
     stages = args.only.split(",") if args.only else list(DEFAULT_STAGES)
     if args.imagenet and not args.only:
-        stages.insert(stages.index("voc_det"), "imagenet_linear")
+        stages[stages.index("voc_det"):stages.index("voc_det")] = ["imagenet_linear", "imagenet_knn"]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
-    if "imagenet_linear" in stages and not args.imagenet:
-        parser.error("imagenet_linear needs --imagenet ROOT")
+    for stage in {"imagenet_linear", "imagenet_knn"} & set(stages):
+        if not args.imagenet:
+            parser.error(f"{stage} needs --imagenet ROOT")
 
     weights = resolve_weights(args.weights)
     sha = sha256_file(weights)
@@ -194,8 +208,8 @@ def main(argv=None):
     stamps = {stage: {"stage": stage, **identity, "command": stage_command(stage, args, weights, d2_weights,
                                                                             args.out / stage)[1:]}
               for stage in stages}
-    if "imagenet_linear" in stamps:
-        stamps["imagenet_linear"]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
+    for stage in {"imagenet_linear", "imagenet_knn"} & set(stamps):
+        stamps[stage]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
     done = {stage: stage != "report" and stage_is_done(args.out / stage, stamps[stage]) for stage in stages}
     print(f"[suite] checkpoint {weights} (sha256 {sha[:12]}...) -> {args.out}; stages: {', '.join(stages)}")
     failed = []

@@ -16,6 +16,7 @@ import sys
 import weakref
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from common import slurm
 from common.cli import at_least, one_line_errors
 from common.io import atomic_write_json
 from detectron2.config import get_cfg
@@ -138,10 +139,26 @@ def _without_seeds(argv):
 def parse_args(argv=None):
     parser = one_line_errors(default_argument_parser())
     parser.add_argument("--seeds", type=at_least(1), default=1, help="number of trials with seeds SEED, SEED+1, ...")
+    slurm.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.num_gpus < 1:  # detectron2's own flag, parsed as any int
         parser.error(f"argument --num-gpus: must be at least 1, got {args.num_gpus}")
     return args
+
+
+def run_argv(argv):
+    """The command line `argv`, run as __main__ runs it."""
+    args = parse_args(argv)
+    if args.seeds > 1:
+        run_seeds(args, argv)
+    else:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(with_one_seed(args),))
+
+
+def run_slurm_task(argv):
+    """What a SLURM job runs on each node: `argv` with this node's place in detectron2's launch."""
+    run_argv([*slurm.detectron2_launch_args(), *argv])
 
 
 if __name__ == "__main__":
@@ -151,8 +168,10 @@ if __name__ == "__main__":
     except (FileNotFoundError, KeyError, ValueError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         sys.exit(2)
-    if args.seeds > 1:
-        run_seeds(args, sys.argv[1:])
+    if args.slurm:
+        flags, argv = slurm.split_argv(sys.argv[1:])
+        # detectron2's --resume continues from OUTPUT_DIR's last_checkpoint.
+        slurm.submit(flags, slurm.Job("tools.train_net:run_slurm_task", argv, ["--resume"], task_per_gpu=False),
+                     load_cfg(args).OUTPUT_DIR, "clsa-detection")
     else:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(with_one_seed(args),))
+        run_argv(sys.argv[1:])

@@ -90,13 +90,22 @@ def build_model(backbone, num_classes):
     return model, reference
 
 
-def image_folders(root):
-    normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    train_tf = v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(),
-                           *normalize])
-    val_tf = v2.Compose([v2.ToImage(), v2.Resize(256, antialias=True), v2.CenterCrop(224), *normalize])
+_NORMALIZE = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+
+
+def center_crop_transform(crop=224):
+    """The test-time view of ImageNet evaluations: Resize(256) + CenterCrop(224), or the same ratio at `crop`."""
+    return v2.Compose([v2.ToImage(), v2.Resize(round(crop * 256 / 224), antialias=True), v2.CenterCrop(crop),
+                       *_NORMALIZE])
+
+
+def image_folders(root, train_transform=None, val_transform=None):
+    """(train, val) ImageFolders of root/train and root/val; by default RandomResizedCrop(224) + flip to
+    train and center_crop_transform() to test."""
+    train_tf = train_transform or v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224, antialias=True),
+                                              v2.RandomHorizontalFlip(), *_NORMALIZE])
     folders = {}
-    for split, tf in (("train", train_tf), ("val", val_tf)):
+    for split, tf in (("train", train_tf), ("val", val_transform or center_crop_transform())):
         path = os.path.join(root, split)
         if not os.path.isdir(path):
             raise DatasetError(f"{path} not found: --data must hold train/<class>/*.JPEG and val/<class>/*.JPEG")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from common.synthetic import COCO_USED_IDS, VOC_CLASSES, generate
+from common.synthetic import COCO_USED_IDS, SHAPES, VOC_CLASSES, generate, generate_shapes
 
 
 def _voc_objects(voc_root, image_id):
@@ -134,3 +134,32 @@ def test_a_bad_seed_is_a_one_line_error_that_writes_nothing(tmp_path):
                            "--seed", "-1"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: seed -1 is out of range")
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "d").exists()
+
+
+def _colour_histogram_knn_accuracy(root):
+    """Val accuracy of 5-NN on 4x4x4-bin colour histograms: how much colour alone tells the class."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    def histograms(split):
+        rows, labels = [], []
+        for label, folder in enumerate(sorted((root / split).iterdir())):
+            for path in sorted(folder.iterdir()):
+                pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3) // 64
+                rows.append(np.bincount(pixels @ [16, 4, 1], minlength=64) / len(pixels))
+                labels.append(label)
+        return np.array(rows), np.array(labels)
+
+    return KNeighborsClassifier(5).fit(*histograms("train")).score(*histograms("val"))
+
+
+def test_shapes_variant_is_told_apart_by_shape_not_colour(tmp_path, synthetic_root):
+    root = generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64)
+    assert sorted(p.name for p in (root / "train").iterdir()) == sorted(SHAPES)
+    assert all(len(list((root / "val" / shape).iterdir())) == 10 for shape in SHAPES)
+    assert Image.open(next((root / "val" / "star").iterdir())).size == (64, 64)
+    # Chance is 10%; on the suite's imagenet set, where each class has its own colour, colour is enough.
+    assert _colour_histogram_knn_accuracy(root) < 0.25
+    assert _colour_histogram_knn_accuracy(synthetic_root / "imagenet") > 0.4
+    assert generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64) == root  # kept
+    with pytest.raises(FileExistsError, match="not overwritten"):
+        generate_shapes(tmp_path, seed=1, train_per_class=30, val_per_class=10, side=64)

@@ -121,3 +121,14 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
     for pid in stage:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert (tmp_path / "suite" / "voc07_svm" / "FAILED").read_text().startswith("interrupted")
+
+
+def test_imagenet_knn_stage_runs_with_imagenet_and_fills_its_report_column(checkpoint, tmp_path, synthetic_root):
+    refused = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "imagenet_knn")
+    assert refused.returncode == 2 and "imagenet_knn needs --imagenet ROOT" in refused.stderr
+    proc = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "imagenet_knn,report",
+                  "--imagenet", str(synthetic_root / "imagenet"), "--profile", "smoke", "--num-gpus", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    top1 = json.loads((tmp_path / "imagenet_knn" / "results.json").read_text())["metrics"]["top1_k20"]
+    extended = json.loads((tmp_path / "report.json").read_text())["ours"][tmp_path.name]["extended"]
+    assert extended["ImageNet kNN top-1 (k=20)"]["mean"] == pytest.approx(top1)

@@ -1,0 +1,98 @@
+"""SLURM launch through submitit: the flags, the resubmitted command, and a requeue that changes nothing."""
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from common import slurm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrain"))
+from test_pretrain_main import RESUME, assert_bitwise_equal, final_state, tiny  # noqa: E402
+
+
+def test_slurm_flags_are_split_from_the_command_wherever_they_are():
+    flags, rest = slurm.split_argv(["--config-file", "a.yaml", "--slurm", "--nodes", "2", "--partition", "p",
+                                    "--time", "60", "SOLVER.BATCH_SIZE", "512"])
+    assert (flags.slurm, flags.nodes, flags.gpus_per_node, flags.partition, flags.time) == (True, 2, 8, "p", 60)
+    assert rest == ["--config-file", "a.yaml", "SOLVER.BATCH_SIZE", "512"]
+
+
+@pytest.mark.parametrize("argv, resume_args, expected", [
+    (["--config-file", "a.yaml", "X", "1"], ["--resume", "auto"],
+     ["--resume", "auto", "--config-file", "a.yaml", "X", "1"]),
+    (["--resume", "ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
+    (["--resume=ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
+    (["--resume", "--num-gpus", "2"], ["--resume"], ["--resume", "--num-gpus", "2"]),  # detectron2's flag
+    (["--out", "d"], [], ["--out", "d"]),
+])
+def test_the_requeued_command_resumes_once(argv, resume_args, expected):
+    assert slurm.with_resume(argv, resume_args) == expected
+
+
+def _task_pids(controller_pid):
+    children = Path(f"/proc/{controller_pid}/task/{controller_pid}/children")
+    return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
+@pytest.mark.slow
+def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_run(synthetic_root, tmp_path):
+    """submitit's local executor runs the real job code: SIGUSR2 (SLURM's time-out warning) mid-run
+    makes pretraining save at a step boundary, the job requeues itself with --resume auto, and the
+    second job's final weights equal those of a run that was never interrupted."""
+    from pretrain.main import main, parse_args
+
+    train_root = synthetic_root / "imagenet" / "train"
+    run = (*RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1")
+    main(parse_args(tiny(train_root, tmp_path / "straight", *run)))
+
+    output_dir = tmp_path / "job"
+    flags, argv = slurm.split_argv(["--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30",
+                                    *tiny(train_root, output_dir, *run)])
+    job = slurm.submit(flags, slurm.Job("pretrain.main:run_argv", argv, ["--resume", "auto"], task_per_gpu=True,
+                                        stop_signal=signal.SIGUSR1), output_dir, "test")
+    metrics = output_dir / "metrics.json"
+    deadline = time.time() + 300
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert job.state not in ("FINISHED", "INTERRUPTED") and time.time() < deadline, job.stderr()
+        time.sleep(0.2)
+    for pid in _task_pids(job._process.pid):
+        os.kill(pid, signal.SIGUSR2)
+    job.result()  # waits for the requeued job
+    log = job.stdout() + (job.stderr() or "")
+    assert "Requeued job" in log, log[-3000:]
+    assert "stop signal: saved iteration" in (output_dir / "log.txt").read_text()
+    assert "resumed from" in (output_dir / "log.txt").read_text()
+    assert json.loads(metrics.read_text().splitlines()[-1])["iteration"] == 7
+    assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(output_dir))
+    assert torch.load(output_dir / "model_final.pth", weights_only=True)["iteration"] == 7
+
+
+def test_run_suite_submits_one_node_and_its_job_runs_the_stages(tmp_path):
+    import torchvision
+
+    from tools import run_suite
+
+    checkpoint = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), checkpoint)
+    with pytest.raises(SystemExit):
+        run_suite.main(["--slurm", "--nodes", "2", "--weights", str(checkpoint), "--out", str(tmp_path / "s")])
+    job = run_suite.main(["--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30",
+                          "--weights", str(checkpoint), "--out", str(tmp_path / "suite"), "--only", "convert"])
+    assert Path(job.paths.stdout).parent.parent == tmp_path / "suite" / "slurm"
+    job.result()
+    assert (tmp_path / "suite" / "convert" / "model_d2.pkl").is_file()
+
+
+def test_detectron2_launch_flags_come_from_slurm_variables(monkeypatch):
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "1234", "SLURM_JOB_NUM_NODES": "2",
+                        "SLURM_NODEID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
+                        "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert slurm.detectron2_launch_args() == ["--num-gpus", "8", "--num-machines", "2", "--machine-rank", "1",
+                                              "--dist-url", "tcp://gpu07:21234"]
