@@ -19,6 +19,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.datasets import IMAGENET_SPLITS
+from common.io import fingerprint_files
 from transfer import cli
 from transfer.features import build_trunk
 from transfer.imagenet_linear import center_crop_transform, image_folders, init_distributed
@@ -150,6 +152,7 @@ def main(args):
             "feature_layer": "res5 (global average pool, the fc input)",
             "weights": weights,
             "data_root": str(args.data),
+            "data": fingerprint_files(args.data, IMAGENET_SPLITS),
             "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
             "processes": world,
             "wall_time_s": {"total": time.perf_counter() - start},
