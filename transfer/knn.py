@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common.cli import at_least, positive
 from common.datasets import IMAGENET_SPLITS
 from common.io import fingerprint_files
 from transfer import cli
@@ -118,12 +119,12 @@ def knn_accuracy(trunk, train_set, val_set, num_classes, device, ks=KS, temperat
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/knn")
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
-    p.add_argument("--ks", type=int, nargs="+", default=list(KS), help="neighbour counts to report")
-    p.add_argument("--temperature", type=float, default=TEMPERATURE, help="T of the vote weight exp(sim / T)")
-    p.add_argument("--crop-size", type=int, default=224,
+    p.add_argument("--ks", type=at_least(1), nargs="+", default=list(KS), help="neighbour counts to report")
+    p.add_argument("--temperature", type=positive(), default=TEMPERATURE, help="T of the vote weight exp(sim / T)")
+    p.add_argument("--crop-size", type=at_least(1), default=224,
                    help="CenterCrop size after a resize to crop * 256 / 224 (224: the protocol)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass and process")
-    p.add_argument("--workers", type=int, default=8, help="data-loading workers per process")
+    p.add_argument("--batch-size", type=at_least(1), default=256, help="images per forward pass and process")
+    p.add_argument("--workers", type=at_least(0), default=8, help="data-loading workers per process")
     return p
 
 

@@ -20,6 +20,12 @@ def _imagenet_linear(argv):
     return get_parser().parse_args(argv)
 
 
+def _knn(argv):
+    from transfer.knn import get_parser
+
+    return get_parser().parse_args(argv)
+
+
 def _train_net(argv):
     from tools.train_net import parse_args
 
@@ -48,6 +54,8 @@ def _pretrain(argv):
     (_voc07_svm, ["--workers", "-1"], "--workers: must be at least 0, got -1"),
     (_imagenet_linear, ["--data", "d", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (_imagenet_linear, ["--data", "d", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (_knn, ["--data", "d", "--ks", "0"], "--ks: must be at least 1, got 0"),
+    (_knn, ["--data", "d", "--temperature", "0"], "--temperature: must be greater than 0, got 0"),
     (_train_net, ["--seeds", "0"], "--seeds: must be at least 1, got 0"),
     (_train_net, ["--seeds", "-2"], "--seeds: must be at least 1, got -2"),
     (_train_net, ["--num-gpus", "-1"], "--num-gpus: must be at least 1, got -1"),
