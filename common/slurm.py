@@ -93,6 +93,8 @@ class Job:
             requeue_handler = signal.getsignal(warning)
 
             def stop(signum, frame):  # save first; requeue once the entry point has returned
+                if signal.getsignal(self.stop_signal) in (signal.SIG_DFL, signal.SIG_IGN, None):
+                    return requeue_handler(signum, frame)  # no training loop listens yet: nothing to save
                 stopped.append(signum)
                 os.kill(os.getpid(), self.stop_signal)
 
