@@ -12,11 +12,11 @@ kornia is not a dependency of the suite: `pip install kornia==0.9.0` to run this
 
     python benchmarks/batched_ops_speed.py [--batch-size 64] [--size 224] [--repeats 5]
 """
+
 import argparse
 import time
 
 import numpy as np
-
 import torch
 
 from common.synthetic import photo_like
@@ -45,7 +45,11 @@ def crop_rows(n, size, device, repeats):
     speeds = []
     for method in ("roi_align", "interpolate"):
         padded = PaddedImages(images, crop_method=method)
-        speeds.append(images_per_second(lambda _: padded.crops(boxes, size), torch.empty(n, device=device), repeats))
+        speeds.append(
+            images_per_second(
+                lambda _, padded=padded: padded.crops(boxes, size), torch.empty(n, device=device), repeats
+            )
+        )
     return speeds
 
 
@@ -73,11 +77,17 @@ def main():
 
     kernel = blur_kernel_size(size)
     kornia_weak = K.AugmentationSequential(
-        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2),
-        K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5), K.RandomHorizontalFlip()).to(device)
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.RandomGrayscale(p=0.2),
+        K.RandomGaussianBlur((kernel, kernel), (0.1, 2.0), p=0.5),
+        K.RandomHorizontalFlip(),
+    ).to(device)
     kornia_rotate = K.RandomRotation(30.0, resample="nearest", p=1.0).to(device)
-    rows = [("weak stage", ours_weak, kornia_weak), ("rotate", ours_rotate, kornia_rotate),
-            ("equalize", ops.equalize, kornia.enhance.equalize)]
+    rows = [
+        ("weak stage", ours_weak, kornia_weak),
+        ("rotate", ours_rotate, kornia_rotate),
+        ("equalize", ops.equalize, kornia.enhance.equalize),
+    ]
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{name}; kornia {kornia.__version__}; batch {n} x 3 x {size} x {size}, {args.repeats} repeats")
     roi, interpolate = crop_rows(n, size, device, args.repeats)

@@ -12,6 +12,7 @@ measured run.
 
     python benchmarks/clsa_voc_speed.py [--images 40] [--batches 3] [--size 500x375]
 """
+
 import argparse
 import io
 import time
@@ -87,14 +88,18 @@ def main():
         model.eval()
         model(images)
 
-    rate = {"train": images_per_second(train_step, BATCH, args.batches, device),
-            "val": images_per_second(lambda: eval_step(batch), BATCH, args.batches, device),
-            "test": images_per_second(lambda: eval_step(crops), BATCH, args.batches, device)}  # images, 5 crops each
+    rate = {
+        "train": images_per_second(train_step, BATCH, args.batches, device),
+        "val": images_per_second(lambda: eval_step(batch), BATCH, args.batches, device),
+        "test": images_per_second(lambda: eval_step(crops), BATCH, args.batches, device),
+    }  # images, 5 crops each
 
     passes = {"train": EPOCHS, "val": EPOCHS, "test": 1}
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{threads} threads, rates per core"
     print(f"device: {device} ({name}), ResNet-50 at {args.crop_size} px, batch {BATCH}; JPEGs {width}x{height}")
-    print("| split | transform ms/img (1 worker) | model img/s | images in a full run | data worker-h | model device-h |")
+    print(
+        "| split | transform ms/img (1 worker) | model img/s | images in a full run | data worker-h | model device-h |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     total_data = total_model = 0.0
     for split in ("train", "val", "test"):

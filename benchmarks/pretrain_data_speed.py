@@ -10,6 +10,7 @@ Rows:
 
     python benchmarks/pretrain_data_speed.py [--images 200] [--size 500x375]
 """
+
 import argparse
 import io
 import time
@@ -20,8 +21,14 @@ from torchvision import transforms as v1
 from torchvision.transforms import v2
 
 from common.synthetic import photo_like_jpegs
-from pretrain.augment import (IMAGENET_MEAN, IMAGENET_STD, PRESET_VIEWS, MatmulGaussianBlur, MultiViewTransform,
-                              blur_kernel_size)
+from pretrain.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESET_VIEWS,
+    MatmulGaussianBlur,
+    MultiViewTransform,
+    blur_kernel_size,
+)
 
 REFERENCE_SINGLE = "clsa_single, reference's 5 views"
 MOCO_PIL = "mocov2, MoCo's PIL pipeline"
@@ -31,15 +38,17 @@ def mocov2_pil_pipeline():
     def pil_blur(image):
         return image.filter(ImageFilter.GaussianBlur(radius=float(torch.empty(()).uniform_(0.1, 2.0))))
 
-    one_view = v1.Compose([
-        v1.RandomResizedCrop(224, scale=(0.2, 1.0)),
-        v1.RandomApply([v1.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v1.RandomGrayscale(p=0.2),
-        v1.RandomApply([pil_blur], p=0.5),
-        v1.RandomHorizontalFlip(),
-        v1.ToTensor(),
-        v1.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    one_view = v1.Compose(
+        [
+            v1.RandomResizedCrop(224, scale=(0.2, 1.0)),
+            v1.RandomApply([v1.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v1.RandomGrayscale(p=0.2),
+            v1.RandomApply([pil_blur], p=0.5),
+            v1.RandomHorizontalFlip(),
+            v1.ToTensor(),
+            v1.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
     return lambda image: [one_view(image), one_view(image)]
 
 
@@ -96,10 +105,13 @@ def main():
     print(f"mocov2 / {MOCO_PIL}: {speeds['mocov2'] / speeds[MOCO_PIL]:.2f}x")
     for size in (224, 96):
         kernel = blur_kernel_size(size)
-        conv, matmul = (blur_milliseconds(cls(kernel, sigma=(0.1, 2.0)), size)
-                        for cls in (v2.GaussianBlur, MatmulGaussianBlur))
-        print(f"blur {size} px, kernel {kernel}: v2.GaussianBlur {conv:.2f} ms, MatmulGaussianBlur {matmul:.2f} ms, "
-              f"{conv / matmul:.1f}x")
+        conv, matmul = (
+            blur_milliseconds(cls(kernel, sigma=(0.1, 2.0)), size) for cls in (v2.GaussianBlur, MatmulGaussianBlur)
+        )
+        print(
+            f"blur {size} px, kernel {kernel}: v2.GaussianBlur {conv:.2f} ms, MatmulGaussianBlur {matmul:.2f} ms, "
+            f"{conv / matmul:.1f}x"
+        )
 
 
 if __name__ == "__main__":

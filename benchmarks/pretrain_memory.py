@@ -12,6 +12,7 @@ run in fp32 either way.
 
     python benchmarks/pretrain_memory.py [--batch-size 256] [--arch resnet50]
 """
+
 import argparse
 import contextlib
 
@@ -26,8 +27,9 @@ def saved_activation_gib(arch, preset, batch_size, dtype, checkpoint_strong):
     sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
     with torch.device("meta"):
         model = CLSA(arch, checkpoint_strong=checkpoint_strong).to(dtype)
-        images = [torch.empty(batch_size, 3, s, s, dtype=dtype).contiguous(memory_format=torch.channels_last)
-                  for s in sizes]
+        images = [
+            torch.empty(batch_size, 3, s, s, dtype=dtype).contiguous(memory_format=torch.channels_last) for s in sizes
+        ]
     saved = {}
 
     def pack(tensor):
@@ -39,8 +41,8 @@ def saved_activation_gib(arch, preset, batch_size, dtype, checkpoint_strong):
 
     num_weak = len(views["weak"])
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(images[0], images[1:1 + num_weak], images[1 + num_weak:])
-    return sum(size for _, size in saved.values()) / 2 ** 30
+        model(images[0], images[1 : 1 + num_weak], images[1 + num_weak :])
+    return sum(size for _, size in saved.values()) / 2**30
 
 
 def main():
@@ -51,8 +53,9 @@ def main():
     args = parser.parse_args()
     # The model turns autocast off around its losses; on the meta device that has nothing to turn off.
     real_autocast = torch.autocast
-    torch.autocast = lambda device_type, **kwargs: (contextlib.nullcontext() if device_type == "meta"
-                                                    else real_autocast(device_type, **kwargs))
+    torch.autocast = lambda device_type, **kwargs: (
+        contextlib.nullcontext() if device_type == "meta" else real_autocast(device_type, **kwargs)
+    )
     print(f"{args.arch}, batch {args.batch_size}: GiB saved for the backward pass")
     print(f"{'preset':<12} {'fp32':>7} {'bf16':>7} {'bf16 + CHECKPOINT_STRONG':>25}")
     for preset in args.presets:

@@ -16,6 +16,7 @@ Peak GPU memory is reported for each row.
     python benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong
     python benchmarks/pretrain_speed.py --batch-size 32 --steps 16 --warmup 4 --workers 2   # CPU: data paths
 """
+
 import argparse
 import gc
 import os
@@ -55,8 +56,9 @@ def make_model(args, device, fast):
     if args.compile:
         model.encoder_q.compile()
         model.encoder_k.compile()
-    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4,
-                                fused=device.type == "cuda")
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4, fused=device.type == "cuda"
+    )
     return model, optimizer
 
 
@@ -82,7 +84,7 @@ class Timer:
         return steps * batch_size / (time.perf_counter() - self.start)
 
     def peak_gib(self):
-        return torch.cuda.max_memory_allocated() / 2 ** 30 if self.device.type == "cuda" else float("nan")
+        return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else float("nan")
 
 
 def step_only(preset, args, device, fast):
@@ -90,8 +92,9 @@ def step_only(preset, args, device, fast):
     sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
     memory_format = torch.channels_last if fast else torch.contiguous_format
     model, optimizer = make_model(args, device, fast)
-    batch = [torch.randn(args.batch_size, 3, s, s, device=device).contiguous(memory_format=memory_format)
-             for s in sizes]
+    batch = [
+        torch.randn(args.batch_size, 3, s, s, device=device).contiguous(memory_format=memory_format) for s in sizes
+    ]
     timer = Timer(device, args.warmup)
     for step in range(args.warmup + args.steps):
         timer.tick(step)
@@ -103,8 +106,20 @@ def end_to_end(preset, augment, args, device, root):
     """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
     fast = device.type == "cuda"
     cfg = get_cfg()
-    cfg.merge_from_list(["DATA.ROOT", str(root), "DATA.VIEWS", preset, "DATA.AUGMENT", augment,
-                         "DATA.NUM_WORKERS", args.workers, "SOLVER.BATCH_SIZE", args.batch_size])
+    cfg.merge_from_list(
+        [
+            "DATA.ROOT",
+            str(root),
+            "DATA.VIEWS",
+            preset,
+            "DATA.AUGMENT",
+            augment,
+            "DATA.NUM_WORKERS",
+            args.workers,
+            "SOLVER.BATCH_SIZE",
+            args.batch_size,
+        ]
+    )
     memory_format = torch.channels_last if fast else torch.contiguous_format
     data = build_data(cfg, device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format)
     data.sampler.set_epoch(0)
@@ -143,8 +158,12 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile both encoders")
     parser.add_argument("--checkpoint-strong", action="store_true", help="MODEL.CHECKPOINT_STRONG")
-    parser.add_argument("--augment-only", action=argparse.BooleanOptionalAction, default=None,
-                        help="time the data paths without the model (default: only without a GPU)")
+    parser.add_argument(
+        "--augment-only",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="time the data paths without the model (default: only without a GPU)",
+    )
     args = parser.parse_args()
     args.queue_size -= args.queue_size % args.batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -153,10 +172,12 @@ def main():
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     with tempfile.TemporaryDirectory(prefix="clsa-bench-jpegs-") as root:
         mean_size = write_jpeg_folder(root, (args.warmup + args.steps) * args.batch_size)
-        print(f"{name}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {args.workers} workers; "
-              f"{args.arch}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
-              f"JPEGs 500x375 of {mean_size / 1024:.0f} KiB; compile {args.compile}, "
-              f"checkpoint strong {args.checkpoint_strong}{', augmentation only' if args.augment_only else ''}")
+        print(
+            f"{name}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {args.workers} workers; "
+            f"{args.arch}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
+            f"JPEGs 500x375 of {mean_size / 1024:.0f} KiB; compile {args.compile}, "
+            f"checkpoint strong {args.checkpoint_strong}{', augmentation only' if args.augment_only else ''}"
+        )
         print(f"{'preset':<12} {'path':<10} {'img/s':>8} {'vs step':>8} {'peak GiB':>9}")
         for preset in args.presets:
             rows = {}

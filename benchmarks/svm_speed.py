@@ -12,6 +12,7 @@ precision) and then a fit on all of trainval at every cost, on the float32 featu
 sides use the same LinearSVC settings, so the benchmark asserts the same CV table, the same chosen
 costs and the same test mAP (bit for bit), then prints the times.
 """
+
 import argparse
 import os
 import time
@@ -25,8 +26,28 @@ from transfer import svm
 from transfer.metrics import per_class_voc_ap
 
 # Share of VOC07 trainval images holding each class (person ~40%, most others 3-10%).
-CLASS_FREQUENCY = (0.05, 0.05, 0.07, 0.04, 0.05, 0.04, 0.15, 0.07, 0.09, 0.03,
-                   0.04, 0.08, 0.06, 0.05, 0.40, 0.05, 0.02, 0.05, 0.05, 0.05)
+CLASS_FREQUENCY = (
+    0.05,
+    0.05,
+    0.07,
+    0.04,
+    0.05,
+    0.04,
+    0.15,
+    0.07,
+    0.09,
+    0.03,
+    0.04,
+    0.08,
+    0.06,
+    0.05,
+    0.40,
+    0.05,
+    0.02,
+    0.05,
+    0.05,
+    0.05,
+)
 
 
 def synthetic_features(n, rng, protos, offset):
@@ -49,19 +70,20 @@ def straightforward(train_x, targets, test_x, test_labels, costs):
     for c in range(targets.shape[1]):
         per_cost = []
         for k, cost in enumerate(costs):
-            cv_ap[c, k] = cross_val_score(svm.make_svm(cost), train_x, targets[:, c], cv=svm.FOLDS,
-                                          scoring="average_precision").mean()
+            cv_ap[c, k] = cross_val_score(
+                svm.make_svm(cost), train_x, targets[:, c], cv=svm.FOLDS, scoring="average_precision"
+            ).mean()
             per_cost.append(svm.make_svm(cost).fit(train_x, targets[:, c]))
         models.append(per_cost[int(cv_ap[c].argmax())])
     scores = svm.decision_scores(models, test_x)
-    return cv_ap, 100 * per_class_voc_ap(scores, test_labels[:, :targets.shape[1]]).mean()
+    return cv_ap, 100 * per_class_voc_ap(scores, test_labels[:, : targets.shape[1]]).mean()
 
 
 def ours(train_x, targets, test_x, test_labels, costs, jobs):
     cv_ap, _ = svm.cross_validate_costs(train_x, targets, costs, jobs)
     models = svm.fit_per_class(train_x, targets, [costs[i] for i in cv_ap.argmax(1)], jobs)
     scores = svm.decision_scores(models, test_x)
-    return cv_ap, 100 * per_class_voc_ap(scores, test_labels[:, :targets.shape[1]]).mean()
+    return cv_ap, 100 * per_class_voc_ap(scores, test_labels[:, : targets.shape[1]]).mean()
 
 
 def main():
@@ -76,14 +98,18 @@ def main():
     offset = rng.normal(-0.5, 0.5, 2048).astype(np.float32)
     train_x, train_labels = synthetic_features(5011, rng, protos, offset)
     test_x, test_labels = synthetic_features(4952, rng, protos, offset)
-    targets = svm.training_targets(train_labels)[:, :args.classes]
+    targets = svm.training_targets(train_labels)[:, : args.classes]
     costs = list(svm.COSTS)
-    print(f"features {train_x.shape} / {test_x.shape}, {targets.shape[1]} classes x {len(costs)} costs x "
-          f"{svm.FOLDS} folds")
+    print(
+        f"features {train_x.shape} / {test_x.shape}, {targets.shape[1]} classes x {len(costs)} costs x "
+        f"{svm.FOLDS} folds"
+    )
 
     timings = {}
-    for name, run in (("straightforward", lambda: straightforward(train_x, targets, test_x, test_labels, costs)),
-                      ("ours", lambda: ours(train_x, targets, test_x, test_labels, costs, args.jobs))):
+    for name, run in (
+        ("straightforward", lambda: straightforward(train_x, targets, test_x, test_labels, costs)),
+        ("ours", lambda: ours(train_x, targets, test_x, test_labels, costs, args.jobs)),
+    ):
         start = time.perf_counter()
         result = run()
         timings[name] = (time.perf_counter() - start, *result)
@@ -93,8 +119,10 @@ def main():
     assert np.array_equal(cv_ref.argmax(1), cv_ours.argmax(1)), "chosen costs differ"
     assert map_ref == map_ours, (map_ref, map_ours)
     chosen = [costs[i] for i in cv_ours.argmax(1)]
-    print(f"identical CV table, chosen costs {chosen} and mAP; speed-up {t_ref / t_ours:.2f}x "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(
+        f"identical CV table, chosen costs {chosen} and mAP; speed-up {t_ref / t_ours:.2f}x "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
 
 
 if __name__ == "__main__":

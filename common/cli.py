@@ -1,11 +1,13 @@
 """Command-line checks every entry script shares: numbers in their valid range, and a bad argument
 reported as one line on stderr (`error: ...`, exit code 2) instead of argparse's usage block."""
+
 import argparse
 import sys
 
 
 def one_line_errors(parser):
     """Makes `parser` report a bad argument as `error: ...` on one line, exit code 2."""
+
     def error(message):
         print(f"error: {message} (see {parser.prog} --help)", file=sys.stderr)
         sys.exit(2)
@@ -16,6 +18,7 @@ def one_line_errors(parser):
 
 def at_least(minimum, kind=int):
     """An argparse `type` accepting `kind` values >= minimum (NaN is refused)."""
+
     def parse(text):
         value = kind(text)
         if not value >= minimum:
@@ -28,6 +31,7 @@ def at_least(minimum, kind=int):
 
 def positive(kind=float):
     """An argparse `type` accepting `kind` values > 0 (NaN is refused)."""
+
     def parse(text):
         value = kind(text)
         if not value > 0:

@@ -4,6 +4,7 @@ Every stage records their fingerprint in its results.json, and tools/run_suite.p
 stamp, so results computed on other data (another $DETECTRON2_DATASETS, edited split lists) are
 never taken as done.
 """
+
 import os
 from pathlib import Path
 
@@ -17,4 +18,3 @@ IMAGENET_SPLITS = ("train/*", "val/*")
 def detectron2_datasets_root():
     """$DETECTRON2_DATASETS as detectron2 reads it (default ./datasets), absolute."""
     return Path(os.getenv("DETECTRON2_DATASETS", "datasets")).resolve()
-

@@ -5,14 +5,18 @@ The detectron2 this suite's set-up builds (``tools/build_detectron2.py``) has no
 has the real extension module. Code that can use a compiled op when present asks
 ``DETECTRON2_HAS_COMPILED_OPS`` (the fast COCO evaluator, say).
 """
+
 import importlib.machinery
 import importlib.util
 
 
 def _has_compiled_ops():
     spec = importlib.util.find_spec("detectron2._C")
-    return spec is not None and spec.origin is not None and spec.origin.endswith(
-        tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return (
+        spec is not None
+        and spec.origin is not None
+        and spec.origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    )
 
 
 DETECTRON2_HAS_COMPILED_OPS = _has_compiled_ops()

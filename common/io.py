@@ -1,4 +1,5 @@
 """File helpers every stage uses: atomic writes (a reader never sees half a file) and file hashes."""
+
 import hashlib
 import json
 import os

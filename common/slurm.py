@@ -10,6 +10,7 @@ entry point's resume flags (`--resume auto` for pretraining), requeues the job a
 point that saves at a step boundary on a signal of its own (pretraining: SIGUSR1) gets that signal
 first, and the job requeues once the entry point has saved and returned.
 """
+
 import argparse
 import importlib
 import os
@@ -31,8 +32,12 @@ def add_arguments(parser):
     g.add_argument("--account", help="SLURM account")
     g.add_argument("--constraint", help="SLURM constraint, e.g. volta32gb")
     g.add_argument("--cpus-per-gpu", type=int, default=10, help="CPU cores per GPU (default 10)")
-    g.add_argument("--slurm-cluster", choices=("slurm", "local"), default="slurm",
-                   help="local: submitit's local executor, which runs the job on this machine (a dry run)")
+    g.add_argument(
+        "--slurm-cluster",
+        choices=("slurm", "local"),
+        default="slurm",
+        help="local: submitit's local executor, which runs the job on this machine (a dry run)",
+    )
     return parser
 
 
@@ -48,8 +53,16 @@ def detectron2_launch_args():
 
     env = submitit.JobEnvironment()
     port = 20000 + int(env.job_id.split("_")[0]) % 20000 if env.job_id.split("_")[0].isdigit() else 29500
-    return ["--num-gpus", str(max(torch.cuda.device_count(), 1)), "--num-machines", str(env.num_nodes),
-            "--machine-rank", str(env.node), "--dist-url", f"tcp://{env.hostnames[0]}:{port}"]
+    return [
+        "--num-gpus",
+        str(max(torch.cuda.device_count(), 1)),
+        "--num-machines",
+        str(env.num_nodes),
+        "--machine-rank",
+        str(env.node),
+        "--dist-url",
+        f"tcp://{env.hostnames[0]}:{port}",
+    ]
 
 
 def with_resume(argv, resume_args):
@@ -110,8 +123,14 @@ class Job:
         import submitit
 
         return submitit.helpers.DelayedSubmission(
-            Job(self.entry, with_resume(self.argv, self.resume_args), self.resume_args, self.task_per_gpu,
-                self.stop_signal))
+            Job(
+                self.entry,
+                with_resume(self.argv, self.resume_args),
+                self.resume_args,
+                self.task_per_gpu,
+                self.stop_signal,
+            )
+        )
 
 
 def submit(flags, job, output_dir, name):
@@ -122,11 +141,20 @@ def submit(flags, job, output_dir, name):
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=flags.slurm_cluster)
     tasks = max(flags.gpus_per_node, 1) if job.task_per_gpu else 1  # one CPU process without GPUs
     executor.update_parameters(
-        name=name, nodes=flags.nodes, gpus_per_node=flags.gpus_per_node, tasks_per_node=tasks,
-        cpus_per_task=flags.cpus_per_gpu * max(flags.gpus_per_node, 1) // tasks, timeout_min=flags.time,
-        slurm_partition=flags.partition, slurm_account=flags.account, slurm_constraint=flags.constraint,
-        slurm_signal_delay_s=SIGNAL_DELAY_S)
+        name=name,
+        nodes=flags.nodes,
+        gpus_per_node=flags.gpus_per_node,
+        tasks_per_node=tasks,
+        cpus_per_task=flags.cpus_per_gpu * max(flags.gpus_per_node, 1) // tasks,
+        timeout_min=flags.time,
+        slurm_partition=flags.partition,
+        slurm_account=flags.account,
+        slurm_constraint=flags.constraint,
+        slurm_signal_delay_s=SIGNAL_DELAY_S,
+    )
     submitted = executor.submit(job)
-    print(f"submitted job {submitted.job_id} ({flags.nodes} node(s) x {flags.gpus_per_node} GPU(s)); "
-          f"logs {submitted.paths.stdout} and {submitted.paths.stderr}")
+    print(
+        f"submitted job {submitted.job_id} ({flags.nodes} node(s) x {flags.gpus_per_node} GPU(s)); "
+        f"logs {submitted.paths.stdout} and {submitted.paths.stderr}"
+    )
     return submitted

@@ -5,6 +5,7 @@ smoke test). Each class is a distinct shape x colour x texture, drawn at several
 cluttered background, so the tasks are learnable and the metrics meaningful. Objects never
 overlap, so each polygon is exactly the visible mask. Output is a pure function of (seed, size).
 """
+
 import io
 import json
 import math
@@ -47,9 +48,12 @@ SIZES = {
 
 def _unit_polygon(shape):
     """Vertices of a shape inside the unit square, as (x, y) pairs."""
+
     def ngon(n, phase=0.0, radius=0.5):
-        return [(0.5 + radius * math.cos(phase + 2 * math.pi * k / n),
-                 0.5 + radius * math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
+        return [
+            (0.5 + radius * math.cos(phase + 2 * math.pi * k / n), 0.5 + radius * math.sin(phase + 2 * math.pi * k / n))
+            for k in range(n)
+        ]
 
     if shape == "circle":
         return ngon(24)
@@ -65,8 +69,13 @@ def _unit_polygon(shape):
         a, b = 0.33, 0.67
         return [(a, 0), (b, 0), (b, a), (1, a), (1, b), (b, b), (b, 1), (a, 1), (a, b), (0, b), (0, a), (a, a)]
     if shape == "star":
-        return [(0.5 + (0.5 if k % 2 == 0 else 0.2) * math.cos(-math.pi / 2 + math.pi * k / 5),
-                 0.5 + (0.5 if k % 2 == 0 else 0.2) * math.sin(-math.pi / 2 + math.pi * k / 5)) for k in range(10)]
+        return [
+            (
+                0.5 + (0.5 if k % 2 == 0 else 0.2) * math.cos(-math.pi / 2 + math.pi * k / 5),
+                0.5 + (0.5 if k % 2 == 0 else 0.2) * math.sin(-math.pi / 2 + math.pi * k / 5),
+            )
+            for k in range(10)
+        ]
     if shape == "lshape":
         return [(0, 0), (0.4, 0), (0.4, 0.6), (1, 0.6), (1, 1), (0, 1)]
     if shape == "chevron":
@@ -77,8 +86,18 @@ def _unit_polygon(shape):
 
 
 SHAPES = ("circle", "square", "triangle", "diamond", "hexagon", "cross", "star", "lshape", "chevron", "trapezoid")
-COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220), (240, 200, 30), (200, 60, 200),
-           (30, 200, 210), (250, 130, 20), (140, 80, 30), (250, 250, 250), (20, 20, 20))
+COLOURS = (
+    (220, 40, 40),
+    (40, 170, 60),
+    (40, 80, 220),
+    (240, 200, 30),
+    (200, 60, 200),
+    (30, 200, 210),
+    (250, 130, 20),
+    (140, 80, 30),
+    (250, 250, 250),
+    (20, 20, 20),
+)
 TEXTURES = ("solid", "stripes", "checker", "dots")
 # The shapes set's colours, drawn per image: few and solid, so that no colour or texture identifies
 # an image better than its shape (a contrastive model learns whatever does, and colour would be it).
@@ -87,8 +106,11 @@ SHAPE_COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220))
 
 def appearance(class_index):
     """(shape, colour, texture) of a class; distinct for the first 40 classes."""
-    return (SHAPES[class_index % 10], COLOURS[(class_index + 3 * (class_index // 10)) % 10],
-            TEXTURES[(class_index // 10) % 4])
+    return (
+        SHAPES[class_index % 10],
+        COLOURS[(class_index + 3 * (class_index // 10)) % 10],
+        TEXTURES[(class_index // 10) % 4],
+    )
 
 
 def _texture(colour, texture, w, h, rng):
@@ -155,8 +177,10 @@ def _place_boxes(rng, w, h, n, min_side, max_side):
         if bw >= w - 2 or bh >= h - 2:
             continue
         x0, y0 = int(rng.integers(1, w - bw)), int(rng.integers(1, h - bh))
-        if all(x0 + bw + 2 <= bx or bx + bbw + 2 <= x0 or y0 + bh + 2 <= by or by + bbh + 2 <= y0
-               for bx, by, bbw, bbh in boxes):
+        if all(
+            x0 + bw + 2 <= bx or bx + bbw + 2 <= x0 or y0 + bh + 2 <= by or by + bbh + 2 <= y0
+            for bx, by, bbw, bbh in boxes
+        ):
             boxes.append((x0, y0, bw, bh))
     return boxes
 
@@ -223,7 +247,7 @@ def write_shapes(root, train_per_class, val_per_class, side, rng):
     """ImageFolder root/{train,val}/<shape>/<k>.JPEG where the class is the shape alone: each image
     draws its colour at random, so that colour does not tell the class."""
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
-        for cls, shape in enumerate(SHAPES):
+        for shape in SHAPES:
             folder = root / split / shape
             folder.mkdir(parents=True)
             for k in range(per_class):
@@ -233,8 +257,14 @@ def write_shapes(root, train_per_class, val_per_class, side, rng):
                 canvas = Image.fromarray(grey.clip(0, 255).astype(np.uint8))
                 obj = int(rng.uniform(0.5, 0.85) * side)
                 x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
-                _draw_shape(canvas, shape, SHAPE_COLOURS[int(rng.integers(len(SHAPE_COLOURS)))], "solid",
-                            (x0, y0, obj, obj), rng)
+                _draw_shape(
+                    canvas,
+                    shape,
+                    SHAPE_COLOURS[int(rng.integers(len(SHAPE_COLOURS)))],
+                    "solid",
+                    (x0, y0, obj, obj),
+                    rng,
+                )
                 _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
 
 
@@ -296,8 +326,11 @@ def write_voc(root, year, splits, rng):
 def _coco_categories():
     from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-    return [{"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}
-            for c in COCO_CATEGORIES if c["isthing"]]
+    return [
+        {"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "")}
+        for c in COCO_CATEGORIES
+        if c["isthing"]
+    ]
 
 
 def write_coco(root, split_counts, rng):
@@ -317,22 +350,33 @@ def write_coco(root, split_counts, rng):
             w, h = canvas.size
             file_name = f"{image_id:012d}.jpg"
             _save_jpeg(canvas, root / f"{split}2017" / file_name)
-            images.append({"id": image_id, "file_name": file_name, "width": w, "height": h,
-                           "license": 0, "date_captured": ""})
+            images.append(
+                {"id": image_id, "file_name": file_name, "width": w, "height": h, "license": 0, "date_captured": ""}
+            )
             for obj in objects:
                 ann_id += 1
                 rle = mask_utils.frPyObjects([obj["polygon"]], h, w)
                 xs, ys = obj["polygon"][0::2], obj["polygon"][1::2]
                 # As in COCO, the box is the polygon's extent and the area its rasterised mask's.
                 x, y, bw, bh = min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
-                annotations.append({
-                    "id": ann_id, "image_id": image_id, "category_id": COCO_USED_IDS[obj["class"]],
-                    "segmentation": [obj["polygon"]], "area": float(mask_utils.area(rle).sum()),
-                    "bbox": [round(v, 2) for v in (x, y, bw, bh)], "iscrowd": 0,
-                })
-        doc = {"info": {"description": "CLSA suite synthetic COCO-format set", "version": "1.0"},
-               "licenses": [{"id": 0, "name": "synthetic", "url": ""}],
-               "images": images, "annotations": annotations, "categories": categories}
+                annotations.append(
+                    {
+                        "id": ann_id,
+                        "image_id": image_id,
+                        "category_id": COCO_USED_IDS[obj["class"]],
+                        "segmentation": [obj["polygon"]],
+                        "area": float(mask_utils.area(rle).sum()),
+                        "bbox": [round(v, 2) for v in (x, y, bw, bh)],
+                        "iscrowd": 0,
+                    }
+                )
+        doc = {
+            "info": {"description": "CLSA suite synthetic COCO-format set", "version": "1.0"},
+            "licenses": [{"id": 0, "name": "synthetic", "url": ""}],
+            "images": images,
+            "annotations": annotations,
+            "categories": categories,
+        }
         (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(doc))
 
 
@@ -346,7 +390,7 @@ def generate(out, seed=0, size="tiny"):
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
-    if not 0 <= seed < 2 ** 63:  # numpy's seed range; checked before anything is written
+    if not 0 <= seed < 2**63:  # numpy's seed range; checked before anything is written
         raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -355,11 +399,22 @@ def generate(out, seed=0, size="tiny"):
     params = {"seed": seed, "size": size, "format_version": 1}
     writers = {
         "imagenet": lambda root, rng: write_imagenet(root, spec, rng),
-        "VOC2007": lambda root, rng: write_voc(root, 2007, {"train": spec.voc2007_trainval // 2,
-                                                             "val": spec.voc2007_trainval - spec.voc2007_trainval // 2,
-                                                             "test": spec.voc2007_test}, rng),
-        "VOC2012": lambda root, rng: write_voc(root, 2012, {"train": spec.voc2012_trainval // 2,
-                                                             "val": spec.voc2012_trainval - spec.voc2012_trainval // 2}, rng),
+        "VOC2007": lambda root, rng: write_voc(
+            root,
+            2007,
+            {
+                "train": spec.voc2007_trainval // 2,
+                "val": spec.voc2007_trainval - spec.voc2007_trainval // 2,
+                "test": spec.voc2007_test,
+            },
+            rng,
+        ),
+        "VOC2012": lambda root, rng: write_voc(
+            root,
+            2012,
+            {"train": spec.voc2012_trainval // 2, "val": spec.voc2012_trainval - spec.voc2012_trainval // 2},
+            rng,
+        ),
         "coco": lambda root, rng: write_coco(root, {"train": spec.coco_train, "val": spec.coco_val}, rng),
     }
     targets = {name: out / name for name in writers}
@@ -376,15 +431,25 @@ def generate(out, seed=0, size="tiny"):
 def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64):
     """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
     returns its folder. Kept, refused or written atomically as generate() does."""
-    if not 0 <= seed < 2 ** 63:
+    if not 0 <= seed < 2**63:
         raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
-    params = {"seed": seed, "variant": "shapes", "train_per_class": train_per_class,
-              "val_per_class": val_per_class, "side": side, "format_version": 2}
+    params = {
+        "seed": seed,
+        "variant": "shapes",
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "side": side,
+        "format_version": 2,
+    }
     target = Path(out) / "shapes"
     if not _generated_with(target, params):
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, params, lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng),
-                          np.random.default_rng([seed, 1000]))
+        _write_atomically(
+            target,
+            params,
+            lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng),
+            np.random.default_rng([seed, 1000]),
+        )
     return target
 
 
@@ -397,7 +462,8 @@ def _generated_with(target, params):
     if found != params:
         raise FileExistsError(
             f"{target} exists and was not generated with {params} (found {found}); remove it or "
-            "choose another --out; it is not overwritten")
+            "choose another --out; it is not overwritten"
+        )
     return True
 
 

@@ -8,6 +8,7 @@ Three kinds are recognised, by their structure rather than their file name:
 
 Every checkpoint is untrusted input, so it is read with ``torch.load(..., weights_only=True)``.
 """
+
 import pickletools
 import re
 from collections import Counter
@@ -18,7 +19,8 @@ import torch
 import torchvision
 
 # One error type and one kind string for pretraining checkpoints, whoever reads them.
-from pretrain.checkpoint import KIND as PRETRAIN_KIND, CheckpointError, unloadable_reason
+from pretrain.checkpoint import KIND as PRETRAIN_KIND
+from pretrain.checkpoint import CheckpointError, unloadable_reason
 
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
@@ -51,7 +53,7 @@ def _dropped_group(name):
         return "*.num_batches_tracked"
     for prefix in ("module.encoder_q.", "module.encoder_k.", "encoder_q.", "encoder_k."):
         if name.startswith(prefix):
-            rest = name[len(prefix):]
+            rest = name[len(prefix) :]
             return f"{prefix}fc.*" if rest.startswith("fc.") else f"{prefix}*"
     return "fc.*" if name.removeprefix("module.").startswith("fc.") else name
 
@@ -64,7 +66,7 @@ def load_backbone(path, encoder="query"):
     state, prefix, kind = _find_resnet_weights(path, _load(path), encoder)
     kept, dropped = {}, []
     for name, value in state.items():
-        inner = name[len(prefix):] if name.startswith(prefix) else None
+        inner = name[len(prefix) :] if name.startswith(prefix) else None
         if inner is None or inner.startswith("fc.") or inner.endswith("num_batches_tracked"):
             dropped.append(name)
         elif not torch.is_tensor(value) or not value.is_floating_point():
@@ -86,8 +88,11 @@ def _load(path):
     # A pickle (not torch's zip format) is torch's legacy format or a detectron2 .pkl; the latter is
     # recognised by its keys before torch.load refuses its numpy arrays with a confusing message.
     if head.startswith(b"\x80") and _pickle_mentions(path, {"__author__", "blobs"}):
-        raise CheckpointError(path, "is a detectron2 .pkl (already converted, or a detectron2 model zoo "
-                                    "file); pass the pretraining .pth checkpoint instead")
+        raise CheckpointError(
+            path,
+            "is a detectron2 .pkl (already converted, or a detectron2 model zoo "
+            "file); pass the pretraining .pth checkpoint instead",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types; each is diagnosed from the first bytes
@@ -142,8 +147,10 @@ def _no_resnet_reason(state):
     if any(n.split(".")[0] in ("stem", "res2", "backbone") for n in names):
         return "holds detectron2 model weights (stem/res2 names), not a pretraining checkpoint"
     shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-    return (f"no ResNet weights found (keys: {shown or 'none'}); expected a clsa-suite pretraining "
-            "checkpoint, a MoCo/CLSA checkpoint or a torchvision ResNet state dict")
+    return (
+        f"no ResNet weights found (keys: {shown or 'none'}); expected a clsa-suite pretraining "
+        "checkpoint, a MoCo/CLSA checkpoint or a torchvision ResNet state dict"
+    )
 
 
 def _infer_arch(path, state):
@@ -165,19 +172,27 @@ def expected_shapes(arch):
     """Names and shapes of torchvision `arch` without fc.* and num_batches_tracked."""
     with torch.device("meta"):  # shapes only: no memory, no weight init cost
         model = getattr(torchvision.models, arch)()
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    return {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
 
 
 def key_mismatch(actual, expected):
     """One-line description of missing, unexpected and mis-shaped keys, or "" when they agree."""
     missing = sorted(set(expected) - set(actual))
     unexpected = sorted(set(actual) - set(expected))
-    misshaped = [f"{k} {tuple(actual[k].shape)} != {expected[k]}" for k in sorted(set(actual) & set(expected))
-                 if tuple(actual[k].shape) != tuple(expected[k])]
-    parts = [f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
-             for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
-             if keys]
+    misshaped = [
+        f"{k} {tuple(actual[k].shape)} != {expected[k]}"
+        for k in sorted(set(actual) & set(expected))
+        if tuple(actual[k].shape) != tuple(expected[k])
+    ]
+    parts = [
+        f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+        if keys
+    ]
     return "; ".join(parts)
 
 

@@ -1,4 +1,5 @@
 """Command-line plumbing the converters share: CKPT [OUT] --encoder, exit code 2 on bad input, summary."""
+
 import argparse
 import filecmp
 import sys
@@ -17,14 +18,18 @@ def run(argv, description, default_suffix, write, same=_same_bytes):
     """Loads CKPT, calls `write(backbone, ckpt, path)` and prints what was kept and dropped.
 
     An existing OUT is replaced only with --overwrite, or when it is `same` as the conversion
-    (converting the same checkpoint again; by default the very same bytes). Returns the exit code: 0, or 2 with a one-line
-    reason on stderr and OUT as it was.
+    (converting the same checkpoint again; by default the very same bytes). Returns the exit code: 0,
+    or 2 with a one-line reason on stderr and OUT as it was.
     """
     parser = one_line_errors(argparse.ArgumentParser(description=description))
     parser.add_argument("ckpt", type=Path, help="checkpoint to convert")
     parser.add_argument("out", type=Path, nargs="?", help=f"output file (default: CKPT with suffix {default_suffix})")
-    parser.add_argument("--encoder", choices=sorted(ENCODERS), default="query",
-                        help="query encoder (default) or the momentum (key) encoder of a pretraining checkpoint")
+    parser.add_argument(
+        "--encoder",
+        choices=sorted(ENCODERS),
+        default="query",
+        help="query encoder (default) or the momentum (key) encoder of a pretraining checkpoint",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT that holds something else")
     args = parser.parse_args(argv)
     out = args.out or args.ckpt.with_suffix(default_suffix)
@@ -38,16 +43,19 @@ def run(argv, description, default_suffix, write, same=_same_bytes):
             with tempfile.TemporaryDirectory(dir=out.parent) as folder:
                 write(backbone, args.ckpt, Path(folder) / out.name)
                 if not same(Path(folder) / out.name, out):
-                    raise CheckpointError(out, "exists and holds something else; pass --overwrite to replace it, "
-                                               "or another OUT")
+                    raise CheckpointError(
+                        out, "exists and holds something else; pass --overwrite to replace it, or another OUT"
+                    )
         else:
             write(backbone, args.ckpt, out)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"error: cannot write {out} ({type(error).__name__}: {error.strerror or error}); "
-              "pass a writable OUT", file=sys.stderr)
+        print(
+            f"error: cannot write {out} ({type(error).__name__}: {error.strerror or error}); pass a writable OUT",
+            file=sys.stderr,
+        )
         return 2
     print(f"source:  {args.ckpt} ({backbone.source_kind}, {backbone.arch}, --encoder {args.encoder})")
     print(f"kept:    {len(backbone.state_dict)} tensors")

@@ -5,6 +5,7 @@ detectron2's name matching then loads res2..res4 into `backbone.*` and res5 into
 `roi_heads.res5.*`. Models using it must match torchvision's conventions: RGB input, torchvision
 pixel mean/std and MODEL.RESNETS.STRIDE_IN_1X1 False.
 """
+
 import pickle
 import re
 import sys
@@ -52,8 +53,9 @@ def d2_resnet50_shapes():
 def to_d2_state_dict(backbone, path):
     """detectron2-named float32 numpy arrays; raises CheckpointError unless they fit detectron2's R50."""
     if backbone.arch != "resnet50":
-        raise CheckpointError(path, f"holds a {backbone.arch}; the detection configs are R50-C4, so to_d2 "
-                                    "converts resnet50 only")
+        raise CheckpointError(
+            path, f"holds a {backbone.arch}; the detection configs are R50-C4, so to_d2 converts resnet50 only"
+        )
     state = {d2_name(k): v for k, v in backbone.state_dict.items()}
     mismatch = key_mismatch(state, d2_resnet50_shapes())
     if mismatch:

@@ -2,6 +2,7 @@
 
 `getattr(torchvision.models, arch)().load_state_dict(sd, strict=False)` then reports only fc.* missing.
 """
+
 import sys
 
 import torch
@@ -20,8 +21,11 @@ def same_state_dict(a, b):
         first, second = (torch.load(path, map_location="cpu", weights_only=True) for path in (a, b))
     except Exception:  # torch.load raises many types: an unreadable file is not the same conversion
         return False
-    return (isinstance(second, dict) and first.keys() == second.keys()
-            and all(torch.is_tensor(second[k]) and torch.equal(first[k], second[k]) for k in first))
+    return (
+        isinstance(second, dict)
+        and first.keys() == second.keys()
+        and all(torch.is_tensor(second[k]) and torch.equal(first[k], second[k]) for k in first)
+    )
 
 
 def main(argv=None):

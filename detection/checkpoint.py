@@ -1,4 +1,5 @@
 """Loading pretrained weights into a detectron2 model: safely, and never silently from random init."""
+
 import logging
 import pickle
 
@@ -17,11 +18,16 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, numbers, strings and numpy arrays, and nothing that runs code."""
 
     _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         # Pickle protocol 5 (Python 3.14's default) stores arrays through _frombuffer.
-        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("collections", "OrderedDict"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("collections", "OrderedDict"),
     }
 
     def find_class(self, module, name):
@@ -42,8 +48,10 @@ def check_weights_file(path):
 
     names = list(PretrainedWeightsCheckpointer(torch.nn.Module())._load_file(path)["model"])
     if any(str(name).startswith(_UNCONVERTED_PREFIXES) for name in names):
-        raise ValueError(f"MODEL.WEIGHTS {path} holds unconverted weights ({names[0]}, ...); convert it with "
-                         "python converters/to_d2.py CKPT and pass the .pkl it writes")
+        raise ValueError(
+            f"MODEL.WEIGHTS {path} holds unconverted weights ({names[0]}, ...); convert it with "
+            "python converters/to_d2.py CKPT and pass the .pkl it writes"
+        )
 
 
 class PretrainedWeightsCheckpointer(DetectionCheckpointer):
@@ -66,25 +74,33 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
                     return data
                 # A Caffe2/Detectron model-zoo file: detectron2 renames its blobs.
                 blobs = data.get("blobs", data)
-                return {"model": {k: v for k, v in blobs.items() if not k.endswith("_momentum")},
-                        "__author__": "Caffe2", "matching_heuristics": True}
+                return {
+                    "model": {k: v for k, v in blobs.items() if not k.endswith("_momentum")},
+                    "__author__": "Caffe2",
+                    "matching_heuristics": True,
+                }
             return super()._load_file(filename)
         except Exception as err:
             raise ValueError(
                 f"{filename} is not a readable detectron2 checkpoint ({type(err).__name__}: {err}). A "
                 "pretraining checkpoint must be converted first (python converters/to_d2.py CKPT); a "
                 "detection model_*.pth that fails here is damaged: put the name of an earlier one in "
-                "OUTPUT_DIR/last_checkpoint to resume from it") from err
+                "OUTPUT_DIR/last_checkpoint to resume from it"
+            ) from err
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
-        unset = sorted(k for k in incompatible.missing_keys
-                       if k.startswith(PRETRAINED_PREFIXES) and not k.startswith(NEW_WEIGHT_PREFIXES))
+        unset = sorted(
+            k
+            for k in incompatible.missing_keys
+            if k.startswith(PRETRAINED_PREFIXES) and not k.startswith(NEW_WEIGHT_PREFIXES)
+        )
         if unset:
             shown = ", ".join(unset[:8]) + (f", ... ({len(unset)} in all)" if len(unset) > 8 else "")
             raise ValueError(
                 f"the weights leave {len(unset)} backbone/res5 weights unset ({shown}); "
                 f"{len(incompatible.unexpected_keys)} checkpoint keys were unused "
                 f"({', '.join(sorted(incompatible.unexpected_keys)[:5])}). Training would start from "
-                "random init. Pass a file written by converters/to_d2.py")
+                "random init. Pass a file written by converters/to_d2.py"
+            )
         return incompatible

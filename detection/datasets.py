@@ -1,4 +1,5 @@
 """Checks that the data sets a config names exist on disk and parse, before any model is built."""
+
 import os
 import xml.etree.ElementTree as ET
 
@@ -9,8 +10,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 def expected_paths(name):
     """The folders/files a registered data set reads (VOC: its year folder; COCO: json + images)."""
     if name not in DatasetCatalog.list():
-        raise KeyError(f"data set {name!r} is not registered; detectron2's builtin names include "
-                       "voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val")
+        raise KeyError(
+            f"data set {name!r} is not registered; detectron2's builtin names include "
+            "voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val"
+        )
     meta = MetadataCatalog.get(name)
     if hasattr(meta, "dirname"):
         return [meta.dirname]
@@ -26,7 +29,8 @@ def check_datasets(names):
                 raise FileNotFoundError(
                     f"data set {name!r} expects {os.path.abspath(path)}, which does not exist. Set "
                     f"DETECTRON2_DATASETS (now {root!r}) to the folder holding VOC2007/, VOC2012/ and "
-                    "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR")
+                    "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR"
+                )
         meta = MetadataCatalog.get(name)
         if hasattr(meta, "dirname") and hasattr(meta, "split"):
             check_voc_annotations(meta.dirname, meta.split)
@@ -42,5 +46,7 @@ def check_voc_annotations(dirname, split):
         try:
             ET.parse(path)
         except (ET.ParseError, OSError) as error:
-            raise ValueError(f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); restore the "
-                             f"file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt") from None
+            raise ValueError(
+                f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); restore the "
+                f"file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt"
+            ) from None

@@ -1,4 +1,5 @@
 """Evaluators per data set, and the flat metrics that results.json and the report read."""
+
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 
@@ -39,4 +40,3 @@ def flat_metrics(results):
     """{task: {metric: value}} keeping the summary metrics (AP, AP50, AP75, APs, APm, APl)."""
     keep = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     return {task: {k: float(v) for k, v in metrics.items() if k in keep} for task, metrics in results.items()}
-

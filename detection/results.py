@@ -1,4 +1,5 @@
 """results.json of a detection run, and the mean/std over seeds (the VOC protocol averages 5 trials)."""
+
 import hashlib
 import json
 import os
@@ -18,10 +19,12 @@ def trial_settings(cfg, config_file):
     shared = cfg.clone()
     shared.defrost()
     shared.SEED, shared.OUTPUT_DIR = 0, ""
-    return {"config": os.path.abspath(config_file),
-            "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None,
-            "config_sha256": hashlib.sha256(shared.dump().encode()).hexdigest(),
-            "data": fingerprint_files(detectron2_datasets_root(), DETECTRON2_SPLITS)}
+    return {
+        "config": os.path.abspath(config_file),
+        "weights": sha256_file(weights) if weights and os.path.isfile(weights) else None,
+        "config_sha256": hashlib.sha256(shared.dump().encode()).hexdigest(),
+        "data": fingerprint_files(detectron2_datasets_root(), DETECTRON2_SPLITS),
+    }
 
 
 def build_results(cfg, config_file, results, iterations):
@@ -55,10 +58,14 @@ def aggregate_trials(paths):
         mean.setdefault(task, {})[metric] = float(values.mean())
         std.setdefault(task, {})[metric] = float(values.std())
     first = trials[0]
-    return {**{k: first[k] for k in ("task", "datasets", "data_root", "config", "weights", "iterations", "notes")},
-            "data": first.get("data"),
-            "metrics": mean, "metrics_std": std, "seeds": [t["seed"] for t in trials],
-            "trials": [os.path.abspath(p) for p in paths]}
+    return {
+        **{k: first[k] for k in ("task", "datasets", "data_root", "config", "weights", "iterations", "notes")},
+        "data": first.get("data"),
+        "metrics": mean,
+        "metrics_std": std,
+        "seeds": [t["seed"] for t in trials],
+        "trials": [os.path.abspath(p) for p in paths],
+    }
 
 
 def trial_is_done(path, cfg, config_file):
@@ -68,10 +75,16 @@ def trial_is_done(path, cfg, config_file):
         return False
     found = json.loads(open(path).read())
     expected = trial_settings(cfg, config_file)
-    actual = {"config": found.get("config"), "weights": found.get("weights", {}).get("sha256"),
-              "config_sha256": found.get("config_sha256"), "data": found.get("data")}
+    actual = {
+        "config": found.get("config"),
+        "weights": found.get("weights", {}).get("sha256"),
+        "config_sha256": found.get("config_sha256"),
+        "data": found.get("data"),
+    }
     if actual != expected:
         differing = ", ".join(key for key in expected if actual[key] != expected[key])
-        raise SystemExit(f"{path} holds a trial of other settings ({differing} differ); use another OUTPUT_DIR "
-                         "or move it away (it is not averaged in, nor overwritten)")
+        raise SystemExit(
+            f"{path} holds a trial of other settings ({differing} differ); use another OUTPUT_DIR "
+            "or move it away (it is not averaged in, nor overwritten)"
+        )
     return True

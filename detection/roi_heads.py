@@ -1,4 +1,5 @@
 """The C4 box/mask head of the MoCo detection protocol, which the CLSA paper adopts."""
+
 from detectron2.config import configurable
 from detectron2.layers import get_norm
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads

@@ -15,9 +15,10 @@ Like the reference, geometric ops use nearest resampling and fill with black, sh
 top-left corner (PIL's AFFINE convention) and rotations on the image centre. The Gaussian blur has a
 kernel of ~10% of the crop side (SimCLR's choice), where MoCo's PIL blur has an untruncated kernel.
 """
+
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from PIL import Image
@@ -30,24 +31,24 @@ from pretrain.batched_ops import gaussian_blur_matrices
 
 def _shear_x(image, factor):
     # Input pixel (x, y) moves to (x - factor * y, y), as PIL's AFFINE (1, factor, 0, 0, 1, 0).
-    return F.affine(image, angle=0.0, translate=[0, 0], scale=1.0,
-                    shear=[math.degrees(math.atan(factor)), 0.0], center=[0, 0])
+    return F.affine(
+        image, angle=0.0, translate=[0, 0], scale=1.0, shear=[math.degrees(math.atan(factor)), 0.0], center=[0, 0]
+    )
 
 
 def _shear_y(image, factor):
-    return F.affine(image, angle=0.0, translate=[0, 0], scale=1.0,
-                    shear=[0.0, math.degrees(math.atan(factor))], center=[0, 0])
+    return F.affine(
+        image, angle=0.0, translate=[0, 0], scale=1.0, shear=[0.0, math.degrees(math.atan(factor))], center=[0, 0]
+    )
 
 
 def _translate_x(image, fraction):
     # A fraction of the width, rounded to whole pixels so nearest resampling moves pixels intact.
-    return F.affine(image, angle=0.0, translate=[round(fraction * image.shape[-1]), 0], scale=1.0,
-                    shear=[0.0, 0.0])
+    return F.affine(image, angle=0.0, translate=[round(fraction * image.shape[-1]), 0], scale=1.0, shear=[0.0, 0.0])
 
 
 def _translate_y(image, fraction):
-    return F.affine(image, angle=0.0, translate=[0, round(fraction * image.shape[-2])], scale=1.0,
-                    shear=[0.0, 0.0])
+    return F.affine(image, angle=0.0, translate=[0, round(fraction * image.shape[-2])], scale=1.0, shear=[0.0, 0.0])
 
 
 def _rotate(image, degrees):
@@ -68,10 +69,11 @@ class StrongOp:
     `low`/`high` are None for ops with no magnitude (Table 1's "0 or 1": on or off, decided by the
     p=0.5 draw). Integer ops draw uniformly from the integers low..high inclusive.
     """
+
     name: str
-    apply: Callable[[torch.Tensor, Optional[float]], torch.Tensor]
-    low: Optional[float] = None
-    high: Optional[float] = None
+    apply: Callable[[torch.Tensor, float | None], torch.Tensor]
+    low: float | None = None
+    high: float | None = None
     integer: bool = False
 
     def sample_magnitude(self):
@@ -82,23 +84,26 @@ class StrongOp:
         return float(torch.empty(()).uniform_(self.low, self.high).item())
 
 
-STRONG_OPS = {op.name: op for op in (
-    StrongOp("ShearX", _shear_x, -0.3, 0.3),
-    StrongOp("ShearY", _shear_y, -0.3, 0.3),
-    StrongOp("TranslateX", _translate_x, -0.3, 0.3),
-    StrongOp("TranslateY", _translate_y, -0.3, 0.3),
-    StrongOp("Rotate", _rotate, -30.0, 30.0),
-    StrongOp("AutoContrast", lambda image, _: F.autocontrast(image)),
-    StrongOp("Invert", lambda image, _: F.invert(image)),
-    StrongOp("Equalize", lambda image, _: F.equalize(image)),
-    StrongOp("Solarize", _solarize, 0, 256, integer=True),
-    StrongOp("Posterize", lambda image, bits: F.posterize(image, bits), 4, 8, integer=True),
-    # Enhancement factors as in PIL.ImageEnhance: 1 is the identity, 0 the degenerate image.
-    StrongOp("Contrast", lambda image, factor: F.adjust_contrast(image, factor), 0.05, 0.95),
-    StrongOp("Color", lambda image, factor: F.adjust_saturation(image, factor), 0.05, 0.95),
-    StrongOp("Brightness", lambda image, factor: F.adjust_brightness(image, factor), 0.05, 0.95),
-    StrongOp("Sharpness", lambda image, factor: F.adjust_sharpness(image, factor), 0.05, 0.95),
-)}
+STRONG_OPS = {
+    op.name: op
+    for op in (
+        StrongOp("ShearX", _shear_x, -0.3, 0.3),
+        StrongOp("ShearY", _shear_y, -0.3, 0.3),
+        StrongOp("TranslateX", _translate_x, -0.3, 0.3),
+        StrongOp("TranslateY", _translate_y, -0.3, 0.3),
+        StrongOp("Rotate", _rotate, -30.0, 30.0),
+        StrongOp("AutoContrast", lambda image, _: F.autocontrast(image)),
+        StrongOp("Invert", lambda image, _: F.invert(image)),
+        StrongOp("Equalize", lambda image, _: F.equalize(image)),
+        StrongOp("Solarize", _solarize, 0, 256, integer=True),
+        StrongOp("Posterize", lambda image, bits: F.posterize(image, bits), 4, 8, integer=True),
+        # Enhancement factors as in PIL.ImageEnhance: 1 is the identity, 0 the degenerate image.
+        StrongOp("Contrast", lambda image, factor: F.adjust_contrast(image, factor), 0.05, 0.95),
+        StrongOp("Color", lambda image, factor: F.adjust_saturation(image, factor), 0.05, 0.95),
+        StrongOp("Brightness", lambda image, factor: F.adjust_brightness(image, factor), 0.05, 0.95),
+        StrongOp("Sharpness", lambda image, factor: F.adjust_sharpness(image, factor), 0.05, 0.95),
+    )
+}
 
 
 class StrongAugment(v2.Transform):
@@ -125,8 +130,9 @@ class StrongAugment(v2.Transform):
     def make_params(self, flat_inputs):
         picks = torch.randint(len(self._ops), (self.num_ops,)).tolist()
         applied = (torch.rand(self.num_ops) < self.prob).tolist()
-        return {"ops": [(self._ops[i].name, self._ops[i].sample_magnitude())
-                        for i, keep in zip(picks, applied) if keep]}
+        return {
+            "ops": [(self._ops[i].name, self._ops[i].sample_magnitude()) for i, keep in zip(picks, applied) if keep]
+        }
 
     def transform(self, inpt, params):
         for name, magnitude in params["ops"]:
@@ -186,8 +192,13 @@ def strong_transform(size, scale, num_ops=5, prob=0.5):
 
 # Views per image besides the key: lists of (crop size, (min scale, max scale)); `strong_key` makes
 # the key a strong view too. Each crop is drawn independently of the others.
-_MULTI_CROPS = ((224, (0.2, 1.0)), (192, (0.172, 0.86)), (160, (0.143, 0.715)),
-                (128, (0.114, 0.571)), (96, (0.086, 0.429)))
+_MULTI_CROPS = (
+    (224, (0.2, 1.0)),
+    (192, (0.172, 0.86)),
+    (160, (0.143, 0.715)),
+    (128, (0.114, 0.571)),
+    (96, (0.086, 0.429)),
+)
 PRESET_VIEWS = {
     "mocov2": {"weak": [(224, (0.2, 1.0))], "strong": [], "strong_key": False},
     "clsa_single": {"weak": [(224, (0.2, 1.0))], "strong": [(96, (0.086, 0.429))], "strong_key": False},
@@ -195,8 +206,7 @@ PRESET_VIEWS = {
     # Table 4 ablations. The strong query is the model's contrastive query.
     "mocov2_strong_query": {"weak": [], "strong": [(224, (0.2, 1.0))], "strong_key": False},
     "mocov2_strong_query_key": {"weak": [], "strong": [(224, (0.2, 1.0))], "strong_key": True},
-    "clsa_single_contrastive": {"weak": [(224, (0.2, 1.0))], "strong": [(96, (0.086, 0.429))],
-                                "strong_key": False},
+    "clsa_single_contrastive": {"weak": [(224, (0.2, 1.0))], "strong": [(96, (0.086, 0.429))], "strong_key": False},
 }
 
 
@@ -213,8 +223,7 @@ class MultiViewTransform:
     view is cropped from it independently.
     """
 
-    def __init__(self, key_size=224, key_scale=(0.2, 1.0), weak=(), strong=(), num_ops=5, prob=0.5,
-                 strong_key=False):
+    def __init__(self, key_size=224, key_scale=(0.2, 1.0), weak=(), strong=(), num_ops=5, prob=0.5, strong_key=False):
         make_key = strong_transform if strong_key else weak_transform
         key_args = (num_ops, prob) if strong_key else ()
         self.key = make_key(key_size, tuple(key_scale), *key_args)
@@ -231,10 +240,11 @@ class MultiViewTransform:
         if isinstance(image, Image.Image):
             image = F.pil_to_tensor(image if image.mode == "RGB" else image.convert("RGB"))
         if image.dtype != torch.uint8 or image.ndim != 3:
-            raise TypeError(f"MultiViewTransform expects a PIL image or a uint8 CHW tensor, got "
-                            f"{image.dtype} of shape {tuple(image.shape)}")
+            raise TypeError(
+                f"MultiViewTransform expects a PIL image or a uint8 CHW tensor, got "
+                f"{image.dtype} of shape {tuple(image.shape)}"
+            )
         return [self.key(image)] + [t(image) for t in self.weak] + [t(image) for t in self.strong]
 
     def __repr__(self):
-        return (f"{type(self).__name__}(key={self.key}, weak={len(self.weak)} views, "
-                f"strong={len(self.strong)} views)")
+        return f"{type(self).__name__}(key={self.key}, weak={len(self.weak)} views, strong={len(self.strong)} views)"

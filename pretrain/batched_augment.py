@@ -16,8 +16,8 @@ Drawing the parameters on the CPU keeps the device free of host syncs: which ima
 is known before any kernel runs. The generator is seeded from (seed, rank, iteration), so a resumed
 run makes the same views and every process makes different ones.
 """
+
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ _JITTER_HIGH = torch.tensor([1.4, 1.4, 1.4, 0.1], dtype=torch.float64)
 def batch_generator(seed, rank, iteration):
     """The CPU generator that draws every augmentation parameter of one batch of one process."""
     state = np.random.SeedSequence((seed, rank, iteration)).generate_state(1, np.uint64)[0]
-    return torch.Generator().manual_seed(int(state) & (2 ** 63 - 1))
+    return torch.Generator().manual_seed(int(state) & (2**63 - 1))
 
 
 def _uniform(shape, low, high, generator):
@@ -103,25 +103,27 @@ def sample_strong_ops(n, num_ops, prob, generator):
     applied = _bernoulli((n, num_ops), prob, generator)
     unit = torch.rand(n, num_ops, generator=generator, dtype=torch.float64)
     low, high, integer = _STRONG_LOW[picks], _STRONG_HIGH[picks], _STRONG_INTEGER[picks]
-    magnitudes = torch.where(integer, torch.floor(low + unit * (high - low + 1)).clamp(max=high),
-                             low + unit * (high - low))
+    magnitudes = torch.where(
+        integer, torch.floor(low + unit * (high - low + 1)).clamp(max=high), low + unit * (high - low)
+    )
     return picks, applied, magnitudes
 
 
 @dataclass
 class ViewParams:
     """Every random draw of one view for a batch of N images (CPU tensors, one row per image)."""
-    boxes: torch.Tensor           # N x 4 (top, left, height, width)
-    jitter: torch.Tensor          # N, colour jitter applied
-    jitter_order: torch.Tensor    # N x 4, a permutation of (brightness, contrast, saturation, hue)
+
+    boxes: torch.Tensor  # N x 4 (top, left, height, width)
+    jitter: torch.Tensor  # N, colour jitter applied
+    jitter_order: torch.Tensor  # N x 4, a permutation of (brightness, contrast, saturation, hue)
     jitter_factors: torch.Tensor  # N x 4, the factors (hue: the shift) in that fixed order
-    grayscale: torch.Tensor       # N
-    blur: torch.Tensor            # N
-    blur_sigma: torch.Tensor      # N
-    flip: torch.Tensor            # N
-    strong_ops: Optional[torch.Tensor] = None         # N x rounds, index into STRONG_OPS
-    strong_applied: Optional[torch.Tensor] = None     # N x rounds
-    strong_magnitudes: Optional[torch.Tensor] = None  # N x rounds
+    grayscale: torch.Tensor  # N
+    blur: torch.Tensor  # N
+    blur_sigma: torch.Tensor  # N
+    flip: torch.Tensor  # N
+    strong_ops: torch.Tensor | None = None  # N x rounds, index into STRONG_OPS
+    strong_applied: torch.Tensor | None = None  # N x rounds
+    strong_magnitudes: torch.Tensor | None = None  # N x rounds
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class PaddedImages:
     roi_align on a GPU (8x, the issue's H200 probe), interpolate on the CPU (4x, benchmarks.md).
     """
 
-    def __init__(self, images, max_pixels=2 ** 25, crop_method=None):
+    def __init__(self, images, max_pixels=2**25, crop_method=None):
         device = images[0].device
         self.crop_method = crop_method or ("interpolate" if device.type == "cpu" else "roi_align")
         self.heights = [image.shape[-2] for image in images]
@@ -167,13 +169,13 @@ class PaddedImages:
                     break
                 members.append(i)
                 height, width = h, w
-            order = order[len(members):]
+            order = order[len(members) :]
             batch = torch.empty(len(members), 3, height, width, device=device)
             for slot, i in enumerate(members):
                 h, w = self.heights[i], self.widths[i]
                 batch[slot, :, :h, :w] = images[i]
-                batch[slot, :, :h, w:] = batch[slot, :, :h, w - 1:w]
-                batch[slot, :, h:] = batch[slot, :, h - 1:h]
+                batch[slot, :, :h, w:] = batch[slot, :, :h, w - 1 : w]
+                batch[slot, :, h:] = batch[slot, :, h - 1 : h]
             self.groups.append((torch.tensor(members), batch.div_(255.0)))
 
     def crops(self, boxes, size):
@@ -183,12 +185,14 @@ class PaddedImages:
         for members, batch in self.groups:
             if self.crop_method == "interpolate":
                 for slot, (top, left, height, width) in enumerate(boxes[members].tolist()):
-                    out[members[slot]] = F.resize(batch[slot, :, top:top + height, left:left + width], [size, size],
-                                                  antialias=True)
+                    out[members[slot]] = F.resize(
+                        batch[slot, :, top : top + height, left : left + width], [size, size], antialias=True
+                    )
                 continue
             top, left, height, width = boxes[members].to(torch.float64).unbind(dim=1)
-            rois = torch.stack([torch.arange(len(members), dtype=torch.float64), left, top, left + width,
-                                top + height], dim=1)
+            rois = torch.stack(
+                [torch.arange(len(members), dtype=torch.float64), left, top, left + width, top + height], dim=1
+            )
             out[members.to(device, non_blocking=True)] = ops.resized_crops(batch, rois, size)
         return out
 
@@ -201,11 +205,22 @@ class BatchedViews:
     be checked alone. `__call__` does both.
     """
 
-    def __init__(self, key_size=224, key_scale=(0.2, 1.0), weak=(), strong=(), num_ops=5, prob=0.5,
-                 strong_key=False, crop_method=None):
-        self.views = ([ViewSpec(key_size, tuple(key_scale), strong_key)]
-                      + [ViewSpec(size, tuple(scale), False) for size, scale in weak]
-                      + [ViewSpec(size, tuple(scale), True) for size, scale in strong])
+    def __init__(
+        self,
+        key_size=224,
+        key_scale=(0.2, 1.0),
+        weak=(),
+        strong=(),
+        num_ops=5,
+        prob=0.5,
+        strong_key=False,
+        crop_method=None,
+    ):
+        self.views = (
+            [ViewSpec(key_size, tuple(key_scale), strong_key)]
+            + [ViewSpec(size, tuple(scale), False) for size, scale in weak]
+            + [ViewSpec(size, tuple(scale), True) for size, scale in strong]
+        )
         self.num_ops, self.prob, self.crop_method = num_ops, prob, crop_method
 
     def sample(self, heights, widths, generator):
@@ -217,15 +232,17 @@ class BatchedViews:
                 boxes=sample_crop_boxes(heights, widths, view.scale, generator),
                 jitter=_bernoulli(n, 0.8, generator),
                 jitter_order=torch.rand(n, 4, generator=generator).argsort(dim=1),
-                jitter_factors=_JITTER_LOW + torch.rand(n, 4, generator=generator, dtype=torch.float64) * (
-                    _JITTER_HIGH - _JITTER_LOW),
+                jitter_factors=_JITTER_LOW
+                + torch.rand(n, 4, generator=generator, dtype=torch.float64) * (_JITTER_HIGH - _JITTER_LOW),
                 grayscale=_bernoulli(n, 0.2, generator),
                 blur=_bernoulli(n, 0.5, generator),
                 blur_sigma=_uniform(n, 0.1, 2.0, generator),
-                flip=_bernoulli(n, 0.5, generator))
+                flip=_bernoulli(n, 0.5, generator),
+            )
             if view.strong:
                 p.strong_ops, p.strong_applied, p.strong_magnitudes = sample_strong_ops(
-                    n, self.num_ops, self.prob, generator)
+                    n, self.num_ops, self.prob, generator
+                )
             params.append(p)
         return params
 
@@ -261,9 +278,13 @@ class BatchedViews:
         for round_ in range(p.strong_ops.shape[1]):
             picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
             magnitudes = p.strong_magnitudes[:, round_]
-            _apply_to(images, applied & (_AFFINE_KIND[picks] >= 0),
-                      lambda x, kinds, m: ops.affine(x, ops.affine_matrices(kinds, m, *size)),
-                      _AFFINE_KIND[picks], magnitudes)
+            _apply_to(
+                images,
+                applied & (_AFFINE_KIND[picks] >= 0),
+                lambda x, kinds, m: ops.affine(x, ops.affine_matrices(kinds, m, *size)),
+                _AFFINE_KIND[picks],
+                magnitudes,
+            )
             for name, op in _PIXEL_OPS.items():
                 _apply_to(images, applied & (picks == _STRONG_NAMES.index(name)), op, magnitudes)
 

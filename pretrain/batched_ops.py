@@ -6,10 +6,12 @@ whole batch at once with a parameter tensor of shape (N,), on whatever device th
 Where v2's kernel is already batched and takes no parameter (grayscale, autocontrast, equalize), it
 is called directly. The tests hold every op against v2.functional image by image.
 """
+
 import torch
 import torch.nn.functional as nnf
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as F
+
 # v2's own RGB <-> HSV conversions (batched, PIL's formulas); adjust_hue only takes a scalar shift.
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
@@ -108,8 +110,11 @@ def gaussian_blur_matrices(length, kernel_size, sigmas):
     n = len(sigmas)
     matrices = torch.zeros(n, length, length, device=device)
     batch = torch.arange(n, device=device).view(-1, 1, 1).expand(n, length, len(taps))
-    matrices.index_put_((batch.flatten(), src.expand(n, -1, -1).flatten(), out.expand_as(src).expand(n, -1, -1).flatten()),
-                        weights.unsqueeze(1).expand(n, length, -1).flatten(), accumulate=True)
+    matrices.index_put_(
+        (batch.flatten(), src.expand(n, -1, -1).flatten(), out.expand_as(src).expand(n, -1, -1).flatten()),
+        weights.unsqueeze(1).expand(n, length, -1).flatten(),
+        accumulate=True,
+    )
     return matrices
 
 
@@ -156,14 +161,16 @@ def affine_matrices(kinds, magnitudes, height, width):
     m = torch.as_tensor(magnitudes, dtype=torch.float64)
     zero, one = torch.zeros_like(m), torch.ones_like(m)
     cos, sin = torch.cos(torch.deg2rad(m)), torch.sin(torch.deg2rad(m))
-    candidates = torch.stack([  # (op, N, 6), in AFFINE_OPS order
-        # input x = x + s * (y + h/2): the top edge stays put.
-        torch.stack([one, m, m * height / 2, zero, one, zero], dim=1),
-        torch.stack([one, zero, zero, m, one, m * width / 2], dim=1),
-        torch.stack([one, zero, -torch.round(m * width), zero, one, zero], dim=1),
-        torch.stack([one, zero, zero, zero, one, -torch.round(m * height)], dim=1),
-        torch.stack([cos, -sin, zero, sin, cos, zero], dim=1),
-    ])
+    candidates = torch.stack(
+        [  # (op, N, 6), in AFFINE_OPS order
+            # input x = x + s * (y + h/2): the top edge stays put.
+            torch.stack([one, m, m * height / 2, zero, one, zero], dim=1),
+            torch.stack([one, zero, zero, m, one, m * width / 2], dim=1),
+            torch.stack([one, zero, -torch.round(m * width), zero, one, zero], dim=1),
+            torch.stack([one, zero, zero, zero, one, -torch.round(m * height)], dim=1),
+            torch.stack([cos, -sin, zero, sin, cos, zero], dim=1),
+        ]
+    )
     kinds = torch.as_tensor(kinds, dtype=torch.long)
     return candidates[kinds, torch.arange(len(kinds))].view(-1, 2, 3)
 
@@ -180,5 +187,6 @@ def resized_crops(images, boxes, size):
     crop shrinks, it averages ceil(crop / size) samples per output pixel along each axis, a box filter,
     where v2's antialiased resize uses a triangle filter of the same width: the tests bound the gap.
     """
-    return roi_align(images, to_device(boxes, images), output_size=(size, size),
-                     spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return roi_align(
+        images, to_device(boxes, images), output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True
+    )

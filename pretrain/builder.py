@@ -3,6 +3,7 @@
 The losses are eq. 1 (contrastive) and eq. 4 (distributional divergence, DDM) of the paper; the
 model, queue and momentum encoder are MoCo's (He et al., 2020; Chen et al., 2020).
 """
+
 import contextlib
 import copy
 
@@ -17,8 +18,9 @@ from torch.utils.checkpoint import checkpoint
 def build_encoder(arch, dim=128, mlp_hidden=2048):
     """torchvision `arch` whose `fc` is the projection head Linear(d, hidden)-ReLU-Linear(hidden, dim)."""
     encoder = torchvision.models.get_model(arch, weights=None)
-    encoder.fc = nn.Sequential(nn.Linear(encoder.fc.in_features, mlp_hidden), nn.ReLU(inplace=True),
-                               nn.Linear(mlp_hidden, dim))
+    encoder.fc = nn.Sequential(
+        nn.Linear(encoder.fc.in_features, mlp_hidden), nn.ReLU(inplace=True), nn.Linear(mlp_hidden, dim)
+    )
     return encoder
 
 
@@ -85,9 +87,20 @@ class CLSA(nn.Module):
     on global rank r is column r * N + i.
     """
 
-    def __init__(self, arch="resnet50", dim=128, mlp_hidden=2048, queue_size=65536, momentum=0.999,
-                 temperature=0.2, ddm_temperature=0.2, ddm_weight=1.0, strong_loss="ddm", shuffle_bn=True,
-                 checkpoint_strong=False):
+    def __init__(
+        self,
+        arch="resnet50",
+        dim=128,
+        mlp_hidden=2048,
+        queue_size=65536,
+        momentum=0.999,
+        temperature=0.2,
+        ddm_temperature=0.2,
+        ddm_weight=1.0,
+        strong_loss="ddm",
+        shuffle_bn=True,
+        checkpoint_strong=False,
+    ):
         super().__init__()
         if strong_loss not in ("ddm", "contrastive"):
             raise ValueError(f"strong_loss must be 'ddm' or 'contrastive', got {strong_loss!r}")
@@ -117,8 +130,10 @@ class CLSA(nn.Module):
     def dequeue_and_enqueue(self, keys):
         queue_size = self.queue.shape[0]
         if queue_size % keys.shape[0]:
-            raise ValueError(f"MODEL.QUEUE_SIZE ({queue_size}) must be a multiple of the global batch "
-                             f"({keys.shape[0]}) so that the queue is replaced in whole batches")
+            raise ValueError(
+                f"MODEL.QUEUE_SIZE ({queue_size}) must be a multiple of the global batch "
+                f"({keys.shape[0]}) so that the queue is replaced in whole batches"
+            )
         slots = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % queue_size
         self.queue.index_copy_(0, slots, keys.to(self.queue.dtype))
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % queue_size)
@@ -135,7 +150,7 @@ class CLSA(nn.Module):
         perm = torch.randperm(images.shape[0], device=images.device)
         dist.broadcast(perm, src=0)
         n = im_k.shape[0]
-        mine = images[perm[rank * n:(rank + 1) * n]]
+        mine = images[perm[rank * n : (rank + 1) * n]]
         if not im_k.is_contiguous():
             mine = mine.contiguous(memory_format=torch.channels_last)
         shuffled = _all_gather(F.normalize(self.encoder_k(mine).float(), dim=1))
@@ -182,7 +197,7 @@ class CLSA(nn.Module):
         with torch.autocast(device_type=im_k.device.type, enabled=False):
             bank = torch.cat([keys, self.queue])
             similarities = [F.normalize(f.float(), dim=1) @ bank.T for f in features]
-            weak_sim, strong_sim = similarities[:len(weak)], similarities[len(weak):]
+            weak_sim, strong_sim = similarities[: len(weak)], similarities[len(weak) :]
             rank, _ = _world()
             labels = torch.arange(im_k.shape[0], device=im_k.device) + rank * im_k.shape[0]
             out = {}
@@ -191,10 +206,10 @@ class CLSA(nn.Module):
             if strong and self.strong_loss == "ddm":
                 out["loss_ddm"] = ddm_loss(weak_sim, strong_sim, self.ddm_temperature)
             elif strong:
-                out["loss_strong_contrastive"] = sum(
-                    contrastive_loss(s / self.temperature, labels) for s in strong_sim)
-            out["loss"] = (out.get("loss_contrastive", 0.0)
-                           + self.ddm_weight * out.get("loss_ddm", out.get("loss_strong_contrastive", 0.0)))
+                out["loss_strong_contrastive"] = sum(contrastive_loss(s / self.temperature, labels) for s in strong_sim)
+            out["loss"] = out.get("loss_contrastive", 0.0) + self.ddm_weight * out.get(
+                "loss_ddm", out.get("loss_strong_contrastive", 0.0)
+            )
             out["top1"] = (similarities[0].argmax(dim=1) == labels).float().mean()
         self.dequeue_and_enqueue(keys)
         return out

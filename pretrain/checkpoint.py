@@ -9,6 +9,7 @@ A checkpoint is a dict that `torch.load(path, weights_only=True)` reads back:
     config      the resolved config as YAML text
     rng         {"torch": CPU RNG state, "cuda": CUDA RNG state (when on a GPU)}
 """
+
 import logging
 import pickle
 import re
@@ -24,9 +25,22 @@ _REQUIRED = ("kind", "model", "optimizer", "iteration", "epoch", "config", "rng"
 # The config keys that define a run: the weight shapes, the loss, the views, the schedule (the batch
 # sets iterations per epoch, hence the lr and the sampler position) and the seed. A checkpoint
 # resumes only a run that agrees on all of them.
-RUN_KEYS = ("MODEL.ARCH", "MODEL.DIM", "MODEL.MLP_HIDDEN", "MODEL.QUEUE_SIZE", "MODEL.STRONG_LOSS",
-            "DATA.VIEWS", "DATA.WEAK_SIZES", "DATA.WEAK_SCALES", "DATA.STRONG_SIZES", "DATA.STRONG_SCALES",
-            "DATA.STRONG_KEY", "SOLVER.BATCH_SIZE", "SOLVER.EPOCHS", "SEED")
+RUN_KEYS = (
+    "MODEL.ARCH",
+    "MODEL.DIM",
+    "MODEL.MLP_HIDDEN",
+    "MODEL.QUEUE_SIZE",
+    "MODEL.STRONG_LOSS",
+    "DATA.VIEWS",
+    "DATA.WEAK_SIZES",
+    "DATA.WEAK_SCALES",
+    "DATA.STRONG_SIZES",
+    "DATA.STRONG_SCALES",
+    "DATA.STRONG_KEY",
+    "SOLVER.BATCH_SIZE",
+    "SOLVER.EPOCHS",
+    "SEED",
+)
 logger = logging.getLogger(__name__)
 
 
@@ -54,8 +68,14 @@ def restore_rng(rng):
 def first_non_finite(state_dict):
     """The name of the first floating-point tensor (weight, BN statistic, queue) holding a NaN or an
     infinity, or None."""
-    return next((name for name, value in state_dict.items()
-                 if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()), None)
+    return next(
+        (
+            name
+            for name, value in state_dict.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+        ),
+        None,
+    )
 
 
 def last_saved(output_dir):
@@ -70,10 +90,18 @@ def save_checkpoint(output_dir, name, model, optimizer, iteration, epoch, config
     """Writes output_dir/name.pth atomically, then points last_checkpoint at it."""
     output_dir = Path(output_dir)
     path = output_dir / f"{name}.pth"
-    atomic_torch_save({
-        "kind": KIND, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "iteration": iteration, "epoch": epoch, "config": config_yaml, "rng": capture_rng(),
-    }, path)
+    atomic_torch_save(
+        {
+            "kind": KIND,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "iteration": iteration,
+            "epoch": epoch,
+            "config": config_yaml,
+            "rng": capture_rng(),
+        },
+        path,
+    )
     with atomic_path(output_dir / "last_checkpoint") as tmp:
         tmp.write_text(path.name)
     return path
@@ -116,35 +144,48 @@ def load_checkpoint(path):
         raise CheckpointError(path, unloadable_reason(path, e, fix="delete it to resume from an older one")) from e
     missing = [k for k in _REQUIRED if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing or checkpoint["kind"] != KIND:
-        raise CheckpointError(path, f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
-                                    f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})")
+        raise CheckpointError(
+            path,
+            f"not a {KIND} checkpoint (missing {missing or 'nothing'}, "
+            f"kind {checkpoint.get('kind') if isinstance(checkpoint, dict) else None!r})",
+        )
     diverged = first_non_finite(checkpoint["model"])
     if diverged:
-        raise CheckpointError(path, f"{diverged} is not finite: the run had diverged when it was saved; "
-                                    f"delete it to resume from an older one")
+        raise CheckpointError(
+            path,
+            f"{diverged} is not finite: the run had diverged when it was saved; delete it to resume from an older one",
+        )
     return checkpoint
 
 
 def check_same_run(path, checkpoint, config_yaml):
     """Raises CheckpointError naming the RUN_KEYS on which `checkpoint` and `config_yaml` differ."""
+
     def lookup(config, key):
         for part in key.split("."):
             config = config.get(part, "<absent>") if isinstance(config, dict) else "<absent>"
         return config
 
     saved, current = yaml.safe_load(checkpoint["config"]) or {}, yaml.safe_load(config_yaml)
-    differing = [f"{key} {lookup(saved, key)!r} -> {lookup(current, key)!r}" for key in RUN_KEYS
-                 if lookup(saved, key) != lookup(current, key)]
+    differing = [
+        f"{key} {lookup(saved, key)!r} -> {lookup(current, key)!r}"
+        for key in RUN_KEYS
+        if lookup(saved, key) != lookup(current, key)
+    ]
     if differing:
-        raise CheckpointError(path, f"written by a different run ({'; '.join(differing)}); resume with the "
-                                    f"checkpoint's own config, or start this run in a new OUTPUT_DIR")
+        raise CheckpointError(
+            path,
+            f"written by a different run ({'; '.join(differing)}); resume with the "
+            f"checkpoint's own config, or start this run in a new OUTPUT_DIR",
+        )
 
 
 def _candidates(output_dir):
     """Checkpoint files, newest first: the one last_checkpoint names, then by iteration."""
     output_dir = Path(output_dir)
-    numbered = sorted(output_dir.glob("model_[0-9]*.pth"),
-                      key=lambda p: int(re.search(r"(\d+)", p.name).group(1)), reverse=True)
+    numbered = sorted(
+        output_dir.glob("model_[0-9]*.pth"), key=lambda p: int(re.search(r"(\d+)", p.name).group(1)), reverse=True
+    )
     files = [output_dir / "model_final.pth"] if (output_dir / "model_final.pth").exists() else []
     files += numbered
     pointer = output_dir / "last_checkpoint"
@@ -168,6 +209,8 @@ def find_resume_checkpoint(output_dir):
         except CheckpointError as e:
             logger.error("%s; falling back to the previous checkpoint", e)
     if files:
-        raise CheckpointError(output_dir, f"no readable checkpoint (tried {[f.name for f in files]}); "
-                                          f"remove them or pick another OUTPUT_DIR")
+        raise CheckpointError(
+            output_dir,
+            f"no readable checkpoint (tried {[f.name for f in files]}); remove them or pick another OUTPUT_DIR",
+        )
     return None

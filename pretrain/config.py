@@ -4,6 +4,7 @@ The defaults are CLSA-Single (paper sections 3.3 and 4.1); the presets in pretra
 from them through _BASE_ (fvcore's yacs CfgNode, the one detectron2 uses) and change only what
 differs. A key that is not defined here is an error.
 """
+
 from fvcore.common.config import CfgNode as CN
 
 _C = CN()

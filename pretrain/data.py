@@ -5,6 +5,7 @@ A corrupt or unreadable image is skipped, not fatal: one bad file in 1.28M must 
 days. It is logged once per file and process, counted in a counter shared by the DataLoader workers,
 and replaced by the next readable image so that every batch keeps its size.
 """
+
 import logging
 import multiprocessing
 import os
@@ -28,8 +29,9 @@ def check_image_root(root):
     image. Images are decoded in walk order until one reads: one file in a healthy data set."""
     root = os.fspath(root)
     if not os.path.exists(root):
-        raise FileNotFoundError(f"Image root {root!r} does not exist; point DATA.ROOT at a folder laid out "
-                                f"as {_LAYOUT}")
+        raise FileNotFoundError(
+            f"Image root {root!r} does not exist; point DATA.ROOT at a folder laid out as {_LAYOUT}"
+        )
     if not os.path.isdir(root):
         raise ValueError(f"Image root {root!r} is a file, not a folder; expected {_LAYOUT}")
     class_dirs = sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
@@ -50,10 +52,14 @@ def check_image_root(root):
                         unreadable.append((os.path.join(dirpath, name), error))
     if unreadable:
         path, error = unreadable[0]
-        raise ValueError(f"Image root {root!r}: none of its {len(unreadable)} images can be read (first: {path}, "
-                         f"{type(error).__name__}: {error}); replace the files or point DATA.ROOT elsewhere")
-    raise ValueError(f"Image root {root!r} has {len(class_dirs)} class folders but no images "
-                     f"({', '.join(IMG_EXTENSIONS)}) in them; expected {_LAYOUT}")
+        raise ValueError(
+            f"Image root {root!r}: none of its {len(unreadable)} images can be read (first: {path}, "
+            f"{type(error).__name__}: {error}); replace the files or point DATA.ROOT elsewhere"
+        )
+    raise ValueError(
+        f"Image root {root!r} has {len(class_dirs)} class folders but no images "
+        f"({', '.join(IMG_EXTENSIONS)}) in them; expected {_LAYOUT}"
+    )
 
 
 class PretrainImageFolder(ImageFolder):
@@ -97,8 +103,9 @@ class PretrainImageFolder(ImageFolder):
             self._skipped.value += 1
         if path not in self._warned:
             self._warned.add(path)
-            logger.warning("Skipping unreadable image %s (%s: %s); using the next image instead",
-                           path, type(error).__name__, error)
+            logger.warning(
+                "Skipping unreadable image %s (%s: %s); using the next image instead", path, type(error).__name__, error
+            )
 
 
 def _read_bytes(path):

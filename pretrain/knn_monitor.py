@@ -8,6 +8,7 @@ process extracts its share. The evaluation draws nothing from the training's ran
 leaves the encoder in the mode it found it, so a run trains the same weights with the monitor as
 without it.
 """
+
 import logging
 import time
 
@@ -41,8 +42,11 @@ def image_splits(cfg):
         train, val = image_folders(cfg.KNN.ROOT, train_transform=transform, val_transform=transform)
     except DatasetError as error:
         raise ValueError(f"KNN.ROOT: {error}") from None
-    return (first_per_class(train, cfg.KNN.TRAIN_PER_CLASS), first_per_class(val, cfg.KNN.VAL_PER_CLASS),
-            len(train.classes))
+    return (
+        first_per_class(train, cfg.KNN.TRAIN_PER_CLASS),
+        first_per_class(val, cfg.KNN.VAL_PER_CLASS),
+        len(train.classes),
+    )
 
 
 class KnnMonitor:
@@ -51,8 +55,13 @@ class KnnMonitor:
         self.cfg, self.device, self.iters_per_epoch, self.amp = cfg.KNN, device, iters_per_epoch, amp
         self.num_workers, self.seconds = cfg.DATA.NUM_WORKERS, 0.0
         period = f"{cfg.KNN.PERIOD_ITERS} iterations" if cfg.KNN.PERIOD_ITERS else f"{cfg.KNN.PERIOD_EPOCHS} epoch(s)"
-        logger.info("kNN monitor: %d train and %d val images of %s, every %s", len(self.train_set),
-                    len(self.val_set), cfg.KNN.ROOT, period)
+        logger.info(
+            "kNN monitor: %d train and %d val images of %s, every %s",
+            len(self.train_set),
+            len(self.val_set),
+            cfg.KNN.ROOT,
+            period,
+        )
 
     def due(self, iteration, last):
         """Whether to evaluate after 0-based `iteration`; the same answer on every process."""
@@ -71,8 +80,9 @@ class KnnMonitor:
         encoder.eval()
         try:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                metrics = knn_accuracy(trunk, self.train_set, self.val_set, self.num_classes, self.device,
-                                       num_workers=self.num_workers)
+                metrics = knn_accuracy(
+                    trunk, self.train_set, self.val_set, self.num_classes, self.device, num_workers=self.num_workers
+                )
         finally:
             encoder.train(was_training)
         seconds = time.perf_counter() - start
@@ -80,7 +90,8 @@ class KnnMonitor:
         metrics = {f"knn/{name}": value for name, value in metrics.items()}
         if writer:
             writer.write(iteration, {**metrics, "knn/seconds": seconds})
-        shown = "  ".join(f"{name.removeprefix('knn/')} {value:.1f}" for name, value in metrics.items()
-                          if name.startswith("knn/top1"))
+        shown = "  ".join(
+            f"{name.removeprefix('knn/')} {value:.1f}" for name, value in metrics.items() if name.startswith("knn/top1")
+        )
         logger.info("kNN at iteration %d: %s (%.1f s)", iteration, shown, seconds)
         return metrics

@@ -6,6 +6,7 @@ It pretrains with the recipe pretrain/configs/cpu/learning_check.yaml on the sha
 not already good), and reads the kNN monitor's top-1 at k = 20 on the set's val split before the
 first step and after the last, from metrics.json.
 """
+
 import json
 from pathlib import Path
 
@@ -32,8 +33,24 @@ def run(out, seed=0, *overrides):
     {"init": top-1 %, "pretrained": top-1 %, "margin": points, "passed": bool}."""
     out = Path(out)
     shapes = generate_shapes(out, seed=seed)
-    main(parse_args(["--config-file", str(RECIPE), "--resume", "auto", "DATA.ROOT", str(shapes / "train"),
-                     "KNN.ROOT", str(shapes), "OUTPUT_DIR", str(out / "pretrain"), "SEED", str(seed), *overrides]))
+    main(
+        parse_args(
+            [
+                "--config-file",
+                str(RECIPE),
+                "--resume",
+                "auto",
+                "DATA.ROOT",
+                str(shapes / "train"),
+                "KNN.ROOT",
+                str(shapes),
+                "OUTPUT_DIR",
+                str(out / "pretrain"),
+                "SEED",
+                str(seed),
+                *overrides,
+            ]
+        )
+    )
     init, pretrained = knn_before_and_after(out / "pretrain" / "metrics.json")
-    return {"init": init, "pretrained": pretrained, "margin": pretrained - init,
-            "passed": pretrained - init >= MARGIN}
+    return {"init": init, "pretrained": pretrained, "margin": pretrained - init, "passed": pretrained - init >= MARGIN}

@@ -5,6 +5,7 @@ permutation at the batch it stopped at, and each image's random crops and colour
 neither the process count, the worker count nor what ran before. (The batched path draws its views
 from (seed, rank, iteration) instead: pretrain/batched_augment.py.)
 """
+
 import signal
 
 import numpy as np
@@ -58,7 +59,7 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __iter__(self):
         indices = list(super().__iter__())
-        return iter(indices[self.start_batch * self.batch_size:self.batches_per_epoch * self.batch_size])
+        return iter(indices[self.start_batch * self.batch_size : self.batches_per_epoch * self.batch_size])
 
     def __len__(self):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
@@ -93,7 +94,15 @@ def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_m
     """A DataLoader over `dataset` (wrapped in SeededViews) and its resumable sampler."""
     seeded = SeededViews(dataset, seed)
     sampler = ResumableDistributedSampler(seeded, world_size, rank, batch_size, seed)
-    loader = PreemptibleDataLoader(seeded, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                                   pin_memory=pin_memory, drop_last=True, persistent_workers=False,
-                                   collate_fn=collate_fn, worker_init_fn=_ignore_stop_signals)
+    loader = PreemptibleDataLoader(
+        seeded,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=True,
+        persistent_workers=False,
+        collate_fn=collate_fn,
+        worker_init_fn=_ignore_stop_signals,
+    )
     return loader, sampler, seeded

@@ -7,6 +7,7 @@
 A plain `python pretrain/main.py` starts one process per GPU itself (--num-gpus, default all; one
 process on a machine without GPU); under torchrun it is one of torchrun's processes.
 """
+
 import argparse
 import functools
 import json
@@ -17,9 +18,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -33,8 +34,16 @@ from common.io import atomic_path, remove_stale_temp_files
 from pretrain.augment import PRESET_VIEWS, MultiViewTransform
 from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
-from pretrain.checkpoint import (CheckpointError, check_same_run, find_resume_checkpoint, first_non_finite,
-                                 last_saved, load_checkpoint, restore_rng, save_checkpoint)
+from pretrain.checkpoint import (
+    CheckpointError,
+    check_same_run,
+    find_resume_checkpoint,
+    first_non_finite,
+    last_saved,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.knn_monitor import KnnMonitor, image_splits
@@ -44,26 +53,52 @@ logger = logging.getLogger("pretrain")
 
 
 def parse_args(argv=None):
-    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
-                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
-    parser.add_argument("--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml")
-    parser.add_argument("--resume", default="", metavar="auto|PATH",
-                        help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
-                             "or a checkpoint file")
-    parser.add_argument("--num-gpus", type=at_least(1), default=None,
-                        help="processes to start on this machine (default: one per GPU, or 1 without GPU); "
-                             "ignored under torchrun")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="KEY VALUE",
-                        help="config overrides, e.g. SOLVER.BATCH_SIZE 512")
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
+    parser.add_argument(
+        "--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml"
+    )
+    parser.add_argument(
+        "--resume",
+        default="",
+        metavar="auto|PATH",
+        help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
+        "or a checkpoint file",
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=at_least(1),
+        default=None,
+        help="processes to start on this machine (default: one per GPU, or 1 without GPU); ignored under torchrun",
+    )
+    parser.add_argument(
+        "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. SOLVER.BATCH_SIZE 512"
+    )
     slurm.add_arguments(parser)
     return parser.parse_args(argv)
 
 
 # Config values outside these ranges are refused by setup (a batch of 0 would divide by zero later).
-_POSITIVE = ("SOLVER.BATCH_SIZE", "SOLVER.BASE_LR", "SOLVER.EPOCHS", "SOLVER.CHECKPOINT_PERIOD", "MODEL.QUEUE_SIZE",
-             "MODEL.DIM", "MODEL.MLP_HIDDEN", "LOG_PERIOD")
-_NON_NEGATIVE = ("SOLVER.MAX_ITER", "SOLVER.CHECKPOINT_PERIOD_ITERS", "SOLVER.WARMUP_EPOCHS", "SOLVER.MOMENTUM",
-                 "SOLVER.WEIGHT_DECAY", "MODEL.DDM_WEIGHT", "DATA.NUM_WORKERS")
+_POSITIVE = (
+    "SOLVER.BATCH_SIZE",
+    "SOLVER.BASE_LR",
+    "SOLVER.EPOCHS",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "MODEL.QUEUE_SIZE",
+    "MODEL.DIM",
+    "MODEL.MLP_HIDDEN",
+    "LOG_PERIOD",
+)
+_NON_NEGATIVE = (
+    "SOLVER.MAX_ITER",
+    "SOLVER.CHECKPOINT_PERIOD_ITERS",
+    "SOLVER.WARMUP_EPOCHS",
+    "SOLVER.MOMENTUM",
+    "SOLVER.WEIGHT_DECAY",
+    "MODEL.DDM_WEIGHT",
+    "DATA.NUM_WORKERS",
+)
 
 
 def setup(args, world_size):
@@ -76,12 +111,15 @@ def setup(args, world_size):
         if args.config_file:
             cfg.merge_from_file(args.config_file)
     except (KeyError, AssertionError) as e:
-        raise KeyError(f"{args.config_file}: {e.args[0]}; the keys and their defaults are in pretrain/config.py") from None
+        raise KeyError(
+            f"{args.config_file}: {e.args[0]}; the keys and their defaults are in pretrain/config.py"
+        ) from None
     try:
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError) as e:
-        raise KeyError(f"{e.args[0]} in the command-line overrides; the keys and their defaults are in "
-                       f"pretrain/config.py") from None
+        raise KeyError(
+            f"{e.args[0]} in the command-line overrides; the keys and their defaults are in pretrain/config.py"
+        ) from None
     cfg.freeze()
 
     for key in _POSITIVE + _NON_NEGATIVE:
@@ -90,23 +128,30 @@ def setup(args, world_size):
             raise ValueError(f"{key} is {value}; it must be {'greater than' if key in _POSITIVE else 'at least'} 0")
     batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
     if batch % world_size:
-        raise ValueError(f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the "
-                         f"{world_size} processes")
+        raise ValueError(
+            f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the {world_size} processes"
+        )
     if queue % batch:
-        raise ValueError(f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
-                         f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}")
+        raise ValueError(
+            f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
+            f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}"
+        )
     if cfg.DATA.VIEWS and cfg.DATA.VIEWS not in PRESET_VIEWS:
-        raise ValueError(f"DATA.VIEWS {cfg.DATA.VIEWS!r} is not one of {sorted(PRESET_VIEWS)} "
-                         f"(or '' for DATA.WEAK_SIZES/...)")
+        raise ValueError(
+            f"DATA.VIEWS {cfg.DATA.VIEWS!r} is not one of {sorted(PRESET_VIEWS)} (or '' for DATA.WEAK_SIZES/...)"
+        )
     if cfg.DATA.AUGMENT not in ("auto", "workers", "batched"):
         raise ValueError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'workers', 'batched'")
     if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
-        raise ValueError("MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); "
-                         "use MODEL.SHUFFLE_BN on the CPU")
+        raise ValueError(
+            "MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); use MODEL.SHUFFLE_BN on the CPU"
+        )
     views = view_settings(cfg)
     if cfg.MODEL.STRONG_LOSS == "ddm" and views["strong"] and not views["weak"]:
-        raise ValueError("MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
-                         "set MODEL.STRONG_LOSS contrastive or add a weak view")
+        raise ValueError(
+            "MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
+            "set MODEL.STRONG_LOSS contrastive or add a weak view"
+        )
     if cfg.KNN.ROOT:
         image_splits(cfg)
     return cfg
@@ -119,8 +164,11 @@ def view_settings(cfg):
     d = cfg.DATA
     if len(d.WEAK_SIZES) != len(d.WEAK_SCALES) or len(d.STRONG_SIZES) != len(d.STRONG_SCALES):
         raise ValueError("DATA.WEAK_SIZES/WEAK_SCALES and DATA.STRONG_SIZES/STRONG_SCALES need one scale pair per size")
-    return {"weak": list(zip(d.WEAK_SIZES, map(tuple, d.WEAK_SCALES))),
-            "strong": list(zip(d.STRONG_SIZES, map(tuple, d.STRONG_SCALES))), "strong_key": d.STRONG_KEY}
+    return {
+        "weak": list(zip(d.WEAK_SIZES, map(tuple, d.WEAK_SCALES))),
+        "strong": list(zip(d.STRONG_SIZES, map(tuple, d.STRONG_SCALES))),
+        "strong_key": d.STRONG_KEY,
+    }
 
 
 def learning_rate(cfg, iteration, iters_per_epoch):
@@ -136,7 +184,7 @@ def learning_rate(cfg, iteration, iters_per_epoch):
 def train_step(net, optimizer, views, num_weak, amp):
     """One SGD step on [key, *weak, *strong] views; returns the model's outputs, still on the device."""
     with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=amp):
-        out = net(views[0], views[1:1 + num_weak], views[1 + num_weak:])
+        out = net(views[0], views[1 : 1 + num_weak], views[1 + num_weak :])
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     optimizer.step()
@@ -182,8 +230,9 @@ class MetricsWriter:
 
         path = Path(output_dir) / "metrics.json"
         if path.is_file():
-            kept = [line for line in path.read_text().splitlines(keepends=True)
-                    if -1 < _logged_iteration(line) < start_iter]
+            kept = [
+                line for line in path.read_text().splitlines(keepends=True) if -1 < _logged_iteration(line) < start_iter
+            ]
             with atomic_path(path) as tmp:
                 tmp.write_text("".join(kept))
         self.json = open(path, "a")
@@ -221,14 +270,21 @@ class PretrainData:
     seeded: SeededViews
     batched: bool
     views_on_device: Callable  # (loader batch, indices, iteration) -> [key, *weak, *strong] on the device
-    stream: Optional[torch.cuda.Stream]  # where the views are made on a GPU
+    stream: torch.cuda.Stream | None  # where the views are made on a GPU
 
 
 def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_format=torch.contiguous_format):
     """The data set, loader and view maker of DATA.AUGMENT for one process of `world_size`."""
     views = view_settings(cfg)
-    view_args = (cfg.DATA.KEY_SIZE, cfg.DATA.KEY_SCALE, views["weak"], views["strong"], cfg.DATA.STRONG_NUM_OPS,
-                 cfg.DATA.STRONG_PROB, views["strong_key"])
+    view_args = (
+        cfg.DATA.KEY_SIZE,
+        cfg.DATA.KEY_SCALE,
+        views["weak"],
+        views["strong"],
+        cfg.DATA.STRONG_NUM_OPS,
+        cfg.DATA.STRONG_PROB,
+        views["strong_key"],
+    )
     batched = cfg.DATA.AUGMENT == "batched" or (cfg.DATA.AUGMENT == "auto" and device.type == "cuda")
     if batched:
         dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT), BatchedViews(*view_args)
@@ -241,10 +297,18 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
 
         def views_on_device(views, indices, iteration):
             return [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
+
     # Pinned memory speeds up the copy of finished views; JPEG bytes are read by the decoder on the host.
-    loader, sampler, seeded = build_loader(dataset, cfg.SOLVER.BATCH_SIZE // world_size, rank, world_size, cfg.SEED,
-                                           cfg.DATA.NUM_WORKERS, pin_memory=device.type == "cuda" and not batched,
-                                           collate_fn=collate_encoded if batched else None)
+    loader, sampler, seeded = build_loader(
+        dataset,
+        cfg.SOLVER.BATCH_SIZE // world_size,
+        rank,
+        world_size,
+        cfg.SEED,
+        cfg.DATA.NUM_WORKERS,
+        pin_memory=device.type == "cuda" and not batched,
+        collate_fn=collate_encoded if batched else None,
+    )
     # One stream for the whole run: the caching allocator keeps freed blocks per stream.
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device, stream)
@@ -285,8 +349,13 @@ def train(cfg, resume, rank, world_size, local_rank):
     # A gloo group for the per-step "was anyone signalled" vote: it never waits for the GPU.
     control = None if world_size == 1 else (dist.new_group(backend="gloo") if cuda else dist.group.WORLD)
     # Before config.yaml is overwritten: a checkpoint of another run stops here and loses nothing.
-    found = (find_resume_checkpoint(output_dir) if resume == "auto"
-             else (resume, load_checkpoint(resume)) if resume else None)
+    found = (
+        find_resume_checkpoint(output_dir)
+        if resume == "auto"
+        else (resume, load_checkpoint(resume))
+        if resume
+        else None
+    )
     if found:
         check_same_run(*found, cfg.dump())
     if rank == 0:
@@ -294,24 +363,47 @@ def train(cfg, resume, rank, world_size, local_rank):
             logger.info("removed %s, left by a run killed while writing it", path)
         with atomic_path(output_dir / "config.yaml") as tmp:
             tmp.write_text(cfg.dump())
-    logger.info("%d process(es) on %s, global batch %d, bf16 autocast %s, %s", world_size, device.type,
-                cfg.SOLVER.BATCH_SIZE, amp, memory_format)
+    logger.info(
+        "%d process(es) on %s, global batch %d, bf16 autocast %s, %s",
+        world_size,
+        device.type,
+        cfg.SOLVER.BATCH_SIZE,
+        amp,
+        memory_format,
+    )
     if world_size == 1 and cfg.MODEL.SHUFFLE_BN:
         logger.info("one process: shuffle-BN has nothing to shuffle across and is a no-op")
 
     torch.manual_seed(cfg.SEED)  # the same initial weights and queue on every process
     m = cfg.MODEL
-    model = CLSA(m.ARCH, m.DIM, m.MLP_HIDDEN, m.QUEUE_SIZE, m.MOMENTUM, m.TEMPERATURE, m.DDM_TEMPERATURE,
-                 m.DDM_WEIGHT, m.STRONG_LOSS, shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN, checkpoint_strong=m.CHECKPOINT_STRONG)
+    model = CLSA(
+        m.ARCH,
+        m.DIM,
+        m.MLP_HIDDEN,
+        m.QUEUE_SIZE,
+        m.MOMENTUM,
+        m.TEMPERATURE,
+        m.DDM_TEMPERATURE,
+        m.DDM_WEIGHT,
+        m.STRONG_LOSS,
+        shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN,
+        checkpoint_strong=m.CHECKPOINT_STRONG,
+    )
     if m.SYNC_BN:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device, memory_format=memory_format)
     s = cfg.SOLVER
-    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=s.BASE_LR, momentum=s.MOMENTUM,
-                                weight_decay=s.WEIGHT_DECAY, fused=True if cuda else None)
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(),
+        lr=s.BASE_LR,
+        momentum=s.MOMENTUM,
+        weight_decay=s.WEIGHT_DECAY,
+        fused=True if cuda else None,
+    )
 
-    data = build_data(cfg, device, rank, world_size, view_dtype=torch.bfloat16 if amp else torch.float32,
-                      memory_format=memory_format)
+    data = build_data(
+        cfg, device, rank, world_size, view_dtype=torch.bfloat16 if amp else torch.float32, memory_format=memory_format
+    )
     dataset, sampler = data.dataset, data.sampler
     logger.info("views made %s", f"in batches on {device.type}" if data.batched else "per image in DataLoader workers")
     iters_per_epoch = sampler.batches_per_epoch
@@ -332,8 +424,11 @@ def train(cfg, resume, rank, world_size, local_rank):
     if s.COMPILE:
         model.encoder_q.compile()
         model.encoder_k.compile()
-    net = model if world_size == 1 else DistributedDataParallel(
-        model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)  # the queue is identical by construction
+    net = (
+        model
+        if world_size == 1
+        else DistributedDataParallel(model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)
+    )  # the queue is identical by construction
     num_weak = len(view_settings(cfg)["weak"])
 
     writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
@@ -368,19 +463,27 @@ def train(cfg, resume, rank, world_size, local_rank):
         bad_loss, bad_state = flags.tolist()
         if bad_loss < 0 and not bad_state:
             return
-        what = (f"non-finite loss at iteration {bad_loss}" if bad_loss >= 0 else
-                f"the state after iteration {iteration} diverged ({diverged or 'on another process'})")
+        what = (
+            f"non-finite loss at iteration {bad_loss}"
+            if bad_loss >= 0
+            else f"the state after iteration {iteration} diverged ({diverged or 'on another process'})"
+        )
         good = last_saved(output_dir)
-        restart = (f"the last good checkpoint is {good}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
-                   f"disable SOLVER.AMP, and rerun with --resume auto" if good else
-                   f"no checkpoint was saved in {output_dir}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
-                   f"disable SOLVER.AMP, and start again")
+        restart = (
+            f"the last good checkpoint is {good}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+            f"disable SOLVER.AMP, and rerun with --resume auto"
+            if good
+            else f"no checkpoint was saved in {output_dir}: lower SOLVER.BASE_LR or MODEL.DDM_TEMPERATURE, or "
+            f"disable SOLVER.AMP, and start again"
+        )
         raise FloatingPointError(f"{what}; stopped without saving; {restart}")
 
     def checkpoint(name, iteration, probe):
         stop_if_diverged(iteration, probe)
         if rank == 0:
-            path = save_checkpoint(output_dir, name, model, optimizer, iteration, iteration // iters_per_epoch, cfg.dump())
+            path = save_checkpoint(
+                output_dir, name, model, optimizer, iteration, iteration // iters_per_epoch, cfg.dump()
+            )
             logger.info("saved %s", path)
         if control is not None:
             dist.barrier(group=control)
@@ -414,22 +517,33 @@ def train(cfg, resume, rank, world_size, local_rank):
                     dist.all_reduce(window_sums)
                 means = (window_sums / (window_count * world_size)).tolist()
                 elapsed = time.perf_counter() - window_start
-                metrics = {**dict(zip(names, means)), "lr": lr,
-                           "img_per_s": window_count * s.BATCH_SIZE / elapsed,
-                           "data_time": data_time / window_count, "data_time_share": data_time / elapsed,
-                           "skipped_images": dataset.num_skipped}
+                metrics = {
+                    **dict(zip(names, means)),
+                    "lr": lr,
+                    "img_per_s": window_count * s.BATCH_SIZE / elapsed,
+                    "data_time": data_time / window_count,
+                    "data_time_share": data_time / elapsed,
+                    "skipped_images": dataset.num_skipped,
+                }
                 if writer:
                     writer.write(iteration, metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.4g}",
-                                img_s=f"{metrics['img_per_s']:.1f}", data=f"{metrics['data_time_share']:.0%}")
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.3f}",
+                    lr=f"{lr:.4g}",
+                    img_s=f"{metrics['img_per_s']:.1f}",
+                    data=f"{metrics['data_time_share']:.0%}",
+                )
                 window_sums, window_count, data_time, window_start = None, 0, 0.0, time.perf_counter()
 
             stopping = stop.agreed(control)
             completed_epochs, epoch_end = divmod(iteration + 1, iters_per_epoch)
             if last:
                 checkpoint("model_final", iteration, batch_views)
-            elif (stopping or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
-                  or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)):
+            elif (
+                stopping
+                or (epoch_end == 0 and completed_epochs % s.CHECKPOINT_PERIOD == 0)
+                or (s.CHECKPOINT_PERIOD_ITERS and (iteration + 1) % s.CHECKPOINT_PERIOD_ITERS == 0)
+            ):
                 checkpoint(f"model_{iteration:07d}", iteration, batch_views)
             if monitor and monitor.due(iteration, last):
                 monitor.evaluate(model.encoder_q, iteration, writer)
@@ -442,8 +556,11 @@ def train(cfg, resume, rank, world_size, local_rank):
             fetch_start = time.perf_counter()
     bar.close()
     if monitor:
-        logger.info("kNN monitor: %.0f s, %.1f%% of the run", monitor.seconds,
-                    100 * monitor.seconds / (time.perf_counter() - run_start))
+        logger.info(
+            "kNN monitor: %.0f s, %.1f%% of the run",
+            monitor.seconds,
+            100 * monitor.seconds / (time.perf_counter() - run_start),
+        )
     if dataset.num_skipped:
         logger.warning("%d reads of unreadable images were skipped (see the warnings above)", dataset.num_skipped)
     if writer:
@@ -482,8 +599,13 @@ def configure(args, world_size=None):
     can fix, before anything is written."""
     torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if world_size is None:
-        world_size = (int(os.environ["WORLD_SIZE"]) if torchrun else
-                      args.num_gpus if args.num_gpus is not None else max(torch.cuda.device_count(), 1))
+        world_size = (
+            int(os.environ["WORLD_SIZE"])
+            if torchrun
+            else args.num_gpus
+            if args.num_gpus is not None
+            else max(torch.cuda.device_count(), 1)
+        )
     cfg = setup(args, world_size)
     check_image_root(cfg.DATA.ROOT)
     if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
@@ -528,8 +650,14 @@ if __name__ == "__main__":
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         sys.exit(2)
     if flags:
-        slurm.submit(flags, slurm.Job("pretrain.main:run_argv", job_argv, ["--resume", "auto"], task_per_gpu=True,
-                                      stop_signal=signal.SIGUSR1), configured[0].OUTPUT_DIR, "clsa-pretrain")
+        slurm.submit(
+            flags,
+            slurm.Job(
+                "pretrain.main:run_argv", job_argv, ["--resume", "auto"], task_per_gpu=True, stop_signal=signal.SIGUSR1
+            ),
+            configured[0].OUTPUT_DIR,
+            "clsa-pretrain",
+        )
         sys.exit(0)
     try:
         main(args, configured)

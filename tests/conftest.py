@@ -3,6 +3,7 @@
 detectron2 reads DETECTRON2_DATASETS when its builtin data sets are first imported, so the variable
 is set here, before any test module imports detectron2.
 """
+
 import atexit
 import os
 import shutil

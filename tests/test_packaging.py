@@ -1,7 +1,8 @@
 """The project's declared dependencies (pyproject.toml) and the set the set-up installs agree."""
-import tomllib
+
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]

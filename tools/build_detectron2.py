@@ -9,6 +9,7 @@ instead of building something half-corrected.
 
 Usage: python tools/build_detectron2.py SDIST_SOURCE_DIR
 """
+
 import argparse
 import re
 import sys
@@ -20,28 +21,58 @@ NUMPY_ALIAS = re.compile(r"\bnp\.(bool|int|float|str|object)\b")
 
 # (file, old text, new text, occurrences, why)
 EDITS = [
-    ("setup.py", "    ext_modules=get_extensions(),", "    ext_modules=[],", 1,
-     "the sdist has no C++ sources (detectron2/layers/csrc); build the pure-Python package"),
-    ("setup.py", 'package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
-     'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},', 1,
-     "get_model_zoo_configs() globs a top-level configs/ that the sdist does not have (it ships "
-     "them under detectron2/model_zoo/configs), so model_zoo.get_config_file found nothing"),
-    ("setup.py", 'find_packages(exclude=("configs", "tests*"))', 'find_packages(exclude=("configs", "tests*", "tools*"))',
-     1, "the sdist's tools/ would install as a top-level package named tools, which shadows this suite's"),
-    ("detectron2/data/transforms/transform.py", "interp=Image.LINEAR", "interp=Image.BILINEAR", 1,
-     "Pillow 10 removed Image.LINEAR, an alias of BILINEAR"),
-    ("detectron2/data/common.py", "self._rng.sample(self._fallback_candidates, k=1)",
-     "self._rng.sample(sorted(self._fallback_candidates), k=1)", 1,
-     "random.sample refuses a set since Python 3.11, so MapDataset failed whenever a mapper returned None"),
-    ("detectron2/engine/hooks.py", "isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler)",
-     "isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler)", 2,
-     "torch 2 schedulers derive from LRScheduler, not _LRScheduler: the LRScheduler hook did not "
-     "checkpoint them (its two checks)"),
+    (
+        "setup.py",
+        "    ext_modules=get_extensions(),",
+        "    ext_modules=[],",
+        1,
+        "the sdist has no C++ sources (detectron2/layers/csrc); build the pure-Python package",
+    ),
+    (
+        "setup.py",
+        'package_data={"detectron2.model_zoo": get_model_zoo_configs()},',
+        'package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py"]},',
+        1,
+        "get_model_zoo_configs() globs a top-level configs/ that the sdist does not have (it ships "
+        "them under detectron2/model_zoo/configs), so model_zoo.get_config_file found nothing",
+    ),
+    (
+        "setup.py",
+        'find_packages(exclude=("configs", "tests*"))',
+        'find_packages(exclude=("configs", "tests*", "tools*"))',
+        1,
+        "the sdist's tools/ would install as a top-level package named tools, which shadows this suite's",
+    ),
+    (
+        "detectron2/data/transforms/transform.py",
+        "interp=Image.LINEAR",
+        "interp=Image.BILINEAR",
+        1,
+        "Pillow 10 removed Image.LINEAR, an alias of BILINEAR",
+    ),
+    (
+        "detectron2/data/common.py",
+        "self._rng.sample(self._fallback_candidates, k=1)",
+        "self._rng.sample(sorted(self._fallback_candidates), k=1)",
+        1,
+        "random.sample refuses a set since Python 3.11, so MapDataset failed whenever a mapper returned None",
+    ),
+    (
+        "detectron2/engine/hooks.py",
+        "isinstance(self.scheduler, torch.optim.lr_scheduler._LRScheduler)",
+        "isinstance(self.scheduler, torch.optim.lr_scheduler.LRScheduler)",
+        2,
+        "torch 2 schedulers derive from LRScheduler, not _LRScheduler: the LRScheduler hook did not "
+        "checkpoint them (its two checks)",
+    ),
 ]
 
 # Stands in for the compiled extension, so the four modules that import it at module level import.
 # The R50-C4 models need none of its ops (ROIAlign and NMS come from torchvision).
-MISSING_OPS_MODULE = '''"""Placeholder for detectron2's C++ extension: this build has none (tools/build_detectron2.py)."""
+MISSING_OPS_MODULE = '''"""Placeholder for detectron2's C++ extension: this build has none.
+
+Written by the suite's tools/build_detectron2.py.
+"""
 
 FIX = "install upstream detectron2: pip install 'git+https://github.com/facebookresearch/detectron2.git'"
 

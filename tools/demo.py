@@ -13,6 +13,7 @@ Every step is skipped when its output exists, so a second `make demo` reuses wha
 are smoke-scale numbers on synthetic data: they show that each stage runs and is wired to its metric,
 not what the paper reports.
 """
+
 import argparse
 import os
 import subprocess
@@ -26,9 +27,28 @@ REPO = Path(__file__).resolve().parent.parent
 
 # CLSA-Single with the paper's losses and view structure, at crop sizes a CPU gets through quickly.
 PRETRAIN_OVERRIDES = [
-    "DATA.VIEWS", "", "DATA.KEY_SIZE", "64", "DATA.WEAK_SIZES", "[64]", "DATA.WEAK_SCALES", "[(0.2, 1.0)]",
-    "DATA.STRONG_SIZES", "[32]", "DATA.STRONG_SCALES", "[(0.086, 0.429)]", "SOLVER.BATCH_SIZE", "16",
-    "MODEL.QUEUE_SIZE", "256", "SOLVER.MAX_ITER", "6", "DATA.NUM_WORKERS", "1", "LOG_PERIOD", "2",
+    "DATA.VIEWS",
+    "",
+    "DATA.KEY_SIZE",
+    "64",
+    "DATA.WEAK_SIZES",
+    "[64]",
+    "DATA.WEAK_SCALES",
+    "[(0.2, 1.0)]",
+    "DATA.STRONG_SIZES",
+    "[32]",
+    "DATA.STRONG_SCALES",
+    "[(0.086, 0.429)]",
+    "SOLVER.BATCH_SIZE",
+    "16",
+    "MODEL.QUEUE_SIZE",
+    "256",
+    "SOLVER.MAX_ITER",
+    "6",
+    "DATA.NUM_WORKERS",
+    "1",
+    "LOG_PERIOD",
+    "2",
 ]
 
 
@@ -49,23 +69,56 @@ def main(argv=None):
     generate(out / "datasets", seed=0, size=args.size)
 
     pretrain_dir = out / "pretrain"
-    step(2, 3, f"CLSA-Single pretraining (ResNet-50, {PRETRAIN_OVERRIDES[PRETRAIN_OVERRIDES.index('SOLVER.MAX_ITER') + 1]}"
-               f" iterations, small crops) -> {pretrain_dir}")
+    step(
+        2,
+        3,
+        f"CLSA-Single pretraining (ResNet-50, {PRETRAIN_OVERRIDES[PRETRAIN_OVERRIDES.index('SOLVER.MAX_ITER') + 1]}"
+        f" iterations, small crops) -> {pretrain_dir}",
+    )
     if (pretrain_dir / "model_final.pth").is_file():
         print(f"[demo] {pretrain_dir / 'model_final.pth'} exists, skipped")
     else:
-        subprocess.run([sys.executable, str(REPO / "pretrain/main.py"), "--config-file",
-                        str(REPO / "pretrain/configs/clsa_single.yaml"), "--resume", "auto",
-                        "DATA.ROOT", str(out / "datasets" / "imagenet" / "train"),
-                        "OUTPUT_DIR", str(pretrain_dir), *PRETRAIN_OVERRIDES], check=True, env=env, cwd=REPO)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "pretrain/main.py"),
+                "--config-file",
+                str(REPO / "pretrain/configs/clsa_single.yaml"),
+                "--resume",
+                "auto",
+                "DATA.ROOT",
+                str(out / "datasets" / "imagenet" / "train"),
+                "OUTPUT_DIR",
+                str(pretrain_dir),
+                *PRETRAIN_OVERRIDES,
+            ],
+            check=True,
+            env=env,
+            cwd=REPO,
+        )
 
     step(3, 3, "transfer suite (smoke profile) and the Table-3 report")
-    subprocess.run([sys.executable, str(REPO / "tools/run_suite.py"), "--weights", str(pretrain_dir),
-                    "--out", str(out / "suite" / "clsa_single_demo"), "--profile", "smoke", "--seeds", "1"],
-                   check=True, env=env, cwd=REPO)
-    print(f"\n[demo] done in {time.time() - start:.0f} s (set-up not included). These are smoke-scale numbers "
-          f"on synthetic data, not paper reproductions; report: {out / 'suite' / 'clsa_single_demo' / 'report.md'}"
-          )
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tools/run_suite.py"),
+            "--weights",
+            str(pretrain_dir),
+            "--out",
+            str(out / "suite" / "clsa_single_demo"),
+            "--profile",
+            "smoke",
+            "--seeds",
+            "1",
+        ],
+        check=True,
+        env=env,
+        cwd=REPO,
+    )
+    print(
+        f"\n[demo] done in {time.time() - start:.0f} s (set-up not included). These are smoke-scale numbers "
+        f"on synthetic data, not paper reproductions; report: {out / 'suite' / 'clsa_single_demo' / 'report.md'}"
+    )
 
 
 if __name__ == "__main__":

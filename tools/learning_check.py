@@ -7,6 +7,7 @@ pretrain/configs/cpu/learning_check.yaml into OUT/pretrain, and prints the kNN m
 (k = 20) on the shapes val split before the first step and after the last. Exit code 1 when the
 gain is below pretrain.learning_check.MARGIN points. A second run reuses the finished run.
 """
+
 import argparse
 import sys
 import time
@@ -22,9 +23,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.time()
     result = run(args.out, args.seed)
-    print(f"kNN top-1 (k=20) on the shapes val split: random init {result['init']:.1f}%, pretrained "
-          f"{result['pretrained']:.1f}% ({result['margin']:+.1f} points; the check needs +{MARGIN:.0f}) "
-          f"in {time.time() - start:.0f} s")
+    print(
+        f"kNN top-1 (k=20) on the shapes val split: random init {result['init']:.1f}%, pretrained "
+        f"{result['pretrained']:.1f}% ({result['margin']:+.1f} points; the check needs +{MARGIN:.0f}) "
+        f"in {time.time() - start:.0f} s"
+    )
     if not result["passed"]:
         sys.exit(1)
 

@@ -10,6 +10,7 @@ Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's buil
 (voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val), and
 datasets/imagenet/train as the pretraining DATA.ROOT.
 """
+
 import argparse
 import sys
 import time
@@ -19,19 +20,28 @@ from common.synthetic import SIZES, generate, generate_shapes
 
 
 def main(argv=None):
-    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
-                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
     parser.add_argument("--out", required=True, help="folder to write imagenet/, VOC2007/, VOC2012/, coco/ into")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny",
-                        help="tiny: seconds, for tests; small: the demo")
-    parser.add_argument("--variant", choices=("suite", "shapes"), default="suite",
-                        help="suite: imagenet/, VOC2007/, VOC2012/, coco/; shapes: the shape-only ImageFolder set")
+    parser.add_argument(
+        "--size", choices=sorted(SIZES), default="tiny", help="tiny: seconds, for tests; small: the demo"
+    )
+    parser.add_argument(
+        "--variant",
+        choices=("suite", "shapes"),
+        default="suite",
+        help="suite: imagenet/, VOC2007/, VOC2012/, coco/; shapes: the shape-only ImageFolder set",
+    )
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        folders = ([generate_shapes(args.out, seed=args.seed)] if args.variant == "shapes"
-                   else generate(args.out, seed=args.seed, size=args.size))
+        folders = (
+            [generate_shapes(args.out, seed=args.seed)]
+            if args.variant == "shapes"
+            else generate(args.out, seed=args.seed, size=args.size)
+        )
     except (FileExistsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -7,6 +7,7 @@ voc07_linear/, imagenet_linear/, imagenet_knn/, voc_det/ and coco_det/, each wit
 (several seeds: mean and std are shown). Writes report.md, report.json and report.png (bar chart) to --out
 (default: the first SUITE_DIR) and prints the markdown.
 """
+
 import argparse
 import json
 import math
@@ -25,9 +26,15 @@ PAPER_ROWS = {
     "Supervised": (87.5, 81.3, 40.8, 20.1),
 }
 
-STAGE_NAMES = {"voc07_svm": "VOC07 SVM", "voc07_linear": "VOC07 linear", "voc07_clsa": "VOC07 reference protocol",
-               "imagenet_linear": "ImageNet linear", "imagenet_knn": "ImageNet kNN",
-               "voc_det": "VOC07+12 detection", "coco_det": "COCO detection"}
+STAGE_NAMES = {
+    "voc07_svm": "VOC07 SVM",
+    "voc07_linear": "VOC07 linear",
+    "voc07_clsa": "VOC07 reference protocol",
+    "imagenet_linear": "ImageNet linear",
+    "imagenet_knn": "ImageNet kNN",
+    "voc_det": "VOC07+12 detection",
+    "coco_det": "COCO detection",
+}
 
 
 # What a cell of a column fed by several stages says about where its number comes from.
@@ -115,15 +122,25 @@ def _format(c):
 
 
 def _markdown(title, columns, rows):
-    lines = [f"### {title}", "", "| Measurement | " + " | ".join(c.title for c in columns) + " |",
-             "| --- |" + " --- |" * len(columns)]
+    lines = [
+        f"### {title}",
+        "",
+        "| Measurement | " + " | ".join(c.title for c in columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
     lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows]
     return "\n".join(lines)
 
 
 def build_report(suite_dirs):
-    ours = {Path(d).name: {"table3": [cell(d, c) for c in TABLE3], "extended": [cell(d, c) for c in EXTENDED],
-                           "synthetic_data": _uses_synthetic_data(d)} for d in suite_dirs}
+    ours = {
+        Path(d).name: {
+            "table3": [cell(d, c) for c in TABLE3],
+            "extended": [cell(d, c) for c in EXTENDED],
+            "synthetic_data": _uses_synthetic_data(d),
+        }
+        for d in suite_dirs
+    }
     table3_rows = [(f"{name} (paper)", [f"{v:.1f}" for v in values]) for name, values in PAPER_ROWS.items()]
     table3_rows += [(f"{name} (ours)", [_format(c) for c in row["table3"]]) for name, row in ours.items()]
     extended_rows = [(f"{name} (ours)", [_format(c) for c in row["extended"]]) for name, row in ours.items()]
@@ -141,19 +158,35 @@ def build_report(suite_dirs):
     ]
     synthetic = [name for name, row in ours.items() if row["synthetic_data"]]
     if synthetic:
-        notes.insert(0, f"SMOKE-SCALE: {', '.join(synthetic)} ran on the built-in synthetic data sets with tiny "
-                        "schedules. These numbers test the pipeline; they are not paper reproductions.")
-    markdown = "\n\n".join([
-        "## Transfer results (the paper's Table 3)",
-        _markdown("Table 3", TABLE3, table3_rows),
-        _markdown("Extended", EXTENDED, extended_rows),
-        "\n".join(f"- {n}" for n in notes),
-    ]) + "\n"
-    data = {"columns": [c.title for c in TABLE3], "paper": {k: list(v) for k, v in PAPER_ROWS.items()},
-            "ours": {name: {"table3": dict(zip([c.title for c in TABLE3], row["table3"])),
-                            "extended": dict(zip([c.title for c in EXTENDED], row["extended"])),
-                            "synthetic_data": row["synthetic_data"]} for name, row in ours.items()},
-            "notes": notes}
+        notes.insert(
+            0,
+            f"SMOKE-SCALE: {', '.join(synthetic)} ran on the built-in synthetic data sets with tiny "
+            "schedules. These numbers test the pipeline; they are not paper reproductions.",
+        )
+    markdown = (
+        "\n\n".join(
+            [
+                "## Transfer results (the paper's Table 3)",
+                _markdown("Table 3", TABLE3, table3_rows),
+                _markdown("Extended", EXTENDED, extended_rows),
+                "\n".join(f"- {n}" for n in notes),
+            ]
+        )
+        + "\n"
+    )
+    data = {
+        "columns": [c.title for c in TABLE3],
+        "paper": {k: list(v) for k, v in PAPER_ROWS.items()},
+        "ours": {
+            name: {
+                "table3": dict(zip([c.title for c in TABLE3], row["table3"])),
+                "extended": dict(zip([c.title for c in EXTENDED], row["extended"])),
+                "synthetic_data": row["synthetic_data"],
+            }
+            for name, row in ours.items()
+        },
+        "notes": notes,
+    }
     return markdown, data
 
 
@@ -175,8 +208,10 @@ def plot(data, path):
         ax.bar(x + i * width, values, width, yerr=errors, label=label, hatch="//" if "(ours)" in label else None)
     ax.set_xticks(x + width * (len(rows) - 1) / 2, columns)
     ax.set_ylabel("%")
-    ax.set_title("Transfer results against the CLSA paper's Table 3" + (
-        " (ours: synthetic smoke test)" if any(r["synthetic_data"] for r in data["ours"].values()) else ""))
+    ax.set_title(
+        "Transfer results against the CLSA paper's Table 3"
+        + (" (ours: synthetic smoke test)" if any(r["synthetic_data"] for r in data["ours"].values()) else "")
+    )
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     with atomic_path(path) as tmp:

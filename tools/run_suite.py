@@ -14,6 +14,7 @@ Data sets: $DETECTRON2_DATASETS (VOC2007/, VOC2012/, coco/), as for detectron2.
 `--profile smoke` shrinks every schedule and input size so the suite runs on a laptop CPU in minutes;
 its numbers only test the pipeline.
 """
+
 import argparse
 import json
 import os
@@ -28,19 +29,58 @@ from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datas
 from common.io import atomic_write_json, fingerprint_files, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "imagenet_linear", "imagenet_knn", "voc_det",
-          "coco_det", "report")
+STAGES = (
+    "convert",
+    "voc07_svm",
+    "voc07_linear",
+    "voc07_clsa",
+    "imagenet_linear",
+    "imagenet_knn",
+    "voc_det",
+    "coco_det",
+    "report",
+)
 DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
 
 # Overrides that make each stage a CPU smoke test (tiny inputs, few iterations, few RoIs).
 _SMOKE_DETECTION = [
-    "MODEL.DEVICE", "cpu", "SOLVER.REFERENCE_WORLD_SIZE", "0", "SOLVER.IMS_PER_BATCH", "2",
-    "SOLVER.BASE_LR", "0.01", "SOLVER.MAX_ITER", "20", "SOLVER.STEPS", "(15,)", "SOLVER.WARMUP_ITERS", "5",
-    "SOLVER.CHECKPOINT_PERIOD", "1000", "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "128", "MODEL.RPN.PRE_NMS_TOPK_TEST", "300",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "32", "TEST.PRECISE_BN.NUM_ITER", "4", "DATALOADER.NUM_WORKERS", "0",
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.REFERENCE_WORLD_SIZE",
+    "0",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "SOLVER.BASE_LR",
+    "0.01",
+    "SOLVER.MAX_ITER",
+    "20",
+    "SOLVER.STEPS",
+    "(15,)",
+    "SOLVER.WARMUP_ITERS",
+    "5",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "1000",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(128,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "192",
+    "INPUT.MIN_SIZE_TEST",
+    "128",
+    "INPUT.MAX_SIZE_TEST",
+    "192",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "128",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "300",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "32",
+    "TEST.PRECISE_BN.NUM_ITER",
+    "4",
+    "DATALOADER.NUM_WORKERS",
+    "0",
 ]
 SMOKE_ARGS = {
     "voc07_svm": ["--costs", "0.1", "1", "10"],
@@ -72,23 +112,62 @@ def stage_command(stage, args, weights, d2_weights, out):
         return py + [str(REPO / "converters/to_d2.py"), str(weights), str(d2_weights)]
     if stage in ("voc07_svm", "voc07_linear"):
         # Both VOC07 stages read the same frozen features: one cache, one extraction.
-        return py + [str(REPO / f"transfer/{stage}.py"), "--weights", str(weights), "--output-dir", str(out),
-                     "--cache-dir", str(args.out / "features")] + smoke
+        return (
+            py
+            + [
+                str(REPO / f"transfer/{stage}.py"),
+                "--weights",
+                str(weights),
+                "--output-dir",
+                str(out),
+                "--cache-dir",
+                str(args.out / "features"),
+            ]
+            + smoke
+        )
     if stage == "voc07_clsa":
         # One process: its batch of 16 gains little from more GPUs (torchrun runs it on several by hand).
-        return py + [str(REPO / "transfer/voc07_linear.py"), "--protocol", "clsa", "--weights", str(weights),
-                     "--output-dir", str(out)] + smoke
+        return (
+            py
+            + [
+                str(REPO / "transfer/voc07_linear.py"),
+                "--protocol",
+                "clsa",
+                "--weights",
+                str(weights),
+                "--output-dir",
+                str(out),
+            ]
+            + smoke
+        )
     if stage in ("imagenet_linear", "imagenet_knn"):
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={max(1, args.num_gpus)}"]
         script = "transfer/imagenet_linear.py" if stage == "imagenet_linear" else "transfer/knn.py"
-        return launcher + [str(REPO / script), "--weights", str(weights), "--data",
-                           str(args.imagenet), "--output-dir", str(out)] + smoke
+        return (
+            launcher
+            + [str(REPO / script), "--weights", str(weights), "--data", str(args.imagenet), "--output-dir", str(out)]
+            + smoke
+        )
     if stage in ("voc_det", "coco_det"):
         config = "detection/voc0712_R50_C4.yaml" if stage == "voc_det" else "detection/coco_R50_C4.yaml"
         seeds = args.seeds if stage == "voc_det" else 1
-        return py + [str(REPO / "tools/train_net.py"), "--config-file", str(REPO / config),
-                     "--num-gpus", str(max(1, args.num_gpus)), "--seeds", str(seeds),
-                     "MODEL.WEIGHTS", str(d2_weights), "OUTPUT_DIR", str(out)] + smoke
+        return (
+            py
+            + [
+                str(REPO / "tools/train_net.py"),
+                "--config-file",
+                str(REPO / config),
+                "--num-gpus",
+                str(max(1, args.num_gpus)),
+                "--seeds",
+                str(seeds),
+                "MODEL.WEIGHTS",
+                str(d2_weights),
+                "OUTPUT_DIR",
+                str(out),
+            ]
+            + smoke
+        )
     if stage == "report":
         return py + [str(REPO / "tools/report.py"), str(args.out)]
     raise ValueError(stage)
@@ -103,8 +182,14 @@ def run_stage(stage, cmd, out, stamp):
     # Line-buffered here and unbuffered in the stage, so that `tail -f log.txt` follows it live.
     with open(out / "log.txt", "w", buffering=1) as log:
         log.write(" ".join(cmd) + "\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         last = ""
         # One live status line on a terminal; in a log file that would be a line per update.
         live = sys.stdout.isatty()
@@ -126,8 +211,11 @@ def run_stage(stage, cmd, out, stamp):
     if code != 0:
         tail = (out / "log.txt").read_text().strip().splitlines()[-12:]
         (out / "FAILED").write_text(f"exit code {code}: {last}\n")
-        print(f"\n[suite] {stage}: FAILED (exit {code}) after {seconds:.0f} s; log {out / 'log.txt'}:\n  "
-              + "\n  ".join(tail), flush=True)
+        print(
+            f"\n[suite] {stage}: FAILED (exit {code}) after {seconds:.0f} s; log {out / 'log.txt'}:\n  "
+            + "\n  ".join(tail),
+            flush=True,
+        )
         return False
     atomic_write_json({**stamp, "seconds": round(seconds, 1)}, out / STAMP)
     if stage != "report":
@@ -155,21 +243,28 @@ def stage_is_done(out, stamp):
     found = json.loads(path.read_text())
     differs = [k for k in stamp if found.get(k) != stamp[k]]
     if differs:
-        raise SystemExit(f"run_suite: {out} holds results of another run (its {', '.join(differs)} differ: "
-                         f"{[found.get(k) for k in differs]}); use another --out, or move that folder "
-                         "away; it is not overwritten")
+        raise SystemExit(
+            f"run_suite: {out} holds results of another run (its {', '.join(differs)} differ: "
+            f"{[found.get(k) for k in differs]}); use another --out, or move that folder "
+            "away; it is not overwritten"
+        )
     return True
 
 
 def main(argv=None):
-    parser = one_line_errors(argparse.ArgumentParser(description=__doc__,
-                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
     parser.add_argument("--weights", required=True, help="checkpoint, or a pretraining OUTPUT_DIR")
     # Absolute, because the stages run from the repository root, not from the caller's folder.
     absolute = lambda path: Path(path).resolve()  # noqa: E731
     parser.add_argument("--out", type=absolute, required=True, help="suite output folder for this checkpoint")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--imagenet", type=absolute, help="ImageNet root with train/ and val/ (enables imagenet_linear and imagenet_knn)")
+    parser.add_argument(
+        "--imagenet",
+        type=absolute,
+        help="ImageNet root with train/ and val/ (enables imagenet_linear and imagenet_knn)",
+    )
     parser.add_argument("--seeds", type=at_least(1), default=5, help="VOC detection trials (the protocol averages 5)")
     parser.add_argument("--num-gpus", type=at_least(0), default=None, help="default: all local GPUs")
     parser.add_argument("--profile", choices=("full", "smoke"), default="full")
@@ -180,15 +275,16 @@ def main(argv=None):
             parser.error("run_suite runs on one node (its stages start one process per GPU); use --nodes 1")
         # A requeued suite reruns the same command: finished stages are skipped, the others rerun.
         flags, command = slurm.split_argv(sys.argv[1:] if argv is None else argv)
-        return slurm.submit(flags, slurm.Job("tools.run_suite:main", command, [], task_per_gpu=False),
-                            args.out, "clsa-suite")
+        return slurm.submit(
+            flags, slurm.Job("tools.run_suite:main", command, [], task_per_gpu=False), args.out, "clsa-suite"
+        )
     if args.num_gpus is None:
         import torch
 
         args.num_gpus = torch.cuda.device_count()
     stages = args.only.split(",") if args.only else list(DEFAULT_STAGES)
     if args.imagenet and not args.only:
-        stages[stages.index("voc_det"):stages.index("voc_det")] = ["imagenet_linear", "imagenet_knn"]
+        stages[stages.index("voc_det") : stages.index("voc_det")] = ["imagenet_linear", "imagenet_knn"]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {','.join(STAGES)}")
@@ -205,9 +301,14 @@ def main(argv=None):
     for stage in STAGES:
         stage_is_done(args.out / stage, identity)
     # The interpreter path is left out of a stamp: the same run from another venv is the same run.
-    stamps = {stage: {"stage": stage, **identity, "command": stage_command(stage, args, weights, d2_weights,
-                                                                            args.out / stage)[1:]}
-              for stage in stages}
+    stamps = {
+        stage: {
+            "stage": stage,
+            **identity,
+            "command": stage_command(stage, args, weights, d2_weights, args.out / stage)[1:],
+        }
+        for stage in stages
+    }
     for stage in {"imagenet_linear", "imagenet_knn"} & set(stamps):
         stamps[stage]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
     done = {stage: stage != "report" and stage_is_done(args.out / stage, stamps[stage]) for stage in stages}
@@ -234,5 +335,7 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        sys.exit("\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
-                 "command again to resume")
+        sys.exit(
+            "\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
+            "command again to resume"
+        )

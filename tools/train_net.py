@@ -9,20 +9,22 @@ detectron2's usual files plus results.json (bbox/segm AP, AP50, AP75, APs, APm, 
 the weights and their sha256, the seed and the iteration count). With --seeds N each trial runs in
 OUTPUT_DIR/seed_K and OUTPUT_DIR/results.json holds their mean and std.
 """
+
 import logging
 import os
 import subprocess
 import sys
 import weakref
 
-import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from common import slurm
-from common.cli import at_least, one_line_errors
-from common.io import atomic_write_json
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+
+import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from common import slurm
+from common.cli import at_least, one_line_errors
+from common.io import atomic_write_json
 from detection.checkpoint import PretrainedWeightsCheckpointer, check_weights_file
 from detection.datasets import check_datasets
 from detection.evaluation import build_evaluator
@@ -37,7 +39,8 @@ class Trainer(DefaultTrainer):
         # Loading goes through this one, which refuses weights that match no backbone; the
         # PeriodicCheckpointer hook built by DefaultTrainer keeps detectron2's, which saves the same way.
         self.checkpointer = PretrainedWeightsCheckpointer(
-            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+            self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -75,8 +78,10 @@ def check_inputs(args):
     resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if weights and "://" not in weights and not resuming:
         if not os.path.isfile(weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
-                                    "with python converters/to_d2.py CKPT and pass the .pkl it writes")
+            raise FileNotFoundError(
+                f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
+                "with python converters/to_d2.py CKPT and pass the .pkl it writes"
+            )
         check_weights_file(weights)
 
 
@@ -88,7 +93,8 @@ def main(args):
     if args.eval_only:
         model = Trainer.build_model(cfg)
         PretrainedWeightsCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume)
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         results = Trainer.test(cfg, model)
         iterations = None
     else:
@@ -152,8 +158,14 @@ def run_argv(argv):
     if args.seeds > 1:
         run_seeds(args, argv)
     else:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(with_one_seed(args),))
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(with_one_seed(args),),
+        )
 
 
 def run_slurm_task(argv):
@@ -171,7 +183,11 @@ if __name__ == "__main__":
     if args.slurm:
         flags, argv = slurm.split_argv(sys.argv[1:])
         # detectron2's --resume continues from OUTPUT_DIR's last_checkpoint.
-        slurm.submit(flags, slurm.Job("tools.train_net:run_slurm_task", argv, ["--resume"], task_per_gpu=False),
-                     load_cfg(args).OUTPUT_DIR, "clsa-detection")
+        slurm.submit(
+            flags,
+            slurm.Job("tools.train_net:run_slurm_task", argv, ["--resume"], task_per_gpu=False),
+            load_cfg(args).OUTPUT_DIR,
+            "clsa-detection",
+        )
     else:
         run_argv(sys.argv[1:])

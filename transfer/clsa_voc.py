@@ -11,6 +11,7 @@ Labels: a class is positive only with a non-difficult object of it (a difficult-
 Under torchrun the batch is split over the GPUs and the BatchNorm layers are SyncBatchNorm, so each
 step normalises over the whole batch, as one process does.
 """
+
 import os
 import re
 import time
@@ -42,13 +43,15 @@ def build_transforms(crop_size=300, resize=330):
     jitter, flip and rotation; val Resize(resize) CenterCrop(crop); test Resize(resize) FiveCrop(crop)
     (a 5 x 3 x crop x crop tensor). Geometry runs on the PIL image, as in the reference."""
     to_tensor = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(VOC_MEAN, VOC_STD)]
-    train = v2.Compose([
-        v2.Resize((crop_size, crop_size)),
-        v2.RandomChoice([v2.ColorJitter(brightness=(0.8, 1.2)), v2.RandomGrayscale(p=0.25)]),
-        v2.RandomHorizontalFlip(p=0.25),
-        v2.RandomRotation(25),
-        *to_tensor,
-    ])
+    train = v2.Compose(
+        [
+            v2.Resize((crop_size, crop_size)),
+            v2.RandomChoice([v2.ColorJitter(brightness=(0.8, 1.2)), v2.RandomGrayscale(p=0.25)]),
+            v2.RandomHorizontalFlip(p=0.25),
+            v2.RandomRotation(25),
+            *to_tensor,
+        ]
+    )
     val = v2.Compose([v2.Resize(resize), v2.CenterCrop(crop_size), *to_tensor])
     test = v2.Compose([v2.Resize(resize), v2.FiveCrop(crop_size), *to_tensor, torch.stack])
     return {"train": train, "val": val, "test": test}
@@ -105,8 +108,12 @@ def predict(model, dataset, device, batch_size, workers, rank=0, world=1, show=T
     several crops of one image, whose logits are averaged. Each process scores a disjoint slice."""
     model.eval()
     indices = list(range(rank, len(dataset), world))
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size,
-                                         num_workers=workers, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, indices),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     chunks = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
         crops = images.shape[1] if images.dim() == 5 else 1
@@ -131,14 +138,20 @@ def main(args):
     start = time.perf_counter()
     world = int(os.environ.get("WORLD_SIZE", 1))
     if args.resize < args.crop_size:
-        raise cli.UsageError(f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
-                             "crops would be padded; resize to at least the crop (the reference: 330 for 300)")
+        raise cli.UsageError(
+            f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
+            "crops would be padded; resize to at least the crop (the reference: 330 for 300)"
+        )
     if args.batch_size % world:
-        raise cli.UsageError(f"--batch-size {args.batch_size} is the total over {world} processes and must "
-                             "divide evenly; use a number of processes that divides it")
+        raise cli.UsageError(
+            f"--batch-size {args.batch_size} is the total over {world} processes and must "
+            "divide evenly; use a number of processes that divides it"
+        )
     if world > 1 and not torch.cuda.is_available():
-        raise cli.UsageError("several processes need GPUs: the protocol's BatchNorm statistics are synchronised "
-                             "with SyncBatchNorm, which runs on GPUs only; run one process on the CPU")
+        raise cli.UsageError(
+            "several processes need GPUs: the protocol's BatchNorm statistics are synchronised "
+            "with SyncBatchNorm, which runs on GPUs only; run one process on the CPU"
+        )
     rank, world, device = init_distributed()
     show = rank == 0
     backbone, weights = cli.load_weights(args.weights)
@@ -158,15 +171,29 @@ def main(args):
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max, eta_min=0)
     # DistributedSampler pads the split to a multiple of the processes with a few repeated images.
     sampler = torch.utils.data.DistributedSampler(datasets["train"], seed=args.seed) if world > 1 else None
-    train_loader = torch.utils.data.DataLoader(datasets["train"], batch_size=args.batch_size // world,
-                                               shuffle=sampler is None, sampler=sampler, num_workers=args.workers,
-                                               pin_memory=device.type == "cuda")
-    eval_args = dict(device=device, batch_size=args.batch_size // world, workers=args.workers, rank=rank,
-                     world=world, show=show)
+    train_loader = torch.utils.data.DataLoader(
+        datasets["train"],
+        batch_size=args.batch_size // world,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=args.workers,
+        pin_memory=device.type == "cuda",
+    )
+    eval_args = dict(
+        device=device, batch_size=args.batch_size // world, workers=args.workers, rank=rank, world=world, show=show
+    )
 
     checkpoint_path = args.output_dir / "checkpoint.pth"
-    run_settings = dict(protocol=NAME, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        t_max=args.t_max, crop_size=args.crop_size, resize=args.resize, seed=args.seed)
+    run_settings = dict(
+        protocol=NAME,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        t_max=args.t_max,
+        crop_size=args.crop_size,
+        resize=args.resize,
+        seed=args.seed,
+    )
     history, best, first_epoch = [], None, 0
     if checkpoint_path.is_file():
         state = cli.load_resume_state(checkpoint_path, weights["sha256"], **run_settings)
@@ -186,18 +213,37 @@ def main(args):
         if sampler is not None:
             sampler.set_epoch(epoch)
         loss = train_one_epoch(net, train_loader, optimizer, device, world, show, f"epoch {epoch + 1}/{args.epochs}")
-        val_ap = 100 * per_image_ap(sigmoid_scores(predict(model, datasets["val"], desc="val", **eval_args)),
-                                    splits["val"][1])
-        history.append({"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss_sum": loss,
-                        "val_per_image_AP": val_ap})
+        val_ap = 100 * per_image_ap(
+            sigmoid_scores(predict(model, datasets["val"], desc="val", **eval_args)), splits["val"][1]
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss_sum": loss,
+                "val_per_image_AP": val_ap,
+            }
+        )
         if best is None or val_ap > best["val_per_image_AP"]:  # ties keep the earlier epoch
             best = {"epoch": epoch + 1, "val_per_image_AP": val_ap, "model": adapted_state(model)}
         if show:
-            print(f"epoch {epoch + 1}: lr {history[-1]['lr']:.5f}  val per-image AP {val_ap:.2f}  "
-                  f"(best {best['val_per_image_AP']:.2f} at epoch {best['epoch']})")
-            atomic_torch_save({"model": adapted_state(model), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-                               "best": best, "weights_sha256": weights["sha256"], **run_settings}, checkpoint_path)
+            print(
+                f"epoch {epoch + 1}: lr {history[-1]['lr']:.5f}  val per-image AP {val_ap:.2f}  "
+                f"(best {best['val_per_image_AP']:.2f} at epoch {best['epoch']})"
+            )
+            atomic_torch_save(
+                {
+                    "model": adapted_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "weights_sha256": weights["sha256"],
+                    **run_settings,
+                },
+                checkpoint_path,
+            )
     check_backbone_unchanged(model, frozen_weights)
     train_seconds = time.perf_counter() - train_start
 
@@ -216,25 +262,31 @@ def main(args):
     results = {
         "task": "voc07_linear",
         "protocol_name": NAME,
-        "metrics": {"voc07_per_image_AP": image_ap, "voc07_mAP": float(class_ap.mean()),
-                    "best_epoch": best["epoch"], "val_per_image_AP_at_best": best["val_per_image_AP"]},
+        "metrics": {
+            "voc07_per_image_AP": image_ap,
+            "voc07_mAP": float(class_ap.mean()),
+            "best_epoch": best["epoch"],
+            "val_per_image_AP_at_best": best["val_per_image_AP"],
+        },
         "comparable_with": {
             "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' of CLSA (93.6): the same protocol and metric",
             "voc07_mAP": "per-class VOC07 mAP, but of this protocol's classifier (train split only, adapted BN)",
         },
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, class_ap))),
         "history": history,
-        "protocol": (f"CLSA reference VOC classification: ResNet + new fc (N(0, 0.01), bias 0), backbone weights "
-                     f"frozen but the model in train mode while training (BN statistics adapt); SGD on fc lr "
-                     f"{args.lr} momentum 0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, "
-                     f"CosineAnnealingLR(T_max={args.t_max}) stepped before each epoch; BCE-with-logits summed; "
-                     f"train Resize({args.crop_size}x{args.crop_size}) + one of ColorJitter(brightness 0.8-1.2)/"
-                     f"RandomGrayscale(0.25), flip p 0.25, RandomRotation(25); VOC mean/std; trained on VOC07 "
-                     f"train, epoch chosen by per-image AP on val (Resize {args.resize}, CenterCrop "
-                     f"{args.crop_size}), tested on test with Resize {args.resize} and FiveCrop {args.crop_size}, "
-                     "logits averaged before the sigmoid. voc07_per_image_AP: sklearn AP of each test image's "
-                     "20 sigmoid scores (difficult-only classes negative), summed over all test images and "
-                     "divided by their number. voc07_mAP: VOC all-point AP per class, difficult excluded."),
+        "protocol": (
+            f"CLSA reference VOC classification: ResNet + new fc (N(0, 0.01), bias 0), backbone weights "
+            f"frozen but the model in train mode while training (BN statistics adapt); SGD on fc lr "
+            f"{args.lr} momentum 0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, "
+            f"CosineAnnealingLR(T_max={args.t_max}) stepped before each epoch; BCE-with-logits summed; "
+            f"train Resize({args.crop_size}x{args.crop_size}) + one of ColorJitter(brightness 0.8-1.2)/"
+            f"RandomGrayscale(0.25), flip p 0.25, RandomRotation(25); VOC mean/std; trained on VOC07 "
+            f"train, epoch chosen by per-image AP on val (Resize {args.resize}, CenterCrop "
+            f"{args.crop_size}), tested on test with Resize {args.resize} and FiveCrop {args.crop_size}, "
+            "logits averaged before the sigmoid. voc07_per_image_AP: sklearn AP of each test image's "
+            "20 sigmoid scores (difficult-only classes negative), summed over all test images and "
+            "divided by their number. voc07_mAP: VOC all-point AP per class, difficult excluded."
+        ),
         "weights": weights,
         "seed": args.seed,
         "data_root": str(root),

@@ -10,6 +10,7 @@ Layers of the res5 (layer4) map, 7 x 7 at 224 px:
 - "res5": global average pool, 2048-d for ResNet-50 (512-d for ResNet-18);
 - "res5_2x2": AvgPool2d(6, stride 1) -> 2 x 2 x 2048 = 8192-d, the original benchmark's feature.
 """
+
 import hashlib
 import os
 from pathlib import Path
@@ -55,10 +56,15 @@ def build_trunk(backbone, layer):
 
 
 class ImageList(torch.utils.data.Dataset):
-    transform = v2.Compose([
-        v2.ToImage(), v2.Resize(256, antialias=True), v2.Resize((224, 224), antialias=True),
-        v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    transform = v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(256, antialias=True),
+            v2.Resize((224, 224), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
     def __init__(self, paths):
         self.paths = list(paths)
@@ -85,14 +91,17 @@ def extract(trunk, paths, batch_size=64, num_workers=2, desc="features"):
     """Float32 features (images x dim) of `paths`; on the GPU when there is one."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trunk = trunk.to(device)
-    loader = torch.utils.data.DataLoader(ImageList(paths), batch_size=batch_size, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        ImageList(paths), batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
+    )
     chunks = []
     for batch, errors in tqdm(loader, desc=desc, unit="batch"):
         bad = next((i for i, error in enumerate(errors) if error), None)
         if bad is not None:
-            raise DatasetError(f"{paths[len(chunks) * batch_size + bad]} cannot be read ({errors[bad]}); "
-                               "replace the file, or remove its id from the ImageSets/Main lists")
+            raise DatasetError(
+                f"{paths[len(chunks) * batch_size + bad]} cannot be read ({errors[bad]}); "
+                "replace the file, or remove its id from the ImageSets/Main lists"
+            )
         chunks.append(trunk(batch.to(device, non_blocking=True)).float().cpu().numpy())
     return np.concatenate(chunks).astype(np.float32)
 
@@ -102,8 +111,9 @@ def cache_path(cache_dir, weights_sha256, split, layer, paths):
     and modification times: two data roots with the same split name, or images replaced in place,
     never share an entry."""
     stats = (os.stat(p) for p in paths)
-    images = hashlib.sha256("\n".join(f"{Path(p).resolve()} {s.st_size} {s.st_mtime_ns}"
-                                       for p, s in zip(paths, stats)).encode()).hexdigest()[:12]
+    images = hashlib.sha256(
+        "\n".join(f"{Path(p).resolve()} {s.st_size} {s.st_mtime_ns}" for p, s in zip(paths, stats)).encode()
+    ).hexdigest()[:12]
     return Path(cache_dir) / f"{weights_sha256}_{split}-{images}_{layer}_v{FEATURE_VERSION}.npy"
 
 

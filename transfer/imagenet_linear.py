@@ -13,6 +13,7 @@ atomically after every epoch and a rerun with the same --output-dir resumes from
 --preset and --epochs only). After training,
 the run fails if any backbone tensor differs from the checkpoint's (MoCo's sanity_check, here called).
 """
+
 import math
 import os
 import time
@@ -45,8 +46,12 @@ class BackboneChanged(RuntimeError):
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/imagenet_linear")
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="clsa",
-                   help="clsa: lr 10, cosine; moco: lr 30, x0.1 at epochs 60 and 80 of 100")
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="clsa",
+        help="clsa: lr 10, cosine; moco: lr 30, x0.1 at epochs 60 and 80 of 100",
+    )
     p.add_argument("--epochs", type=at_least(1), default=100)
     p.add_argument("--batch-size", type=at_least(1), default=256, help="total over all processes")
     p.add_argument("--workers", type=at_least(0), default=8, help="data-loading workers per process")
@@ -95,15 +100,17 @@ _NORMALIZE = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN,
 
 def center_crop_transform(crop=224):
     """The test-time view of ImageNet evaluations: Resize(256) + CenterCrop(224), or the same ratio at `crop`."""
-    return v2.Compose([v2.ToImage(), v2.Resize(round(crop * 256 / 224), antialias=True), v2.CenterCrop(crop),
-                       *_NORMALIZE])
+    return v2.Compose(
+        [v2.ToImage(), v2.Resize(round(crop * 256 / 224), antialias=True), v2.CenterCrop(crop), *_NORMALIZE]
+    )
 
 
 def image_folders(root, train_transform=None, val_transform=None):
     """(train, val) ImageFolders of root/train and root/val; by default RandomResizedCrop(224) + flip to
     train and center_crop_transform() to test."""
-    train_tf = train_transform or v2.Compose([v2.ToImage(), v2.RandomResizedCrop(224, antialias=True),
-                                              v2.RandomHorizontalFlip(), *_NORMALIZE])
+    train_tf = train_transform or v2.Compose(
+        [v2.ToImage(), v2.RandomResizedCrop(224, antialias=True), v2.RandomHorizontalFlip(), *_NORMALIZE]
+    )
     folders = {}
     for split, tf in (("train", train_tf), ("val", val_transform or center_crop_transform())):
         path = os.path.join(root, split)
@@ -156,8 +163,10 @@ def main(args):
     start = time.perf_counter()
     rank, world, device = init_distributed()
     if args.batch_size % world:
-        raise SystemExit(f"error: --batch-size {args.batch_size} is the total over {world} processes and must "
-                         f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}")
+        raise SystemExit(
+            f"error: --batch-size {args.batch_size} is the total over {world} processes and must "
+            f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}"
+        )
     show = rank == 0
     backbone, weights = cli.load_weights(args.weights)
     train_set, val_set = image_folders(args.data)
@@ -168,14 +177,15 @@ def main(args):
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, [device] if device.type == "cuda" else None)
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=PRESETS[args.preset][0], momentum=0.9, weight_decay=0)
-    loader_args = dict(batch_size=args.batch_size // world, num_workers=args.workers,
-                       pin_memory=device.type == "cuda")
+    loader_args = dict(batch_size=args.batch_size // world, num_workers=args.workers, pin_memory=device.type == "cuda")
     train_sampler = torch.utils.data.DistributedSampler(train_set, seed=args.seed) if world > 1 else None
-    train_loader = torch.utils.data.DataLoader(train_set, shuffle=train_sampler is None, sampler=train_sampler,
-                                               **loader_args)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, shuffle=train_sampler is None, sampler=train_sampler, **loader_args
+    )
     # Each process scores a disjoint slice of val (no padding duplicates, unlike DistributedSampler).
-    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(rank, len(val_set), world)),
-                                             **loader_args)
+    val_loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(val_set, range(rank, len(val_set), world)), **loader_args
+    )
 
     checkpoint_path = args.output_dir / "checkpoint.pth"
     history, first_epoch = [], 0
@@ -193,34 +203,58 @@ def main(args):
             group["lr"] = preset_lr(args.preset, epoch, args.epochs)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
-        for images, targets in tqdm(train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
-                                    disable=not show):
+        for images, targets in tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", disable=not show
+        ):
             loss = loss_fn(net(images.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         # The plain module: DDP's forward would broadcast buffers, a collective that uneven slices would hang.
         top1, top5, scored = evaluate(model, val_loader, device, show)
-        history.append({"epoch": epoch + 1, "top1": top1, "top5": top5, "val_images": scored,
-                        "lr": optimizer.param_groups[0]["lr"]})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "top1": top1,
+                "top5": top5,
+                "val_images": scored,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+        )
         if show:
             print(f"epoch {epoch + 1}: top-1 {top1:.2f}  top-5 {top5:.2f}")
-            atomic_torch_save({"fc": model.fc.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                               "history": history, "weights_sha256": weights["sha256"], "preset": args.preset,
-                               "epochs": args.epochs}, checkpoint_path)
+            atomic_torch_save(
+                {
+                    "fc": model.fc.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "weights_sha256": weights["sha256"],
+                    "preset": args.preset,
+                    "epochs": args.epochs,
+                },
+                checkpoint_path,
+            )
     check_backbone_unchanged(model, reference)
 
     if show:
         best = max(history, key=lambda row: row["top1"])
         results = {
             "task": "imagenet_linear",
-            "metrics": {"top1_best": best["top1"], "top5_at_best": best["top5"], "best_epoch": best["epoch"],
-                        "top1_last": history[-1]["top1"], "top5_last": history[-1]["top5"]},
+            "metrics": {
+                "top1_best": best["top1"],
+                "top5_at_best": best["top5"],
+                "best_epoch": best["epoch"],
+                "top1_last": history[-1]["top1"],
+                "top5_last": history[-1]["top5"],
+            },
             "history": history,
-            "protocol": (f"MoCo/CLSA linear evaluation ({args.preset} preset): frozen backbone in eval mode, fc "
-                         f"N(0, 0.01) bias 0, SGD momentum 0.9 wd 0, {describe_schedule(args.preset, args.epochs)}, "
-                         f"batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
-                         "backbone verified unchanged after training"),
+            "protocol": (
+                f"MoCo/CLSA linear evaluation ({args.preset} preset): frozen backbone in eval mode, fc "
+                f"N(0, 0.01) bias 0, SGD momentum 0.9 wd 0, {describe_schedule(args.preset, args.epochs)}, "
+                f"batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
+                "backbone verified unchanged after training"
+            ),
             "feature_layer": "res5 (global average pool, the fc input)",
             "weights": weights,
             "data_root": str(args.data),

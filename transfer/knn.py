@@ -11,6 +11,7 @@ eval_knn.py). Every process extracts its slice of both splits; the train feature
 every process, and each scores its own val slice against them a chunk of queries at a time, so that
 ImageNet's 1.28 M x 2048 bank fits one GPU.
 """
+
 import math
 import time
 
@@ -41,11 +42,14 @@ def local_features(trunk, dataset, device, batch_size=256, num_workers=0, desc="
     """(L2-normalised features, labels) of this process's slice of `dataset`: images rank, rank + world, ..."""
     rank, world = _world()
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, range(rank, len(dataset), world)), batch_size=batch_size,
-        num_workers=num_workers, pin_memory=device.type == "cuda",
+        torch.utils.data.Subset(dataset, range(rank, len(dataset), world)),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
         # A loader draws its workers' base seed from its generator; a private one leaves the global
         # random stream (a training run's) untouched.
-        generator=torch.Generator())
+        generator=torch.Generator(),
+    )
     features, labels = [], []
     for images, targets in tqdm(loader, desc=desc, unit="batch", disable=rank != 0, leave=False):
         features.append(F.normalize(trunk(images.to(device, non_blocking=True)).float(), dim=1))
@@ -60,7 +64,7 @@ def gather_slices(local, total):
         return local
     rows = math.ceil(total / world)
     padded = local.new_zeros((rows, *local.shape[1:]))
-    padded[:len(local)] = local
+    padded[: len(local)] = local
     gathered = local.new_empty((world * rows, *local.shape[1:]))
     dist.all_gather_into_tensor(gathered, padded)
     # Row i of process r is item r + i * world: interleave, then drop the padding at the end.
@@ -68,8 +72,9 @@ def gather_slices(local, total):
 
 
 @torch.no_grad()
-def weighted_knn_hits(bank, bank_labels, queries, query_labels, num_classes, ks=KS, temperature=TEMPERATURE,
-                      chunk=None):
+def weighted_knn_hits(
+    bank, bank_labels, queries, query_labels, num_classes, ks=KS, temperature=TEMPERATURE, chunk=None
+):
     """{k: (top-1 hits, top-5 hits)} of the weighted vote, as counts that processes can sum.
 
     `bank` and `queries` are L2-normalised rows; each query's k nearest bank rows by cosine similarity
@@ -83,9 +88,9 @@ def weighted_knn_hits(bank, bank_labels, queries, query_labels, num_classes, ks=
     chunk = chunk or max(1, SIMILARITY_BUDGET // len(bank))
     hits = torch.zeros(len(ks), 2, dtype=torch.long, device=queries.device)
     for start in range(0, len(queries), chunk):
-        similarity, neighbours = (queries[start:start + chunk] @ bank.T).topk(ks[-1], dim=1)  # sorted
+        similarity, neighbours = (queries[start : start + chunk] @ bank.T).topk(ks[-1], dim=1)  # sorted
         neighbour_labels, weights = bank_labels[neighbours], (similarity / temperature).exp()
-        target = query_labels[start:start + chunk, None]
+        target = query_labels[start : start + chunk, None]
         for row, k in enumerate(ks):
             votes = weights.new_zeros(len(target), num_classes).scatter_add_(1, neighbour_labels[:, :k], weights[:, :k])
             top_votes, top_classes = votes.topk(min(5, num_classes), dim=1)
@@ -96,16 +101,20 @@ def weighted_knn_hits(bank, bank_labels, queries, query_labels, num_classes, ks=
     return {k: (int(top1), int(top5)) for k, (top1, top5) in zip(ks, hits.tolist())}
 
 
-def knn_accuracy(trunk, train_set, val_set, num_classes, device, ks=KS, temperature=TEMPERATURE, batch_size=256,
-                 num_workers=0):
+def knn_accuracy(
+    trunk, train_set, val_set, num_classes, device, ks=KS, temperature=TEMPERATURE, batch_size=256, num_workers=0
+):
     """{"top1_k20": %, "top5_k20": %, ...} of `trunk` (eval mode, pooled features), the same on every
     process; ks larger than the train set are left out. Every process of the group must call it."""
-    bank, bank_labels = (gather_slices(t, len(train_set)) for t in local_features(
-        trunk, train_set, device, batch_size, num_workers, desc="kNN train"))
+    bank, bank_labels = (
+        gather_slices(t, len(train_set))
+        for t in local_features(trunk, train_set, device, batch_size, num_workers, desc="kNN train")
+    )
     queries, query_labels = local_features(trunk, val_set, device, batch_size, num_workers, desc="kNN val")
     hits = weighted_knn_hits(bank, bank_labels, queries, query_labels, num_classes, ks, temperature)
-    counts = torch.tensor([len(queries)] + [n for k in sorted(hits) for n in hits[k]], dtype=torch.float64,
-                          device=device)
+    counts = torch.tensor(
+        [len(queries)] + [n for k in sorted(hits) for n in hits[k]], dtype=torch.float64, device=device
+    )
     if dist.is_initialized():
         dist.all_reduce(counts)
     scored, counts = counts[0].item(), counts[1:].tolist()
@@ -121,8 +130,12 @@ def get_parser():
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
     p.add_argument("--ks", type=at_least(1), nargs="+", default=list(KS), help="neighbour counts to report")
     p.add_argument("--temperature", type=positive(), default=TEMPERATURE, help="T of the vote weight exp(sim / T)")
-    p.add_argument("--crop-size", type=at_least(1), default=224,
-                   help="CenterCrop size after a resize to crop * 256 / 224 (224: the protocol)")
+    p.add_argument(
+        "--crop-size",
+        type=at_least(1),
+        default=224,
+        help="CenterCrop size after a resize to crop * 256 / 224 (224: the protocol)",
+    )
     p.add_argument("--batch-size", type=at_least(1), default=256, help="images per forward pass and process")
     p.add_argument("--workers", type=at_least(0), default=8, help="data-loading workers per process")
     return p
@@ -135,29 +148,47 @@ def main(args):
     transform = center_crop_transform(args.crop_size)
     train_set, val_set = image_folders(args.data, train_transform=transform, val_transform=transform)
     trunk = build_trunk(backbone, "res5").to(device)
-    metrics = knn_accuracy(trunk, train_set, val_set, len(train_set.classes), device, args.ks, args.temperature,
-                           args.batch_size, args.workers)
+    metrics = knn_accuracy(
+        trunk,
+        train_set,
+        val_set,
+        len(train_set.classes),
+        device,
+        args.ks,
+        args.temperature,
+        args.batch_size,
+        args.workers,
+    )
     if rank == 0:
         ks = sorted(int(name.removeprefix("top1_k")) for name in metrics if name.startswith("top1_k"))
         for k in ks:
             print(f"k={k}: top-1 {metrics[f'top1_k{k}']:.2f}  top-5 {metrics[f'top5_k{k}']:.2f}")
         resize = round(args.crop_size * 256 / 224)
-        cli.write_results(args.output_dir, {
-            "task": "knn",
-            "metrics": metrics,
-            "protocol": (f"weighted kNN (Wu et al. 2018; DINO's eval_knn): frozen backbone in eval mode, "
-                         f"L2-normalised features, Resize {resize} CenterCrop {args.crop_size}, the k nearest "
-                         f"train images by cosine similarity vote with weight exp(sim / {args.temperature}), "
-                         f"k in {ks}" + (f" (left out, larger than the train set: "
-                                         f"{sorted(set(args.ks) - set(ks))})" if set(args.ks) - set(ks) else "")),
-            "feature_layer": "res5 (global average pool, the fc input)",
-            "weights": weights,
-            "data_root": str(args.data),
-            "data": fingerprint_files(args.data, IMAGENET_SPLITS),
-            "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
-            "processes": world,
-            "wall_time_s": {"total": time.perf_counter() - start},
-        })
+        cli.write_results(
+            args.output_dir,
+            {
+                "task": "knn",
+                "metrics": metrics,
+                "protocol": (
+                    f"weighted kNN (Wu et al. 2018; DINO's eval_knn): frozen backbone in eval mode, "
+                    f"L2-normalised features, Resize {resize} CenterCrop {args.crop_size}, the k nearest "
+                    f"train images by cosine similarity vote with weight exp(sim / {args.temperature}), "
+                    f"k in {ks}"
+                    + (
+                        f" (left out, larger than the train set: {sorted(set(args.ks) - set(ks))})"
+                        if set(args.ks) - set(ks)
+                        else ""
+                    )
+                ),
+                "feature_layer": "res5 (global average pool, the fc input)",
+                "weights": weights,
+                "data_root": str(args.data),
+                "data": fingerprint_files(args.data, IMAGENET_SPLITS),
+                "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
+                "processes": world,
+                "wall_time_s": {"total": time.perf_counter() - start},
+            },
+        )
     if dist.is_initialized():
         dist.destroy_process_group()
 

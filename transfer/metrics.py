@@ -9,6 +9,7 @@ Labels use the VOC encoding: 1 present, -1 absent, 0 present only as difficult o
 treat the 0s differently: `voc_ap` leaves them out of the class's ranking (the VOC devkit), while
 `per_image_ap` counts them as negatives (the reference labels an image by its non-difficult objects).
 """
+
 import numpy as np
 
 

@@ -11,6 +11,7 @@ one per cost). LinearSVC has no warm start, so successive costs cannot reuse eac
 That bounds the gain at (27 x 4) / (27 x 3 + 1) = 1.32x times the cores used (at most ~2.6x on 2
 cores); benchmarks/svm_speed.py measured 1.22x on the shared 2-core build machine (benchmarks.md).
 """
+
 import warnings
 
 import numpy as np
@@ -24,8 +25,9 @@ from tqdm import tqdm
 from transfer.metrics import per_class_voc_ap
 
 # VISSL's list plus the 2^-4 .. 2^-19 that Goyal et al. append; sorted so that ties pick the smaller cost.
-COSTS = tuple(sorted((0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0)
-                     + tuple(2.0 ** -k for k in range(4, 20))))
+COSTS = tuple(
+    sorted((0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0) + tuple(2.0**-k for k in range(4, 20)))
+)
 FOLDS = 3
 LOW_SHOT_KS = (1, 2, 4, 8, 16, 32, 64, 96)
 LOW_SHOT_SAMPLES = 5
@@ -33,8 +35,16 @@ LOW_SHOT_SAMPLES = 5
 
 def make_svm(cost):
     # random_state fixes liblinear's coordinate order, so a fit is reproducible in any process.
-    return LinearSVC(C=cost, class_weight={1: 2, -1: 1}, loss="squared_hinge", penalty="l2", dual=True,
-                     tol=1e-4, max_iter=2000, random_state=0)
+    return LinearSVC(
+        C=cost,
+        class_weight={1: 2, -1: 1},
+        loss="squared_hinge",
+        penalty="l2",
+        dual=True,
+        tol=1e-4,
+        max_iter=2000,
+        random_state=0,
+    )
 
 
 def training_targets(labels):
@@ -70,7 +80,8 @@ def cross_validate_costs(features, targets, costs=COSTS, n_jobs=-1, progress=Fal
     # Larger costs take more dual coordinate-descent passes: start them first so the tail is short.
     tasks.sort(key=lambda t: -costs[t[1]])
     aps = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_fold_ap)(features, targets[:, c], costs[k], *folds[c][f]) for c, k, f in tasks)
+        delayed(_fold_ap)(features, targets[:, c], costs[k], *folds[c][f]) for c, k, f in tasks
+    )
     aps = list(tqdm(aps, total=len(tasks), desc="SVM cost sweep", unit="fit", disable=not progress))
     table = np.zeros((targets.shape[1], len(costs), FOLDS))
     for (c, k, f), (ap, _) in zip(tasks, aps):
@@ -106,8 +117,17 @@ def _fit_masked(features, targets, rows, cost):
     return fit_svm(features[rows], targets[rows], cost)[0]
 
 
-def low_shot(train_features, train_labels, test_features, test_labels, costs, seed=0, n_jobs=-1,
-             ks=LOW_SHOT_KS, samples=LOW_SHOT_SAMPLES):
+def low_shot(
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    costs,
+    seed=0,
+    n_jobs=-1,
+    ks=LOW_SHOT_KS,
+    samples=LOW_SHOT_SAMPLES,
+):
     """{k: (mean mAP, std mAP, [mAP of each sample], k actually available)} over `samples` draws.
 
     Each class uses its cost from the full-trainval sweep (too few positives to cross-validate at k=1).
@@ -120,11 +140,15 @@ def low_shot(train_features, train_labels, test_features, test_labels, costs, se
     masks = {run: sample_low_shot(train_labels, run[0], seed, run[1]) for run in runs}
     svms = Parallel(n_jobs=n_jobs)(
         delayed(_fit_masked)(train_features, targets[:, c], masks[run][:, c], costs[c])
-        for run in runs for c in range(train_labels.shape[1]))
+        for run in runs
+        for c in range(train_labels.shape[1])
+    )
     classes = train_labels.shape[1]
     result = {}
-    for i, (k, s) in enumerate(runs):
-        scores = decision_scores(svms[i * classes:(i + 1) * classes], test_features)
+    for i, (k, _sample) in enumerate(runs):
+        scores = decision_scores(svms[i * classes : (i + 1) * classes], test_features)
         result.setdefault(k, []).append(100 * per_class_voc_ap(scores, test_labels).mean())
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "samples": v, "k_used": min(k, fewest)}
-            for k, v in result.items()}
+    return {
+        k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "samples": v, "k_used": min(k, fewest)}
+        for k, v in result.items()
+    }

@@ -1,4 +1,5 @@
 """Pascal VOC2007 image-level labels, read from ImageSets/Main/<class>_<split>.txt (1 / -1 / 0)."""
+
 import os
 from pathlib import Path
 
@@ -21,8 +22,10 @@ def voc2007_root(data_root=None):
     root = Path(data_root)
     for sub in ("JPEGImages", "ImageSets/Main"):
         if not (root / sub).is_dir():
-            raise DatasetError(f"{root / sub} not found: expected the layout {LAYOUT}; pass --data-root "
-                               "or set DETECTRON2_DATASETS to the folder that holds VOC2007")
+            raise DatasetError(
+                f"{root / sub} not found: expected the layout {LAYOUT}; pass --data-root "
+                "or set DETECTRON2_DATASETS to the folder that holds VOC2007"
+            )
     return root
 
 

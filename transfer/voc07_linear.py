@@ -27,6 +27,7 @@ Metrics, both x100:
   87.1, SwAV 88.9, supervised 87.5) are those methods' own per-class mAPs, so that column mixes the
   two metrics.
 """
+
 import time
 
 import numpy as np
@@ -41,26 +42,35 @@ from transfer import cli, clsa_voc
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES
 
-
 # The defaults that differ between the protocols.
 PROTOCOL_DEFAULTS = {"features": {"batch_size": 256, "workers": 2}, clsa_voc.NAME: {"batch_size": 16, "workers": 8}}
 
 
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/voc07_linear")
-    p.add_argument("--protocol", choices=sorted(PROTOCOL_DEFAULTS), default="features",
-                   help="features: linear layer on cached frozen features, trainval -> test (the paper's text); "
-                        "clsa: the CLSA reference code's protocol (Table 3's 93.6)")
+    p.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOL_DEFAULTS),
+        default="features",
+        help="features: linear layer on cached frozen features, trainval -> test (the paper's text); "
+        "clsa: the CLSA reference code's protocol (Table 3's 93.6)",
+    )
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
     p.add_argument("--epochs", type=at_least(1), default=100)
     p.add_argument("--lr", type=positive(), default=0.05)
     p.add_argument("--batch-size", type=at_least(1), help="default 256 (features), 16 (clsa; total over all processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="feature cache (features; default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--workers", type=at_least(0), help="data-loading workers per process; default 2 (features), 8 (clsa)")
-    p.add_argument("--t-max", type=at_least(1), default=12, help="clsa: CosineAnnealingLR T_max, stepped once per epoch")
+    p.add_argument(
+        "--workers", type=at_least(0), help="data-loading workers per process; default 2 (features), 8 (clsa)"
+    )
+    p.add_argument(
+        "--t-max", type=at_least(1), default=12, help="clsa: CosineAnnealingLR T_max, stepped once per epoch"
+    )
     p.add_argument("--crop-size", type=at_least(1), default=300, help="clsa: train size and val/test crop")
-    p.add_argument("--resize", type=at_least(1), default=330, help="clsa: shorter side of val/test images before the crop")
+    p.add_argument(
+        "--resize", type=at_least(1), default=330, help="clsa: shorter side of val/test images before the crop"
+    )
     return p
 
 
@@ -94,8 +104,7 @@ def main(args):
     start = time.perf_counter()
     weights, root, splits, features = cli.load_voc07(args, "res5")
     train_start = time.perf_counter()
-    layer = train_linear(features["trainval"], splits["trainval"][1], args.epochs, args.lr, args.batch_size,
-                         args.seed)
+    layer = train_linear(features["trainval"], splits["trainval"][1], args.epochs, args.lr, args.batch_size, args.seed)
     with torch.no_grad():
         scores = layer(torch.from_numpy(features["test"])).numpy()
     test_labels = splits["test"][1]
@@ -113,13 +122,15 @@ def main(args):
             "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' (CLSA's 93.6; the reference CLSA code)",
         },
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
-        "protocol": (f"CLSA section 4.1: linear layer (N(0, 0.01) init) on frozen GAP res5 features (resize 256 "
-                     f"then 224x224, no crop, not normalised), trained on VOC07 trainval, SGD lr {args.lr} momentum "
-                     f"0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, constant lr, BCE-with-logits "
-                     "summed over labels and batch (reduction='sum', as the reference code), "
-                     "difficult = negative; tested on VOC07 test. voc07_mAP: VOC all-point AP per class, difficult "
-                     "excluded, mean over 20. voc07_per_image_AP: label-ranking AP per test image "
-                     "as the CLSA reference computes it (difficult-only classes negative, every image counted)."),
+        "protocol": (
+            f"CLSA section 4.1: linear layer (N(0, 0.01) init) on frozen GAP res5 features (resize 256 "
+            f"then 224x224, no crop, not normalised), trained on VOC07 trainval, SGD lr {args.lr} momentum "
+            f"0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, constant lr, BCE-with-logits "
+            "summed over labels and batch (reduction='sum', as the reference code), "
+            "difficult = negative; tested on VOC07 test. voc07_mAP: VOC all-point AP per class, difficult "
+            "excluded, mean over 20. voc07_per_image_AP: label-ranking AP per test image "
+            "as the CLSA reference computes it (difficult-only classes negative, every image counted)."
+        ),
         "feature_layer": "res5",
         "feature_dim": int(features["test"].shape[1]),
         "weights": weights,

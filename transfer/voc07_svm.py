@@ -5,6 +5,7 @@
 Trains on VOC2007 trainval, tests on VOC2007 test. The protocol is in transfer/svm.py, the metric in
 transfer/metrics.py (voc_ap), the features in transfer/features.py.
 """
+
 import time
 
 from common.cli import at_least, joblib_jobs, positive
@@ -19,12 +20,24 @@ from transfer.voc import VOC_CLASSES, DatasetError
 def get_parser():
     p = cli.parser(__doc__.split("\n")[0], "output/voc07_svm")
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
-    p.add_argument("--layer", choices=sorted(LAYERS), default="res5",
-                   help="res5: 2048-d global average pool (default); res5_2x2: 8192-d AvgPool2d(6, 1)")
-    p.add_argument("--low-shot", action="store_true",
-                   help=f"also k = {svm.LOW_SHOT_KS} positives per class, {svm.LOW_SHOT_SAMPLES} samples each")
-    p.add_argument("--costs", type=positive(), nargs="+", default=svm.COSTS,
-                   help="override the protocol's cost list (quick runs only; results.json records it)")
+    p.add_argument(
+        "--layer",
+        choices=sorted(LAYERS),
+        default="res5",
+        help="res5: 2048-d global average pool (default); res5_2x2: 8192-d AvgPool2d(6, 1)",
+    )
+    p.add_argument(
+        "--low-shot",
+        action="store_true",
+        help=f"also k = {svm.LOW_SHOT_KS} positives per class, {svm.LOW_SHOT_SAMPLES} samples each",
+    )
+    p.add_argument(
+        "--costs",
+        type=positive(),
+        nargs="+",
+        default=svm.COSTS,
+        help="override the protocol's cost list (quick runs only; results.json records it)",
+    )
     p.add_argument("--seed", type=int, default=0, help="low-shot sampling seed")
     p.add_argument("--jobs", type=joblib_jobs, default=-1, help="joblib workers (-1: all cores)")
     p.add_argument("--cache-dir", help="feature cache (default: ~/.cache/clsa-suite/features)")
@@ -41,8 +54,10 @@ def main(args):
     for name, labels, need in (("trainval", train_labels, svm.FOLDS), ("test", test_labels, 1)):
         counts = (labels == 1).sum(0)
         if counts.min() < need:
-            raise DatasetError(f"{root}: class {VOC_CLASSES[counts.argmin()]} has {counts.min()} positive "
-                               f"images in {name}; the protocol needs at least {need}")
+            raise DatasetError(
+                f"{root}: class {VOC_CLASSES[counts.argmin()]} has {counts.min()} positive "
+                f"images in {name}; the protocol needs at least {need}"
+            )
 
     sweep_start = time.perf_counter()
     targets = svm.training_targets(train_labels)
@@ -53,9 +68,11 @@ def main(args):
     ap = 100 * per_class_voc_ap(svm.decision_scores(svms, features["test"]), test_labels)
     sweep_seconds = time.perf_counter() - sweep_start
 
-    print(f"VOC07 SVM ({args.layer}, {features['trainval'].shape[1]}-d): mAP {ap.mean():.2f} "
-          f"over {len(VOC_CLASSES)} classes; cost sweep + refit {sweep_seconds:.1f} s; "
-          f"{unconverged} of {cv_ap.size * svm.FOLDS} CV fits stopped at max_iter 2000")
+    print(
+        f"VOC07 SVM ({args.layer}, {features['trainval'].shape[1]}-d): mAP {ap.mean():.2f} "
+        f"over {len(VOC_CLASSES)} classes; cost sweep + refit {sweep_seconds:.1f} s; "
+        f"{unconverged} of {cv_ap.size * svm.FOLDS} CV fits stopped at max_iter 2000"
+    )
     for name, value, cost in zip(VOC_CLASSES, ap, best):
         print(f"  {name:12s} AP {value:6.2f}  cost {cost:g}")
     results = {
@@ -64,12 +81,14 @@ def main(args):
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
         "chosen_cost": dict(zip(VOC_CLASSES, best)),
         "cv_ap": {"costs": costs, "fits_at_max_iter": unconverged, "per_class": dict(zip(VOC_CLASSES, cv_ap.tolist()))},
-        "protocol": ("Goyal et al. 2019 VOC07 SVM: frozen features (resize 256 then 224x224, no crop, L2-normalised); "
-                     "one LinearSVC per class (class_weight {1: 2, -1: 1}, squared hinge, L2, dual, tol 1e-4, "
-                     "max_iter 2000); cost by 3-fold CV AP over the listed costs, refit on VOC07 trainval; "
-                     "difficult = negative for training, excluded per class at test; VOC all-point interpolated "
-                     "AP x 100, mean over 20 classes. Comparable with the VOC07 SVM mAP of PIRL, SwAV, VISSL "
-                     "(check their feature layer), not with CLSA Table 3's 'VOC07 accuracy'."),
+        "protocol": (
+            "Goyal et al. 2019 VOC07 SVM: frozen features (resize 256 then 224x224, no crop, L2-normalised); "
+            "one LinearSVC per class (class_weight {1: 2, -1: 1}, squared hinge, L2, dual, tol 1e-4, "
+            "max_iter 2000); cost by 3-fold CV AP over the listed costs, refit on VOC07 trainval; "
+            "difficult = negative for training, excluded per class at test; VOC all-point interpolated "
+            "AP x 100, mean over 20 classes. Comparable with the VOC07 SVM mAP of PIRL, SwAV, VISSL "
+            "(check their feature layer), not with CLSA Table 3's 'VOC07 accuracy'."
+        ),
         "feature_layer": args.layer,
         "feature_dim": int(features["trainval"].shape[1]),
         "weights": weights,
@@ -80,15 +99,19 @@ def main(args):
     }
     if args.low_shot:
         low_start = time.perf_counter()
-        shots = svm.low_shot(features["trainval"], train_labels, features["test"], test_labels, best,
-                             seed=args.seed, n_jobs=args.jobs)
+        shots = svm.low_shot(
+            features["trainval"], train_labels, features["test"], test_labels, best, seed=args.seed, n_jobs=args.jobs
+        )
         for k, row in shots.items():
             capped = f" (capped at {row['k_used']}: the rarest class has no more)" if row["k_used"] < k else ""
             print(f"  low-shot k={k:3d}: mAP {row['mean']:.2f} ± {row['std']:.2f}{capped}")
-        results["low_shot"] = {"seed": args.seed, "per_k": {str(k): row for k, row in shots.items()},
-                               "protocol": "k positives per class (unsampled positives left out, all other "
-                                           "images negative), each class at its full-trainval cost; mean/std "
-                                           f"over {svm.LOW_SHOT_SAMPLES} samples"}
+        results["low_shot"] = {
+            "seed": args.seed,
+            "per_k": {str(k): row for k, row in shots.items()},
+            "protocol": "k positives per class (unsampled positives left out, all other "
+            "images negative), each class at its full-trainval cost; mean/std "
+            f"over {svm.LOW_SHOT_SAMPLES} samples",
+        }
         results["wall_time_s"]["low_shot"] = time.perf_counter() - low_start
     results["wall_time_s"]["total"] = time.perf_counter() - start
     cli.write_results(args.output_dir, results)

@@ -1,4 +1,5 @@
 """The pretraining benchmarks run every row they print, here on the CPU at toy sizes."""
+
 import re
 import subprocess
 import sys
@@ -12,9 +13,30 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_benchmark_prints_step_and_both_data_paths_end_to_end():
     result = subprocess.run(
-        [sys.executable, "benchmarks/pretrain_speed.py", "--no-augment-only", "--arch", "resnet18",
-         "--batch-size", "4", "--queue-size", "16", "--steps", "1", "--warmup", "1", "--workers", "1",
-         "--presets", "clsa_single"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "benchmarks/pretrain_speed.py",
+            "--no-augment-only",
+            "--arch",
+            "resnet18",
+            "--batch-size",
+            "4",
+            "--queue-size",
+            "16",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--workers",
+            "1",
+            "--presets",
+            "clsa_single",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "JPEGs 500x375 of 9" in result.stdout  # about 95 KiB each
     for path in ("step fp32", "step bf16", "workers", "batched"):
@@ -22,8 +44,13 @@ def test_benchmark_prints_step_and_both_data_paths_end_to_end():
 
 
 def test_memory_count_nearly_halves_in_bf16_and_checkpointing_drops_the_strong_views():
-    result = subprocess.run([sys.executable, "benchmarks/pretrain_memory.py", "--arch", "resnet18", "--batch-size", "32"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "benchmarks/pretrain_memory.py", "--arch", "resnet18", "--batch-size", "32"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in result.stdout.splitlines()[2:]}
     for preset, (fp32, bf16, checkpointed) in rows.items():

@@ -36,7 +36,7 @@ def test_missing_compiled_ops_name_the_fix():
 
     assert "without its C++ ops" in _C.get_compiler_version()
     with pytest.raises(RuntimeError, match="built without its C\\+\\+ ops.*git\\+https"):
-        _C.deform_conv_forward
+        _C.deform_conv_forward()
 
 
 def test_compiled_ops_are_told_by_an_extension_module(monkeypatch):

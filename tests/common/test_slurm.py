@@ -1,4 +1,5 @@
 """SLURM launch through submitit: the flags, the resubmitted command, and a requeue that changes nothing."""
+
 import json
 import os
 import signal
@@ -16,20 +17,39 @@ from test_pretrain_main import RESUME, assert_bitwise_equal, final_state, tiny  
 
 
 def test_slurm_flags_are_split_from_the_command_wherever_they_are():
-    flags, rest = slurm.split_argv(["--config-file", "a.yaml", "--slurm", "--nodes", "2", "--partition", "p",
-                                    "--time", "60", "SOLVER.BATCH_SIZE", "512"])
+    flags, rest = slurm.split_argv(
+        [
+            "--config-file",
+            "a.yaml",
+            "--slurm",
+            "--nodes",
+            "2",
+            "--partition",
+            "p",
+            "--time",
+            "60",
+            "SOLVER.BATCH_SIZE",
+            "512",
+        ]
+    )
     assert (flags.slurm, flags.nodes, flags.gpus_per_node, flags.partition, flags.time) == (True, 2, 8, "p", 60)
     assert rest == ["--config-file", "a.yaml", "SOLVER.BATCH_SIZE", "512"]
 
 
-@pytest.mark.parametrize("argv, resume_args, expected", [
-    (["--config-file", "a.yaml", "X", "1"], ["--resume", "auto"],
-     ["--resume", "auto", "--config-file", "a.yaml", "X", "1"]),
-    (["--resume", "ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
-    (["--resume=ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
-    (["--resume", "--num-gpus", "2"], ["--resume"], ["--resume", "--num-gpus", "2"]),  # detectron2's flag
-    (["--out", "d"], [], ["--out", "d"]),
-])
+@pytest.mark.parametrize(
+    "argv, resume_args, expected",
+    [
+        (
+            ["--config-file", "a.yaml", "X", "1"],
+            ["--resume", "auto"],
+            ["--resume", "auto", "--config-file", "a.yaml", "X", "1"],
+        ),
+        (["--resume", "ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
+        (["--resume=ckpt.pth", "X", "1"], ["--resume", "auto"], ["--resume", "auto", "X", "1"]),
+        (["--resume", "--num-gpus", "2"], ["--resume"], ["--resume", "--num-gpus", "2"]),  # detectron2's flag
+        (["--out", "d"], [], ["--out", "d"]),
+    ],
+)
 def test_the_requeued_command_resumes_once(argv, resume_args, expected):
     assert slurm.with_resume(argv, resume_args) == expected
 
@@ -51,10 +71,24 @@ def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_ru
     main(parse_args(tiny(train_root, tmp_path / "straight", *run)))
 
     output_dir = tmp_path / "job"
-    flags, argv = slurm.split_argv(["--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30",
-                                    *tiny(train_root, output_dir, *run)])
-    job = slurm.submit(flags, slurm.Job("pretrain.main:run_argv", argv, ["--resume", "auto"], task_per_gpu=True,
-                                        stop_signal=signal.SIGUSR1), output_dir, "test")
+    flags, argv = slurm.split_argv(
+        [
+            "--slurm",
+            "--slurm-cluster",
+            "local",
+            "--gpus-per-node",
+            "0",
+            "--time",
+            "30",
+            *tiny(train_root, output_dir, *run),
+        ]
+    )
+    job = slurm.submit(
+        flags,
+        slurm.Job("pretrain.main:run_argv", argv, ["--resume", "auto"], task_per_gpu=True, stop_signal=signal.SIGUSR1),
+        output_dir,
+        "test",
+    )
     metrics = output_dir / "metrics.json"
     deadline = time.time() + 300
     while not (metrics.exists() and metrics.read_text().strip()):
@@ -81,18 +115,48 @@ def test_run_suite_submits_one_node_and_its_job_runs_the_stages(tmp_path):
     torch.save(torchvision.models.resnet50().state_dict(), checkpoint)
     with pytest.raises(SystemExit):
         run_suite.main(["--slurm", "--nodes", "2", "--weights", str(checkpoint), "--out", str(tmp_path / "s")])
-    job = run_suite.main(["--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30",
-                          "--weights", str(checkpoint), "--out", str(tmp_path / "suite"), "--only", "convert"])
+    job = run_suite.main(
+        [
+            "--slurm",
+            "--slurm-cluster",
+            "local",
+            "--gpus-per-node",
+            "0",
+            "--time",
+            "30",
+            "--weights",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "suite"),
+            "--only",
+            "convert",
+        ]
+    )
     assert Path(job.paths.stdout).parent.parent == tmp_path / "suite" / "slurm"
     job.result()
     assert (tmp_path / "suite" / "convert" / "model_d2.pkl").is_file()
 
 
 def test_detectron2_launch_flags_come_from_slurm_variables(monkeypatch):
-    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "1234", "SLURM_JOB_NUM_NODES": "2",
-                        "SLURM_NODEID": "1", "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0",
-                        "SLURM_JOB_NODELIST": "gpu[07-08]"}.items():
+    for name, value in {
+        "SUBMITIT_EXECUTOR": "slurm",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODEID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": "1",
+        "SLURM_LOCALID": "0",
+        "SLURM_JOB_NODELIST": "gpu[07-08]",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    assert slurm.detectron2_launch_args() == ["--num-gpus", "8", "--num-machines", "2", "--machine-rank", "1",
-                                              "--dist-url", "tcp://gpu07:21234"]
+    assert slurm.detectron2_launch_args() == [
+        "--num-gpus",
+        "8",
+        "--num-machines",
+        "2",
+        "--machine-rank",
+        "1",
+        "--dist-url",
+        "tcp://gpu07:21234",
+    ]

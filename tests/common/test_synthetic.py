@@ -39,8 +39,11 @@ def test_voc_per_class_files_agree_with_xml(synthetic_root, year):
 def test_voc_loads_through_detectron2_builtin_names(synthetic_root):
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    for name, year, split in [("voc_2007_trainval", 2007, "trainval"), ("voc_2007_test", 2007, "test"),
-                              ("voc_2012_trainval", 2012, "trainval")]:
+    for name, year, split in [
+        ("voc_2007_trainval", 2007, "trainval"),
+        ("voc_2007_test", 2007, "test"),
+        ("voc_2012_trainval", 2012, "trainval"),
+    ]:
         dicts = DatasetCatalog.get(name)
         voc = synthetic_root / f"VOC{year}"
         ids = (voc / "ImageSets" / "Main" / f"{split}.txt").read_text().split()
@@ -79,7 +82,7 @@ def test_coco_json_is_valid_and_polygons_match_their_masks(synthetic_root, split
         x, y, w, h = ann["bbox"]
         assert math.isclose(x, poly[:, 0].min(), abs_tol=0.01) and math.isclose(x + w, poly[:, 0].max(), abs_tol=0.02)
         areas.append(ann["area"])
-    assert min(areas) < 32 ** 2 < 96 ** 2 < max(areas), "COCO small and large objects must both exist"
+    assert min(areas) < 32**2 < 96**2 < max(areas), "COCO small and large objects must both exist"
 
 
 def test_coco_loads_through_detectron2_builtin_names(synthetic_root):
@@ -130,8 +133,11 @@ def test_a_bad_seed_is_a_one_line_error_that_writes_nothing(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "tools/make_synthetic_data.py", "--out", str(tmp_path / "d"),
-                           "--seed", "-1"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "tools/make_synthetic_data.py", "--out", str(tmp_path / "d"), "--seed", "-1"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: seed -1 is out of range")
     assert proc.stderr.count("\n") == 1 and not (tmp_path / "d").exists()
 

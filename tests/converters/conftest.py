@@ -1,7 +1,7 @@
 """Session-wide checkpoints on disk (a ResNet-50 pretraining checkpoint is ~240 MB: write it once)."""
+
 import pytest
 import torch
-
 from converter_inputs import moco_checkpoint, pretrain_checkpoint, random_resnet
 
 

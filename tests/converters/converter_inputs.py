@@ -1,4 +1,5 @@
 """Checkpoints of each kind the converters accept, built from torchvision models with random weights."""
+
 import copy
 
 import torch
@@ -34,21 +35,32 @@ def pretrain_checkpoint(query, key):
     model.update({f"encoder_k.{k}": v for k, v in with_mlp_head(key).state_dict().items()})
     model.update(queue=torch.randn(128, 32), queue_ptr=torch.zeros(1, dtype=torch.long))
     optimizer = torch.optim.SGD(query.parameters(), lr=0.03, momentum=0.9)
-    return {"kind": "clsa-suite/pretrain", "model": model, "optimizer": optimizer.state_dict(),
-            "epoch": 3, "iteration": 120, "config": "MODEL:\n  ARCH: resnet50\n"}
+    return {
+        "kind": "clsa-suite/pretrain",
+        "model": model,
+        "optimizer": optimizer.state_dict(),
+        "epoch": 3,
+        "iteration": 120,
+        "config": "MODEL:\n  ARCH: resnet50\n",
+    }
 
 
 def moco_checkpoint(query, key):
     """The layout of the MoCo / CLSA reference code: DDP's "module." prefix under "state_dict"."""
     model = pretrain_checkpoint(query, key)["model"]
-    return {"state_dict": {f"module.{k}": v for k, v in model.items()}, "epoch": 200, "arch": "resnet50",
-            "optimizer": {}}
+    return {
+        "state_dict": {f"module.{k}": v for k, v in model.items()},
+        "epoch": 200,
+        "arch": "resnet50",
+        "optimizer": {},
+    }
 
 
 def backbone_tensors(model):
     """What a converter should keep of a torchvision ResNet: all but fc.* and num_batches_tracked."""
-    return {k: v for k, v in model.state_dict().items()
-            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    return {
+        k: v for k, v in model.state_dict().items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
 
 
 def zero_state_dict(arch, **kwargs):

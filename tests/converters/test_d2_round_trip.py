@@ -1,17 +1,18 @@
 """The converted .pkl in the suite's detection models: every weight loads, and computes what torchvision does."""
+
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 from torchvision.transforms.v2 import functional as F
 
 import detection  # registers Res5ROIHeadsExtraNorm
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from detection.checkpoint import PretrainedWeightsCheckpointer
+
 # Added by Res5ROIHeadsExtraNorm (a norm after res5) and trained from scratch, as in MoCo.
 NEW_IN_DETECTION = "roi_heads.res5.norm."
 CONFIGS = {"voc_faster_rcnn": "voc0712_R50_C4.yaml", "coco_mask_rcnn": "coco_R50_C4.yaml"}
@@ -44,8 +45,11 @@ def test_every_backbone_and_res5_weight_loads_and_nothing_is_unused(d2_pkl, name
     assert incompatible.unexpected_keys == [] and incompatible.incorrect_shapes == []
     with open(d2_pkl, "rb") as f:
         pkl = pickle.load(f)["model"]
-    loaded = {k: v for k, v in model.state_dict().items()
-              if k.startswith(trunk) and not k.startswith(NEW_IN_DETECTION) and "num_batches_tracked" not in k}
+    loaded = {
+        k: v
+        for k, v in model.state_dict().items()
+        if k.startswith(trunk) and not k.startswith(NEW_IN_DETECTION) and "num_batches_tracked" not in k
+    }
     assert len(loaded) == len(pkl)
     for key, value in loaded.items():  # backbone.res4.0.conv1.weight <- res4.0.conv1.weight, etc.
         assert torch.equal(value, torch.from_numpy(pkl[key.split(".", 1)[1]])), key

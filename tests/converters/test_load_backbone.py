@@ -3,8 +3,8 @@ import re
 import pytest
 import torch
 import torchvision
-
 from converter_inputs import backbone_tensors, pretrain_checkpoint, random_resnet, zero_state_dict
+
 from converters.checkpoint import CheckpointError, load_backbone
 
 
@@ -28,8 +28,14 @@ def test_pretraining_checkpoint_yields_the_query_encoder_without_head_or_queue(p
     saved = torch.load(pretrain_ckpt, weights_only=True)["model"]
     kept = {f"encoder_q.{k}" for k in backbone.state_dict}
     assert sorted(backbone.dropped) == sorted(set(saved) - kept)
-    assert {"queue", "queue_ptr", "encoder_q.fc.0.weight", "encoder_q.fc.2.bias", "encoder_k.conv1.weight",
-            "encoder_q.bn1.num_batches_tracked"} <= set(backbone.dropped)
+    assert {
+        "queue",
+        "queue_ptr",
+        "encoder_q.fc.0.weight",
+        "encoder_q.fc.2.bias",
+        "encoder_k.conv1.weight",
+        "encoder_q.bn1.num_batches_tracked",
+    } <= set(backbone.dropped)
 
 
 def test_encoder_key_picks_the_momentum_encoder(pretrain_ckpt, key_encoder):
@@ -37,8 +43,7 @@ def test_encoder_key_picks_the_momentum_encoder(pretrain_ckpt, key_encoder):
 
 
 @pytest.mark.parametrize("encoder", ["query", "key"])
-def test_moco_reference_checkpoint_is_recognised_by_its_module_prefix(moco_ckpt, encoder, query_encoder,
-                                                                      key_encoder):
+def test_moco_reference_checkpoint_is_recognised_by_its_module_prefix(moco_ckpt, encoder, query_encoder, key_encoder):
     backbone = load_backbone(moco_ckpt, encoder=encoder)
 
     assert backbone.source_kind == "MoCo/CLSA reference checkpoint"
@@ -46,12 +51,16 @@ def test_moco_reference_checkpoint_is_recognised_by_its_module_prefix(moco_ckpt,
     assert "module.queue" in backbone.dropped and "module.encoder_q.fc.2.weight" in backbone.dropped
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda sd: sd,
-    lambda sd: {"state_dict": sd, "epoch": 90},
-    lambda sd: {"model": sd},
-    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
-], ids=["bare", "state_dict", "model", "module-prefix"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": sd, "epoch": 90},
+        lambda sd: {"model": sd},
+        lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    ],
+    ids=["bare", "state_dict", "model", "module-prefix"],
+)
 def test_torchvision_state_dict_is_accepted_bare_or_wrapped(tmp_path, resnet18, wrap):
     torch.save(wrap(resnet18.state_dict()), tmp_path / "resnet18.pth")
 
@@ -85,16 +94,26 @@ def test_half_precision_weights_come_back_as_float32(tmp_path, resnet18):
     assert_same_tensors(backbone.state_dict, {k: half[k].float() for k in backbone_tensors(resnet18)})
 
 
-@pytest.mark.parametrize("state, reason", [
-    (lambda: zero_state_dict("resnext50_32x4d"),
-     r"does not match torchvision resnet50: mis-shaped \(\d+\): layer1.0.bn1.bias \(128,\) != \(64,\)"),
-    (lambda: {k: v for k, v in zero_state_dict("resnet18").items() if k != "layer4.1.bn2.bias"},
-     r"does not match torchvision resnet18: missing \(1\): layer4.1.bn2.bias"),
-    (lambda: zero_state_dict("vgg11"), r"no ResNet weights found \(keys: features.0.weight"),
-    (lambda: {"model": {"backbone.res2.0.conv1.weight": torch.zeros(1)}, "iteration": 9},
-     r"holds detectron2 model weights"),
-    (lambda: [torch.zeros(3)], r"holds a list, not a dict"),
-], ids=["resnext", "missing-tensor", "vgg", "detectron2-pth", "list"])
+@pytest.mark.parametrize(
+    "state, reason",
+    [
+        (
+            lambda: zero_state_dict("resnext50_32x4d"),
+            r"does not match torchvision resnet50: mis-shaped \(\d+\): layer1.0.bn1.bias \(128,\) != \(64,\)",
+        ),
+        (
+            lambda: {k: v for k, v in zero_state_dict("resnet18").items() if k != "layer4.1.bn2.bias"},
+            r"does not match torchvision resnet18: missing \(1\): layer4.1.bn2.bias",
+        ),
+        (lambda: zero_state_dict("vgg11"), r"no ResNet weights found \(keys: features.0.weight"),
+        (
+            lambda: {"model": {"backbone.res2.0.conv1.weight": torch.zeros(1)}, "iteration": 9},
+            r"holds detectron2 model weights",
+        ),
+        (lambda: [torch.zeros(3)], r"holds a list, not a dict"),
+    ],
+    ids=["resnext", "missing-tensor", "vgg", "detectron2-pth", "list"],
+)
 def test_non_resnet_content_is_refused_naming_the_file_and_reason(tmp_path, state, reason):
     torch.save(state(), tmp_path / "other.pth")
 

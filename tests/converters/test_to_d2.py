@@ -6,9 +6,9 @@ import re
 import numpy as np
 import pytest
 import torch
+from converter_inputs import zero_state_dict
 
 from common.io import sha256_file
-from converter_inputs import zero_state_dict
 from converters import to_d2, to_torchvision
 from converters.checkpoint import Backbone, CheckpointError, load_backbone
 
@@ -41,22 +41,30 @@ def test_summary_names_source_kind_counts_and_output(pretrain_ckpt, tmp_path, ca
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"source:  {pretrain_ckpt} (clsa-suite pretraining checkpoint, resnet50, --encoder query)"
     assert lines[1] == "kept:    265 tensors"
-    assert lines[2].startswith("dropped: 381 tensors: encoder_k.* (265), *.num_batches_tracked (106), "
-                               "encoder_q.fc.* (4), encoder_k.fc.* (4), queue (1), queue_ptr (1)")
+    assert lines[2].startswith(
+        "dropped: 381 tensors: encoder_k.* (265), *.num_batches_tracked (106), "
+        "encoder_q.fc.* (4), encoder_k.fc.* (4), queue (1), queue_ptr (1)"
+    )
     assert lines[3] == f"wrote:   {tmp_path / 'out.pkl'}"
 
 
 def test_mapped_keys_that_do_not_fit_detectron2_are_listed(tmp_path):
-    state = {k: v for k, v in zero_state_dict("resnet50").items()
-             if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    state = {
+        k: v
+        for k, v in zero_state_dict("resnet50").items()
+        if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
     del state["layer4.2.conv3.weight"]
     state["layer4.2.extra.weight"] = torch.zeros(3)
     state["layer1.0.conv1.weight"] = torch.zeros(64, 64, 3, 3)
     backbone = Backbone(state_dict=state, source_kind="test", arch="resnet50")
 
-    with pytest.raises(CheckpointError, match=r"^x.pth: mapped keys do not fit detectron2's ResNet-50: "
-                       r"missing \(1\): res5.2.conv3.weight; unexpected \(1\): res5.2.extra.weight; "
-                       r"mis-shaped \(1\): res2.0.conv1.weight \(64, 64, 3, 3\) != \(64, 64, 1, 1\)$"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"^x.pth: mapped keys do not fit detectron2's ResNet-50: "
+        r"missing \(1\): res5.2.conv3.weight; unexpected \(1\): res5.2.extra.weight; "
+        r"mis-shaped \(1\): res2.0.conv1.weight \(64, 64, 3, 3\) != \(64, 64, 1, 1\)$",
+    ):
         to_d2.to_d2_state_dict(backbone, "x.pth")
 
 
@@ -92,10 +100,14 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("kind, converter", [
-    *[(kind, converter) for kind in BAD_INPUTS if kind != "resnet18" for converter in (to_d2, to_torchvision)],
-    ("resnet18", to_d2),  # to_torchvision converts any torchvision ResNet
-], ids=lambda x: x if isinstance(x, str) else x.__name__.split(".")[-1])
+@pytest.mark.parametrize(
+    "kind, converter",
+    [
+        *[(kind, converter) for kind in BAD_INPUTS if kind != "resnet18" for converter in (to_d2, to_torchvision)],
+        ("resnet18", to_d2),  # to_torchvision converts any torchvision ResNet
+    ],
+    ids=lambda x: x if isinstance(x, str) else x.__name__.split(".")[-1],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(kind, converter, tmp_path, d2_pkl, capsys):
     ckpt = _write_bad_input(kind, tmp_path, d2_pkl)
     out_dir = tmp_path / "out"
@@ -120,8 +132,9 @@ def test_refuses_to_overwrite_its_input(tmp_path):
 
 
 @pytest.mark.parametrize("converter", [to_d2, to_torchvision], ids=lambda c: c.__name__.split(".")[-1])
-def test_an_existing_output_is_replaced_only_by_the_same_conversion_or_with_overwrite(converter, pretrain_ckpt,
-                                                                                       tmp_path, capsys):
+def test_an_existing_output_is_replaced_only_by_the_same_conversion_or_with_overwrite(
+    converter, pretrain_ckpt, tmp_path, capsys
+):
     out = tmp_path / "converted"
     out.write_text("an unrelated file\n")
     assert converter.main([str(pretrain_ckpt), str(out)]) == 2

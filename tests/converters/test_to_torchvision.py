@@ -1,7 +1,7 @@
 import torch
 import torchvision
-
 from converter_inputs import backbone_tensors
+
 from converters import to_torchvision
 from converters.checkpoint import load_backbone
 

@@ -1,9 +1,10 @@
 """The detection configs resolve to the MoCo/CLSA transfer protocol, value by value."""
-import pytest
 
-import detection  # noqa: F401
+import pytest
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+
+import detection  # noqa: F401
 from tools.train_net import parse_args
 
 CONFIGS = {name: f"detection/{name}.yaml" for name in ("voc0712_R50_C4", "coco_R50_C4", "coco_R50_C4_1x")}
@@ -42,8 +43,9 @@ def test_voc_config_is_07_12_trainval_to_07_test_24k():
     assert cfg.INPUT.MIN_SIZE_TRAIN == tuple(range(480, 801, 32)) and cfg.INPUT.MIN_SIZE_TEST == 800
 
 
-@pytest.mark.parametrize("name,max_iter,steps", [("coco_R50_C4", 180000, (120000, 160000)),
-                                                 ("coco_R50_C4_1x", 90000, (60000, 80000))])
+@pytest.mark.parametrize(
+    "name,max_iter,steps", [("coco_R50_C4", 180000, (120000, 160000)), ("coco_R50_C4_1x", 90000, (60000, 80000))]
+)
 def test_coco_configs_are_mask_rcnn_on_2017_with_their_schedule(name, max_iter, steps):
     cfg = load(name)
     assert cfg.MODEL.MASK_ON is True and cfg.MODEL.ROI_HEADS.NUM_CLASSES == 80

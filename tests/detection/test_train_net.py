@@ -1,4 +1,5 @@
 """tools/train_net.py end to end on the synthetic VOC and COCO sets, on the CPU."""
+
 import json
 import math
 import os
@@ -30,8 +31,11 @@ def converted_r50(tmp_path_factory):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     torch.save(model.state_dict(), folder / "r50.pth")
-    subprocess.run([sys.executable, "converters/to_d2.py", str(folder / "r50.pth"), str(folder / "r50.pkl")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "converters/to_d2.py", str(folder / "r50.pth"), str(folder / "r50.pkl")],
+        check=True,
+        capture_output=True,
+    )
     return folder / "r50.pkl"
 
 
@@ -42,8 +46,20 @@ def _finite(results, task, *metrics):
 @pytest.mark.slow
 def test_voc_faster_rcnn_trains_and_writes_results(synthetic_root, converted_r50, tmp_path):
     out = tmp_path / "voc"
-    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(converted_r50),
-                "OUTPUT_DIR", str(out), "SEED", "3", *SMOKE_ARGS["voc_det"]], synthetic_root)
+    proc = run(
+        [
+            "--config",
+            "detection/voc0712_R50_C4.yaml",
+            "MODEL.WEIGHTS",
+            str(converted_r50),
+            "OUTPUT_DIR",
+            str(out),
+            "SEED",
+            "3",
+            *SMOKE_ARGS["voc_det"],
+        ],
+        synthetic_root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert _finite(results, "bbox", "AP", "AP50", "AP75")
@@ -57,8 +73,18 @@ def test_voc_faster_rcnn_trains_and_writes_results(synthetic_root, converted_r50
 @pytest.mark.slow
 def test_coco_mask_rcnn_trains_and_reports_box_and_mask_ap(synthetic_root, converted_r50, tmp_path):
     out = tmp_path / "coco"
-    proc = run(["--config", "detection/coco_R50_C4.yaml", "MODEL.WEIGHTS", str(converted_r50),
-                "OUTPUT_DIR", str(out), *SMOKE_ARGS["coco_det"]], synthetic_root)
+    proc = run(
+        [
+            "--config",
+            "detection/coco_R50_C4.yaml",
+            "MODEL.WEIGHTS",
+            str(converted_r50),
+            "OUTPUT_DIR",
+            str(out),
+            *SMOKE_ARGS["coco_det"],
+        ],
+        synthetic_root,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert _finite(results, "bbox", "AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -75,15 +101,26 @@ def assert_one_line_error_and_nothing_written(proc, output_dir, *fragments):
 
 def test_missing_data_set_fails_before_the_model_is_built_naming_the_folder(tmp_path):
     proc = run(["--config", "detection/voc0712_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "o")], tmp_path / "nodata")
-    assert_one_line_error_and_nothing_written(proc, tmp_path / "o",
-                                              f"expects {tmp_path / 'nodata' / 'VOC2007'}, which does not exist")
+    assert_one_line_error_and_nothing_written(
+        proc, tmp_path / "o", f"expects {tmp_path / 'nodata' / 'VOC2007'}, which does not exist"
+    )
 
 
 def test_unconverted_weights_stop_before_the_model_is_built(synthetic_root, tmp_path):
     bad = tmp_path / "model_final.pth"
     torch.save({"kind": "clsa-suite/pretrain", "model": torchvision.models.resnet18().state_dict()}, bad)
-    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(bad),
-                "OUTPUT_DIR", str(tmp_path / "o"), *SMOKE_ARGS["voc_det"]], synthetic_root)
+    proc = run(
+        [
+            "--config",
+            "detection/voc0712_R50_C4.yaml",
+            "MODEL.WEIGHTS",
+            str(bad),
+            "OUTPUT_DIR",
+            str(tmp_path / "o"),
+            *SMOKE_ARGS["voc_det"],
+        ],
+        synthetic_root,
+    )
     assert_one_line_error_and_nothing_written(proc, tmp_path / "o", "unconverted weights", "converters/to_d2.py")
 
 
@@ -95,13 +132,22 @@ def test_a_malformed_voc_annotation_is_named_before_the_model_is_built(synthetic
     annotation = sorted((tmp_path / "data" / "VOC2012" / "Annotations").glob("*.xml"))[0]
     annotation.write_text(annotation.read_text()[:120])
     proc = run(["--config", "detection/voc0712_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "o")], tmp_path / "data")
-    assert_one_line_error_and_nothing_written(proc, tmp_path / "o", f"{annotation}: unreadable VOC annotation",
-                                              "ParseError")
+    assert_one_line_error_and_nothing_written(
+        proc, tmp_path / "o", f"{annotation}: unreadable VOC annotation", "ParseError"
+    )
 
 
 # A ResNet-50 a quarter as wide: it learns the synthetic shapes from scratch in a CPU-minute or two.
-NARROW_R50 = ["MODEL.RESNETS.WIDTH_PER_GROUP", "16", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
-              "MODEL.RESNETS.STEM_OUT_CHANNELS", "32", "MODEL.ROI_MASK_HEAD.CONV_DIM", "64"]
+NARROW_R50 = [
+    "MODEL.RESNETS.WIDTH_PER_GROUP",
+    "16",
+    "MODEL.RESNETS.RES2_OUT_CHANNELS",
+    "64",
+    "MODEL.RESNETS.STEM_OUT_CHANNELS",
+    "32",
+    "MODEL.ROI_MASK_HEAD.CONV_DIM",
+    "64",
+]
 
 
 @pytest.mark.slow
@@ -109,21 +155,58 @@ def test_a_trained_model_beats_an_untrained_one_and_eval_only_reproduces_it(synt
     """The metric is wired to the predictions: training on the easy synthetic set raises AP from ~0,
     and --eval-only of the trained weights gives the same numbers as the end of training."""
     common = [*SMOKE_ARGS["coco_det"], *NARROW_R50, "MODEL.WEIGHTS", ""]
-    schedule = ["SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.02", "SOLVER.MAX_ITER", "150",
-                "SOLVER.STEPS", "(130,)", "SOLVER.WARMUP_ITERS", "20", "SEED", "0"]
-    trained = run(["--config", "detection/coco_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "trained"),
-                   *common, *schedule], synthetic_root)
+    schedule = [
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.BASE_LR",
+        "0.02",
+        "SOLVER.MAX_ITER",
+        "150",
+        "SOLVER.STEPS",
+        "(130,)",
+        "SOLVER.WARMUP_ITERS",
+        "20",
+        "SEED",
+        "0",
+    ]
+    trained = run(
+        ["--config", "detection/coco_R50_C4.yaml", "OUTPUT_DIR", str(tmp_path / "trained"), *common, *schedule],
+        synthetic_root,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
-    untrained = run(["--config", "detection/coco_R50_C4.yaml", "--eval-only", "OUTPUT_DIR",
-                     str(tmp_path / "untrained"), *common, "SEED", "0"], synthetic_root)
+    untrained = run(
+        [
+            "--config",
+            "detection/coco_R50_C4.yaml",
+            "--eval-only",
+            "OUTPUT_DIR",
+            str(tmp_path / "untrained"),
+            *common,
+            "SEED",
+            "0",
+        ],
+        synthetic_root,
+    )
     assert untrained.returncode == 0, untrained.stderr[-3000:]
     assert "RANDOM INIT" in untrained.stdout + untrained.stderr
-    reproduced = run(["--config", "detection/coco_R50_C4.yaml", "--eval-only", "OUTPUT_DIR",
-                      str(tmp_path / "reproduced"), *common,
-                      "MODEL.WEIGHTS", str(tmp_path / "trained" / "model_final.pth")], synthetic_root)
+    reproduced = run(
+        [
+            "--config",
+            "detection/coco_R50_C4.yaml",
+            "--eval-only",
+            "OUTPUT_DIR",
+            str(tmp_path / "reproduced"),
+            *common,
+            "MODEL.WEIGHTS",
+            str(tmp_path / "trained" / "model_final.pth"),
+        ],
+        synthetic_root,
+    )
     assert reproduced.returncode == 0, reproduced.stderr[-3000:]
-    metrics = {name: json.loads((tmp_path / name / "results.json").read_text())["metrics"]
-               for name in ("trained", "untrained", "reproduced")}
+    metrics = {
+        name: json.loads((tmp_path / name / "results.json").read_text())["metrics"]
+        for name in ("trained", "untrained", "reproduced")
+    }
     ap50 = {name: m["bbox"]["AP50"] for name, m in metrics.items()}
     assert ap50["trained"] > 5.0 and ap50["trained"] > ap50["untrained"] + 5.0, ap50
     for task in ("bbox", "segm"):
@@ -131,10 +214,20 @@ def test_a_trained_model_beats_an_untrained_one_and_eval_only_reproduces_it(synt
 
 
 def test_missing_weights_file_stops_before_training_naming_the_converter(synthetic_root, tmp_path):
-    proc = run(["--config", "detection/voc0712_R50_C4.yaml", "MODEL.WEIGHTS", str(tmp_path / "r50.pkl"),
-                "OUTPUT_DIR", str(tmp_path / "out")], synthetic_root)
-    assert_one_line_error_and_nothing_written(proc, tmp_path / "out", f"MODEL.WEIGHTS {tmp_path / 'r50.pkl'} does "
-                                              "not exist", "converters/to_d2.py")
+    proc = run(
+        [
+            "--config",
+            "detection/voc0712_R50_C4.yaml",
+            "MODEL.WEIGHTS",
+            str(tmp_path / "r50.pkl"),
+            "OUTPUT_DIR",
+            str(tmp_path / "out"),
+        ],
+        synthetic_root,
+    )
+    assert_one_line_error_and_nothing_written(
+        proc, tmp_path / "out", f"MODEL.WEIGHTS {tmp_path / 'r50.pkl'} does not exist", "converters/to_d2.py"
+    )
 
 
 def test_a_random_seed_is_drawn_once_for_all_processes():

@@ -1,14 +1,15 @@
 """MODEL.WEIGHTS is loaded safely and never leaves the backbone silently at random init."""
+
 import os
 import pickle
 
 import numpy as np
 import pytest
 import torch
-
-import detection  # noqa: F401
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
+
+import detection  # noqa: F401
 from detection.checkpoint import PretrainedWeightsCheckpointer
 
 
@@ -25,9 +26,9 @@ def _backbone_pickle(model, path, author="clsa-suite", protocol=4):
     weights = {}
     for name, value in model.state_dict().items():
         if name.startswith("backbone."):
-            weights[name[len("backbone."):]] = value
+            weights[name[len("backbone.") :]] = value
         elif name.startswith("roi_heads.res5.") and not name.startswith("roi_heads.res5.norm."):
-            weights[name[len("roi_heads."):]] = value
+            weights[name[len("roi_heads.") :]] = value
     weights = {k: torch.randn_like(v.float()).numpy() for k, v in weights.items() if "num_batches" not in k}
     with open(path, "wb") as f:
         pickle.dump({"model": weights, "__author__": author, "matching_heuristics": True}, f, protocol=protocol)
@@ -38,11 +39,16 @@ def _backbone_pickle(model, path, author="clsa-suite", protocol=4):
 def test_converted_backbone_loads_every_weight_except_the_new_res5_norm(model, tmp_path, protocol):
     weights = _backbone_pickle(model, tmp_path / "w.pkl", protocol=protocol)
     incompatible = PretrainedWeightsCheckpointer(model)._load_model(
-        PretrainedWeightsCheckpointer(model)._load_file(str(tmp_path / "w.pkl")))
-    assert {k.rsplit(".", 1)[0] for k in incompatible.missing_keys if "backbone" in k or "res5" in k} == {"roi_heads.res5.norm"}
+        PretrainedWeightsCheckpointer(model)._load_file(str(tmp_path / "w.pkl"))
+    )
+    assert {k.rsplit(".", 1)[0] for k in incompatible.missing_keys if "backbone" in k or "res5" in k} == {
+        "roi_heads.res5.norm"
+    }
     state = model.state_dict()
     np.testing.assert_array_equal(state["backbone.res4.5.conv3.weight"].numpy(), weights["res4.5.conv3.weight"])
-    np.testing.assert_array_equal(state["roi_heads.res5.2.conv1.norm.running_var"].numpy(), weights["res5.2.conv1.norm.running_var"])
+    np.testing.assert_array_equal(
+        state["roi_heads.res5.2.conv1.norm.running_var"].numpy(), weights["res5.2.conv1.norm.running_var"]
+    )
 
 
 def test_unconverted_pretraining_checkpoint_is_refused_with_the_fix(model, tmp_path):

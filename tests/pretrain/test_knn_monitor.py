@@ -1,19 +1,19 @@
 """The kNN monitor in `python pretrain/main.py`: its figures, its schedule, and weights left unchanged."""
+
 import json
 
 import pytest
 import torch
+from test_pretrain_main import final_state, tiny
 
 from pretrain.builder import build_encoder
 from pretrain.config import get_cfg
 from pretrain.knn_monitor import KnnMonitor, first_per_class
 from pretrain.main import main, parse_args, setup
-from test_pretrain_main import final_state, tiny
 
 
 def monitor_overrides(root, *extra):
-    return ("KNN.ROOT", str(root), "KNN.TRAIN_PER_CLASS", "4", "KNN.VAL_PER_CLASS", "2", "KNN.CROP_SIZE", "32",
-            *extra)
+    return ("KNN.ROOT", str(root), "KNN.TRAIN_PER_CLASS", "4", "KNN.VAL_PER_CLASS", "2", "KNN.CROP_SIZE", "32", *extra)
 
 
 @pytest.mark.slow
@@ -21,8 +21,11 @@ def test_the_monitor_changes_no_weight_no_buffer_and_no_random_state(synthetic_r
     root = synthetic_root / "imagenet"
     run = ("SOLVER.MAX_ITER", "3")
     main(parse_args(tiny(root / "train", tmp_path / "plain", *run)))
-    main(parse_args(tiny(root / "train", tmp_path / "monitored", *run,
-                         *monitor_overrides(root, "KNN.PERIOD_ITERS", "2"))))
+    main(
+        parse_args(
+            tiny(root / "train", tmp_path / "monitored", *run, *monitor_overrides(root, "KNN.PERIOD_ITERS", "2"))
+        )
+    )
     plain, monitored = final_state(tmp_path / "plain"), final_state(tmp_path / "monitored")
     for key, value in plain["model"].items():  # BN running statistics included
         assert torch.equal(value, monitored["model"][key]), key
@@ -77,5 +80,6 @@ def test_first_per_class_keeps_the_first_images_of_each_class(synthetic_root):
 
 def test_an_unusable_knn_root_is_a_config_error_before_training(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match=r"^KNN.ROOT: .*nowhere.*val"):
-        setup(parse_args(tiny(synthetic_root / "imagenet" / "train", tmp_path, "KNN.ROOT",
-                              str(tmp_path / "nowhere"))), 1)
+        setup(
+            parse_args(tiny(synthetic_root / "imagenet" / "train", tmp_path, "KNN.ROOT", str(tmp_path / "nowhere"))), 1
+        )

@@ -1,4 +1,5 @@
 """The learning check reads the kNN monitor's top-1 before the first step and after the last from metrics.json."""
+
 import json
 
 import pytest
@@ -8,8 +9,12 @@ from pretrain.learning_check import knn_before_and_after
 
 def test_reads_the_initial_and_the_last_knn_from_metrics_json(tmp_path):
     path = tmp_path / "metrics.json"
-    rows = [{"iteration": -1, "knn/top1_k20": 30.0}, {"iteration": 19, "loss": 5.0},
-            {"iteration": 99, "knn/top1_k20": 41.0}, {"iteration": 199, "knn/top1_k20": 52.5}]
+    rows = [
+        {"iteration": -1, "knn/top1_k20": 30.0},
+        {"iteration": 19, "loss": 5.0},
+        {"iteration": 99, "knn/top1_k20": 41.0},
+        {"iteration": 199, "knn/top1_k20": 52.5},
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert knn_before_and_after(path) == (30.0, 52.5)
     path.write_text("".join(json.dumps(row) + "\n" for row in rows[1:]))

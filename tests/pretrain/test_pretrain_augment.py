@@ -8,14 +8,33 @@ from PIL import Image, ImageEnhance, ImageOps
 from scipy import stats
 from torchvision.transforms import v2
 
-from pretrain.augment import (IMAGENET_MEAN, IMAGENET_STD, PRESET_VIEWS, STRONG_OPS, MultiViewTransform,
-                              MatmulGaussianBlur, StrongAugment, strong_transform, weak_transform)
+from pretrain.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PRESET_VIEWS,
+    STRONG_OPS,
+    MatmulGaussianBlur,
+    MultiViewTransform,
+    StrongAugment,
+    strong_transform,
+    weak_transform,
+)
 
 # Table 1 of the paper, typed in again here so that a change to STRONG_OPS cannot pass unnoticed.
 TABLE_1 = {
-    "ShearX": (-0.3, 0.3), "ShearY": (-0.3, 0.3), "TranslateX": (-0.3, 0.3), "TranslateY": (-0.3, 0.3),
-    "Rotate": (-30, 30), "AutoContrast": None, "Invert": None, "Equalize": None, "Solarize": (0, 256),
-    "Posterize": (4, 8), "Contrast": (0.05, 0.95), "Color": (0.05, 0.95), "Brightness": (0.05, 0.95),
+    "ShearX": (-0.3, 0.3),
+    "ShearY": (-0.3, 0.3),
+    "TranslateX": (-0.3, 0.3),
+    "TranslateY": (-0.3, 0.3),
+    "Rotate": (-30, 30),
+    "AutoContrast": None,
+    "Invert": None,
+    "Equalize": None,
+    "Solarize": (0, 256),
+    "Posterize": (4, 8),
+    "Contrast": (0.05, 0.95),
+    "Color": (0.05, 0.95),
+    "Brightness": (0.05, 0.95),
     "Sharpness": (0.05, 0.95),
 }
 
@@ -85,14 +104,20 @@ def test_autocontrast_stretches_each_channel_to_full_range():
 
 def test_equalize_matches_pil(image):
     low_contrast = (image // 4 + 100).astype(np.uint8)
-    np.testing.assert_array_equal(apply("Equalize", low_contrast, None),
-                                  np.asarray(ImageOps.equalize(Image.fromarray(low_contrast))))
+    np.testing.assert_array_equal(
+        apply("Equalize", low_contrast, None), np.asarray(ImageOps.equalize(Image.fromarray(low_contrast)))
+    )
 
 
-@pytest.mark.parametrize("name, enhancer", [("Brightness", ImageEnhance.Brightness),
-                                            ("Contrast", ImageEnhance.Contrast),
-                                            ("Color", ImageEnhance.Color),
-                                            ("Sharpness", ImageEnhance.Sharpness)])
+@pytest.mark.parametrize(
+    "name, enhancer",
+    [
+        ("Brightness", ImageEnhance.Brightness),
+        ("Contrast", ImageEnhance.Contrast),
+        ("Color", ImageEnhance.Color),
+        ("Sharpness", ImageEnhance.Sharpness),
+    ],
+)
 @pytest.mark.parametrize("factor", [0.05, 0.5, 0.95])
 def test_enhance_ops_blend_with_degenerate_image_like_pil(image, name, enhancer, factor):
     expected = np.asarray(enhancer(Image.fromarray(image)).enhance(factor)).astype(int)
@@ -110,24 +135,27 @@ def bright_pixel_position(name, magnitude, x, y, size=(41, 31)):
     A square rather than one pixel, because nearest resampling can drop a lone pixel under rotation.
     """
     image = np.zeros((size[1], size[0], 3), dtype=np.uint8)
-    image[y - 1:y + 2, x - 1:x + 2] = 255
+    image[y - 1 : y + 2, x - 1 : x + 2] = 255
     ys, xs = np.nonzero(apply(name, image, magnitude)[..., 0] == 255)
     assert len(xs) > 0, f"{name}({magnitude}) lost the pixel"
     return xs.mean(), ys.mean()
 
 
-@pytest.mark.parametrize("name, magnitude, expected", [
-    # Shears pivot on the top-left corner: x' = x - s*y (ShearX), y' = y - s*x (ShearY).
-    ("ShearX", 0.25, (20 - 0.25 * 12, 12)),
-    ("ShearX", -0.3, (20 + 0.3 * 10, 10)),
-    ("ShearY", 0.2, (20, 12 - 0.2 * 20)),
-    ("ShearY", -0.3, (10, 12 + 0.3 * 10)),
-    # Translations are fractions of the width (41) and height (31), rounded to pixels.
-    ("TranslateX", 0.3, (20 + 12, 12)),
-    ("TranslateX", -0.1, (20 - 4, 12)),
-    ("TranslateY", 0.2, (20, 12 + 6)),
-    ("TranslateY", -0.3, (20, 12 - 9)),
-])
+@pytest.mark.parametrize(
+    "name, magnitude, expected",
+    [
+        # Shears pivot on the top-left corner: x' = x - s*y (ShearX), y' = y - s*x (ShearY).
+        ("ShearX", 0.25, (20 - 0.25 * 12, 12)),
+        ("ShearX", -0.3, (20 + 0.3 * 10, 10)),
+        ("ShearY", 0.2, (20, 12 - 0.2 * 20)),
+        ("ShearY", -0.3, (10, 12 + 0.3 * 10)),
+        # Translations are fractions of the width (41) and height (31), rounded to pixels.
+        ("TranslateX", 0.3, (20 + 12, 12)),
+        ("TranslateX", -0.1, (20 - 4, 12)),
+        ("TranslateY", 0.2, (20, 12 + 6)),
+        ("TranslateY", -0.3, (20, 12 - 9)),
+    ],
+)
 def test_shear_and_translate_move_a_pixel_by_the_affine_formula(name, magnitude, expected):
     x, y = expected
     source = {"ShearX": (20, y), "ShearY": (x, 12)}.get(name, (20, 12))
@@ -139,20 +167,25 @@ def test_rotate_turns_a_pixel_counter_clockwise_about_the_centre(degrees):
     x, y, cx, cy = 31, 10, 20, 15  # (cx, cy) is the centre of a 41 x 31 image
     t = math.radians(degrees)
     # y points down, so a counter-clockwise turn on screen is this matrix in (x, y):
-    expected = (cx + (x - cx) * math.cos(t) + (y - cy) * math.sin(t),
-                cy - (x - cx) * math.sin(t) + (y - cy) * math.cos(t))
+    expected = (
+        cx + (x - cx) * math.cos(t) + (y - cy) * math.sin(t),
+        cy - (x - cx) * math.sin(t) + (y - cy) * math.cos(t),
+    )
     assert bright_pixel_position("Rotate", degrees, x, y) == pytest.approx(expected, abs=1.0)
 
 
-@pytest.mark.parametrize("name, magnitude, pil_op", [
-    # Shears chosen so that no pixel centre maps exactly onto a pixel border, where the two
-    # libraries may round a tie differently.
-    ("ShearX", 0.3, lambda im: im.transform(im.size, Image.AFFINE, (1, 0.3, 0, 0, 1, 0))),
-    ("ShearY", -0.23, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, -0.23, 1, 0))),
-    ("TranslateX", 0.2, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, -11, 0, 1, 0))),
-    ("TranslateY", -0.3, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, 11))),
-    ("Rotate", -13, lambda im: im.rotate(-13)),
-])
+@pytest.mark.parametrize(
+    "name, magnitude, pil_op",
+    [
+        # Shears chosen so that no pixel centre maps exactly onto a pixel border, where the two
+        # libraries may round a tie differently.
+        ("ShearX", 0.3, lambda im: im.transform(im.size, Image.AFFINE, (1, 0.3, 0, 0, 1, 0))),
+        ("ShearY", -0.23, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, -0.23, 1, 0))),
+        ("TranslateX", 0.2, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, -11, 0, 1, 0))),
+        ("TranslateY", -0.3, lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, 11))),
+        ("Rotate", -13, lambda im: im.rotate(-13)),
+    ],
+)
 def test_geometric_ops_match_pil_on_a_random_image(image, name, magnitude, pil_op):
     expected = np.asarray(pil_op(Image.fromarray(image)))
     # Nearest resampling may break ties on the other side for a few pixels.
@@ -231,10 +264,18 @@ def test_preset_produces_exactly_its_views(preset):
 
 
 def test_presets_match_the_paper():
-    multi = [(224, (0.2, 1.0)), (192, (0.172, 0.86)), (160, (0.143, 0.715)), (128, (0.114, 0.571)),
-             (96, (0.086, 0.429))]
-    assert PRESET_VIEWS["clsa_single"] == {"weak": [(224, (0.2, 1.0))], "strong": [(96, (0.086, 0.429))],
-                                           "strong_key": False}
+    multi = [
+        (224, (0.2, 1.0)),
+        (192, (0.172, 0.86)),
+        (160, (0.143, 0.715)),
+        (128, (0.114, 0.571)),
+        (96, (0.086, 0.429)),
+    ]
+    assert PRESET_VIEWS["clsa_single"] == {
+        "weak": [(224, (0.2, 1.0))],
+        "strong": [(96, (0.086, 0.429))],
+        "strong_key": False,
+    }
     assert PRESET_VIEWS["clsa_multi"] == {"weak": multi, "strong": multi, "strong_key": False}
     assert PRESET_VIEWS["mocov2"] == {"weak": [(224, (0.2, 1.0))], "strong": [], "strong_key": False}
     assert PRESET_VIEWS["clsa_single_contrastive"] == PRESET_VIEWS["clsa_single"]

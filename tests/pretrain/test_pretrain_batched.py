@@ -1,4 +1,5 @@
 """The batched data path against torchvision.transforms.v2.functional, image by image, on the CPU."""
+
 import itertools
 import math
 
@@ -12,8 +13,14 @@ from torchvision.transforms.v2 import functional as F
 from common import synthetic
 from pretrain import batched_ops as ops
 from pretrain.augment import PRESET_VIEWS, STRONG_OPS, MultiViewTransform, StrongAugment, blur_kernel_size
-from pretrain.batched_augment import (BatchedViews, PaddedImages, ViewParams, batch_generator, sample_crop_boxes,
-                                      sample_strong_ops)
+from pretrain.batched_augment import (
+    BatchedViews,
+    PaddedImages,
+    ViewParams,
+    batch_generator,
+    sample_crop_boxes,
+    sample_strong_ops,
+)
 
 STRONG_NAMES = list(STRONG_OPS)
 
@@ -48,21 +55,30 @@ def per_image(fn, images, params):
 FACTORS = torch.tensor([0.05, 0.5, 0.95, 1.3, 1.0])
 
 
-@pytest.mark.parametrize("batched, reference, params", [
-    (ops.brightness, F.adjust_brightness, FACTORS),
-    (ops.contrast, F.adjust_contrast, FACTORS),
-    (ops.saturation, F.adjust_saturation, FACTORS),
-    (ops.sharpness, F.adjust_sharpness, FACTORS),
-    (ops.hue, F.adjust_hue, torch.tensor([-0.1, -0.03, 0.0, 0.05, 0.1])),
-])
+@pytest.mark.parametrize(
+    "batched, reference, params",
+    [
+        (ops.brightness, F.adjust_brightness, FACTORS),
+        (ops.contrast, F.adjust_contrast, FACTORS),
+        (ops.saturation, F.adjust_saturation, FACTORS),
+        (ops.sharpness, F.adjust_sharpness, FACTORS),
+        (ops.hue, F.adjust_hue, torch.tensor([-0.1, -0.03, 0.0, 0.05, 0.1])),
+    ],
+)
 def test_colour_ops_with_one_factor_per_image_equal_v2_float(batch, batched, reference, params):
     expected = per_image(reference, batch, params)
     torch.testing.assert_close(batched(batch.clone(), params), expected, atol=1e-3, rtol=0)
 
 
-@pytest.mark.parametrize("batched, reference", [
-    (ops.invert, F.invert), (ops.autocontrast, F.autocontrast), (ops.grayscale, lambda x: F.rgb_to_grayscale(x, 3)),
-    (ops.hflip, F.horizontal_flip)])
+@pytest.mark.parametrize(
+    "batched, reference",
+    [
+        (ops.invert, F.invert),
+        (ops.autocontrast, F.autocontrast),
+        (ops.grayscale, lambda x: F.rgb_to_grayscale(x, 3)),
+        (ops.hflip, F.horizontal_flip),
+    ],
+)
 def test_parameterless_ops_equal_v2_float(batch, batched, reference):
     torch.testing.assert_close(batched(batch.clone()), torch.stack([reference(x) for x in batch]), atol=1e-3, rtol=0)
 
@@ -78,11 +94,19 @@ def to_levels(images):
     return (images * 255).round().to(torch.int16)
 
 
-@pytest.mark.parametrize("name, magnitudes", [
-    ("Solarize", [0, 1, 128, 255, 256]), ("Posterize", [4, 5, 6, 7, 8]), ("Equalize", [0] * 5),
-    ("ShearX", [-0.3, -0.1, 0.0, 0.17, 0.3]), ("ShearY", [-0.3, -0.05, 0.1, 0.2, 0.3]),
-    ("TranslateX", [-0.3, -0.11, 0.0, 0.13, 0.3]), ("TranslateY", [-0.3, -0.2, 0.04, 0.2, 0.3]),
-    ("Rotate", [-30.0, -12.5, 0.0, 7.0, 30.0])])
+@pytest.mark.parametrize(
+    "name, magnitudes",
+    [
+        ("Solarize", [0, 1, 128, 255, 256]),
+        ("Posterize", [4, 5, 6, 7, 8]),
+        ("Equalize", [0] * 5),
+        ("ShearX", [-0.3, -0.1, 0.0, 0.17, 0.3]),
+        ("ShearY", [-0.3, -0.05, 0.1, 0.2, 0.3]),
+        ("TranslateX", [-0.3, -0.11, 0.0, 0.13, 0.3]),
+        ("TranslateY", [-0.3, -0.2, 0.04, 0.2, 0.3]),
+        ("Rotate", [-30.0, -12.5, 0.0, 7.0, 30.0]),
+    ],
+)
 def test_table_1_ops_on_grey_levels_equal_the_uint8_cpu_path_within_one_level(batch_u8, name, magnitudes):
     """Against pretrain.augment.STRONG_OPS on uint8 images, the workers path's kernels."""
     m = torch.tensor(magnitudes, dtype=torch.float64)
@@ -90,8 +114,11 @@ def test_table_1_ops_on_grey_levels_equal_the_uint8_cpu_path_within_one_level(ba
     if name in ops.AFFINE_OPS:
         out = ops.affine(x, ops.affine_matrices(torch.full((5,), ops.AFFINE_OPS.index(name)), m, 33, 47))
     else:
-        out = {"Solarize": ops.solarize, "Posterize": ops.posterize,
-               "Equalize": lambda images, _: ops.equalize(images)}[name](x, m)
+        out = {
+            "Solarize": ops.solarize,
+            "Posterize": ops.posterize,
+            "Equalize": lambda images, _: ops.equalize(images),
+        }[name](x, m)
     expected = torch.stack([STRONG_OPS[name].apply(image, mag) for image, mag in zip(batch_u8, magnitudes)])
     assert (to_levels(out) - expected.to(torch.int16)).abs().max() <= 1
 
@@ -118,8 +145,12 @@ def test_crop_downscaled_is_a_box_filter_within_3_grey_levels_of_v2_triangle_fil
     image = photo_like(375, 500, 1, noise=3.0)
     x = image.float() / 255
     padded = PaddedImages([image], crop_method="roi_align")
-    for top, left, height, width, size in [(50, 100, 300, 300, 96), (0, 0, 375, 500, 224), (20, 30, 200, 150, 96),
-                                           (5, 7, 110, 100, 96)]:
+    for top, left, height, width, size in [
+        (50, 100, 300, 300, 96),
+        (0, 0, 375, 500, 224),
+        (20, 30, 200, 150, 96),
+        (5, 7, 110, 100, 96),
+    ]:
         out = padded.crops(torch.tensor([[top, left, height, width]]), size)[0]
         diff = (out - F.resized_crop(x, top, left, height, width, [size, size], antialias=True)).abs() * 255
         assert diff.mean() <= 0.5 and diff.max() <= 3.0, (height, width, size)
@@ -130,8 +161,9 @@ def test_crop_by_one_resize_per_crop_equals_v2_resized_crop():
     boxes = torch.tensor([[5, 7, 60, 60], [0, 0, 120, 150], [40, 80, 80, 70], [10, 20, 100, 90]])
     padded = PaddedImages([image] * 4, crop_method="interpolate")
     for size in (224, 96):
-        expected = torch.stack([F.resized_crop(image.float() / 255, *box, [size, size], antialias=True)
-                                for box in boxes.tolist()])
+        expected = torch.stack(
+            [F.resized_crop(image.float() / 255, *box, [size, size], antialias=True) for box in boxes.tolist()]
+        )
         torch.testing.assert_close(padded.crops(boxes, size), expected, atol=1e-5, rtol=0)
 
 
@@ -145,8 +177,9 @@ def test_padding_and_grouping_never_change_a_crop(crop_method):
     images = [photo_like(40, 30, 0), photo_like(90, 120, 1), photo_like(25, 61, 2)]
     # Boxes reaching each image's bottom-right corner, where padding would show first.
     boxes = torch.tensor([[10, 5, 30, 25], [60, 90, 30, 30], [0, 31, 25, 30]])
-    alone = torch.cat([PaddedImages([image], crop_method=crop_method).crops(box[None], 32)
-                       for image, box in zip(images, boxes)])
+    alone = torch.cat(
+        [PaddedImages([image], crop_method=crop_method).crops(box[None], 32) for image, box in zip(images, boxes)]
+    )
     one_group = PaddedImages(images, crop_method=crop_method)
     several = PaddedImages(images, max_pixels=90 * 120, crop_method=crop_method)
     assert len(one_group.groups) == 1 and len(several.groups) >= 2
@@ -157,10 +190,17 @@ def test_padding_and_grouping_never_change_a_crop(crop_method):
 def still_params(n, size, strong=None):
     """ViewParams whose crop is the whole image at its own size and whose random ops are all off."""
     off = torch.zeros(n, dtype=torch.bool)
-    return ViewParams(boxes=torch.tensor([[0, 0, size, size]] * n), jitter=off.clone(),
-                      jitter_order=torch.arange(4).repeat(n, 1), jitter_factors=torch.ones(n, 4, dtype=torch.float64),
-                      grayscale=off.clone(), blur=off.clone(), blur_sigma=torch.ones(n, dtype=torch.float64),
-                      flip=off.clone(), **(strong or {}))
+    return ViewParams(
+        boxes=torch.tensor([[0, 0, size, size]] * n),
+        jitter=off.clone(),
+        jitter_order=torch.arange(4).repeat(n, 1),
+        jitter_factors=torch.ones(n, 4, dtype=torch.float64),
+        grayscale=off.clone(),
+        blur=off.clone(),
+        blur_sigma=torch.ones(n, dtype=torch.float64),
+        flip=off.clone(),
+        **(strong or {}),
+    )
 
 
 def normalise(x):
@@ -172,11 +212,20 @@ def test_weak_view_with_fixed_draws_equals_v2_in_each_images_jitter_order():
     images = [photo_like(size, size, seed) for seed in range(n)]
     params = still_params(n, size)
     params.jitter[:] = torch.tensor([1, 1, 1, 1, 0, 1], dtype=torch.bool)
-    params.jitter_order = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2], [0, 1, 2, 3],
-                                        [3, 0, 1, 2]])
-    params.jitter_factors = torch.tensor([[0.6, 1.4, 0.7, 0.1], [1.3, 0.6, 1.4, -0.1], [0.9, 1.2, 0.6, 0.05],
-                                          [1.4, 0.7, 1.1, -0.07], [0.6, 0.6, 0.6, 0.1], [0.8, 1.3, 0.9, 0.02]],
-                                         dtype=torch.float64)
+    params.jitter_order = torch.tensor(
+        [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2], [0, 1, 2, 3], [3, 0, 1, 2]]
+    )
+    params.jitter_factors = torch.tensor(
+        [
+            [0.6, 1.4, 0.7, 0.1],
+            [1.3, 0.6, 1.4, -0.1],
+            [0.9, 1.2, 0.6, 0.05],
+            [1.4, 0.7, 1.1, -0.07],
+            [0.6, 0.6, 0.6, 0.1],
+            [0.8, 1.3, 0.9, 0.02],
+        ],
+        dtype=torch.float64,
+    )
     params.grayscale[[1, 3]] = True
     params.blur[[0, 3, 5]] = True
     params.blur_sigma = torch.tensor([0.3, 1.0, 1.0, 2.0, 1.0, 1.2], dtype=torch.float64)
@@ -212,8 +261,11 @@ def test_strong_rounds_with_fixed_draws_follow_strongaugment_on_uint8():
     out = BatchedViews(key_size=size, strong_key=True).apply(PaddedImages(images), [params])[0]
     strong, within_2 = StrongAugment(rounds), []
     for i, image in enumerate(images):
-        chosen = [(STRONG_NAMES[k], int(m) if STRONG_OPS[STRONG_NAMES[k]].integer else m)
-                  for k, keep, m in zip(picks[i].tolist(), applied[i].tolist(), magnitudes[i].tolist()) if keep]
+        chosen = [
+            (STRONG_NAMES[k], int(m) if STRONG_OPS[STRONG_NAMES[k]].integer else m)
+            for k, keep, m in zip(picks[i].tolist(), applied[i].tolist(), magnitudes[i].tolist())
+            if keep
+        ]
         expected = normalise(strong.transform(image, {"ops": chosen}).float() / 255)
         levels = (out[i] - expected).abs() * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) * 255
         assert levels.mean() <= 1.5, chosen
@@ -233,16 +285,19 @@ def test_views_keep_their_count_and_sizes_for_every_preset(crop_method):
 def test_gpu_crop_method_changes_whole_views_by_a_fraction_of_a_grey_level():
     """The full pipeline with roi_align crops (the GPU's) against exact v2 resizes, same draws."""
     images = [photo_like(375, 500, seed, noise=3.0) for seed in range(8)]
-    views = {method: BatchedViews(**PRESET_VIEWS["clsa_single"], crop_method=method)(images, batch_generator(0, 0, 0))
-             for method in ("roi_align", "interpolate")}
+    views = {
+        method: BatchedViews(**PRESET_VIEWS["clsa_single"], crop_method=method)(images, batch_generator(0, 0, 0))
+        for method in ("roi_align", "interpolate")
+    }
     for gpu, exact in zip(views["roi_align"], views["interpolate"]):
         levels = (gpu - exact).abs() * 0.226 * 255
         assert levels.mean() <= 0.25 and levels.flatten().quantile(0.99) <= 2.0
 
 
 def test_output_is_in_the_training_dtype_and_memory_format():
-    out = BatchedViews(**PRESET_VIEWS["clsa_single"])([photo_like(64, 80, 0)] * 2, batch_generator(0, 0, 0),
-                                                      dtype=torch.bfloat16, memory_format=torch.channels_last)
+    out = BatchedViews(**PRESET_VIEWS["clsa_single"])(
+        [photo_like(64, 80, 0)] * 2, batch_generator(0, 0, 0), dtype=torch.bfloat16, memory_format=torch.channels_last
+    )
     assert all(v.dtype == torch.bfloat16 and v.is_contiguous(memory_format=torch.channels_last) for v in out)
 
 
@@ -271,8 +326,9 @@ def test_crop_boxes_follow_v2_randomresizedcrop():
     torch.manual_seed(0)
     crop = v2.RandomResizedCrop(224, scale=(0.2, 1.0))
     image = torch.zeros(3, height, width, dtype=torch.uint8)
-    reference = torch.tensor([[p["top"], p["left"], p["height"], p["width"]]
-                              for p in (crop.make_params([image]) for _ in range(n))])
+    reference = torch.tensor(
+        [[p["top"], p["left"], p["height"], p["width"]] for p in (crop.make_params([image]) for _ in range(n))]
+    )
     for column, name in enumerate(["top", "left", "height", "width"]):
         assert stats.ks_2samp(boxes[:, column], reference[:, column]).pvalue > P_MIN, name
     area = (boxes[:, 2] * boxes[:, 3]).double() / (height * width)
@@ -323,8 +379,15 @@ def test_strong_ops_can_all_run_at_the_extremes_of_their_ranges():
     images = [photo_like(30, 30, 0)] * 2
     for k, name in enumerate(STRONG_NAMES):
         op = STRONG_OPS[name]
-        for magnitude in ([0.0] if op.low is None else [op.low, op.high]):
-            params = still_params(2, 30, {"strong_ops": torch.full((2, 1), k), "strong_applied": torch.ones(2, 1, dtype=torch.bool),
-                                          "strong_magnitudes": torch.full((2, 1), float(magnitude), dtype=torch.float64)})
+        for magnitude in [0.0] if op.low is None else [op.low, op.high]:
+            params = still_params(
+                2,
+                30,
+                {
+                    "strong_ops": torch.full((2, 1), k),
+                    "strong_applied": torch.ones(2, 1, dtype=torch.bool),
+                    "strong_magnitudes": torch.full((2, 1), float(magnitude), dtype=torch.float64),
+                },
+            )
             out = BatchedViews(key_size=30, strong_key=True).apply(PaddedImages(images), [params])[0]
             assert torch.isfinite(out).all() and not math.isnan(float(out.mean())), name

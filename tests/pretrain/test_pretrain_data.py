@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pretrain.augment import MultiViewTransform
 from pretrain import data as data_module
+from pretrain.augment import MultiViewTransform
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 
 
@@ -36,13 +36,16 @@ def make_tree(root, files):
 def tree_with_corrupt_images(tmp_path):
     # ImageFolder sorts classes and files, so the indices are: 0 a/0_truncated, 1 a/1_good,
     # 2 b/0_garbage, 3 b/1_good, 4 b/2_truncated.
-    return make_tree(tmp_path / "train", {
-        "a/0_truncated.JPEG": jpeg_bytes(0)[:300],
-        "a/1_good.JPEG": jpeg_bytes(1),
-        "b/0_garbage.JPEG": b"not an image at all",
-        "b/1_good.JPEG": jpeg_bytes(3),
-        "b/2_truncated.JPEG": jpeg_bytes(4)[:300],
-    })
+    return make_tree(
+        tmp_path / "train",
+        {
+            "a/0_truncated.JPEG": jpeg_bytes(0)[:300],
+            "a/1_good.JPEG": jpeg_bytes(1),
+            "b/0_garbage.JPEG": b"not an image at all",
+            "b/1_good.JPEG": jpeg_bytes(3),
+            "b/2_truncated.JPEG": jpeg_bytes(4)[:300],
+        },
+    )
 
 
 def test_items_are_the_views_and_the_index(synthetic_root):
@@ -73,8 +76,7 @@ def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_
 
 def test_corrupt_images_keep_batches_full_and_are_counted_across_workers(tree_with_corrupt_images):
     dataset = PretrainImageFolder(tree_with_corrupt_images, small_views())
-    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2,
-                                         multiprocessing_context="fork")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, multiprocessing_context="fork")
     batches = list(loader)
     assert len(batches) == 1
     views, indices = batches[0]
@@ -133,6 +135,7 @@ def test_valid_root_passes(synthetic_root):
 
 # The batched path: workers read bytes, the training process decodes (tests: on the CPU).
 
+
 def test_encoded_items_are_jpeg_bytes_as_on_disk_or_decoded_pixels_for_other_formats(tmp_path):
     root = make_tree(tmp_path / "train", {"a/0.JPEG": jpeg_bytes(0), "a/1.png": jpeg_bytes(1, format="PNG")})
     dataset = EncodedImageFolder(root)
@@ -142,7 +145,9 @@ def test_encoded_items_are_jpeg_bytes_as_on_disk_or_decoded_pixels_for_other_for
     assert index == 1 and np.array_equal(pixels.permute(1, 2, 0).numpy(), np.asarray(Image.open(root / "a/1.png")))
 
 
-def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batch_size(tree_with_corrupt_images, caplog):
+def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batch_size(
+    tree_with_corrupt_images, caplog
+):
     dataset = EncodedImageFolder(tree_with_corrupt_images)
     with caplog.at_level(logging.WARNING, logger="pretrain.data"):
         payloads, indices = collate_encoded([dataset[i] for i in range(5)])

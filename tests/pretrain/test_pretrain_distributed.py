@@ -7,6 +7,7 @@ gather, the shuffle/unshuffle of keys, the positive labels or the queue. Shuffle
 in train mode: which images each process's key encoder sees, and that the keys come back in global
 sample order. The tolerance (rel 1e-5) covers float32 reductions over different batch shapes.
 """
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -43,7 +44,8 @@ def shuffled_keys(im_k):
     model = make_model().train()
     seen = {}
     model.encoder_k.register_forward_hook(
-        lambda module, inputs, output: seen.update(key_input=inputs[0].clone(), key_output=output.clone()))
+        lambda module, inputs, output: seen.update(key_input=inputs[0].clone(), key_output=output.clone())
+    )
     return {"keys": model.global_keys(im_k), **seen}
 
 
@@ -52,13 +54,22 @@ def worker(rank, init_file, results):
     model = make_model()
     net = DistributedDataParallel(model, broadcast_buffers=False)
     n = GLOBAL_BATCH // WORLD
-    views = [v[rank * n:(rank + 1) * n] for v in global_batch()]
+    views = [v[rank * n : (rank + 1) * n] for v in global_batch()]
     out = step(net, model, views)
     shuffle_bn = shuffled_keys(views[0])
     # A model on rank 1 that used the local index as the label would score the wrong key as positive.
-    torch.save({"loss": out["loss"].detach(), "top1": out["top1"], "queue": model.queue.clone(),
-                "queue_ptr": model.queue_ptr.clone(), "fc": model.encoder_q.fc[2].weight.detach().clone(),
-                "conv1": model.encoder_q.conv1.weight.detach().clone(), **shuffle_bn}, f"{results}/rank{rank}.pt")
+    torch.save(
+        {
+            "loss": out["loss"].detach(),
+            "top1": out["top1"],
+            "queue": model.queue.clone(),
+            "queue_ptr": model.queue_ptr.clone(),
+            "fc": model.encoder_q.fc[2].weight.detach().clone(),
+            "conv1": model.encoder_q.conv1.weight.detach().clone(),
+            **shuffle_bn,
+        },
+        f"{results}/rank{rank}.pt",
+    )
     dist.destroy_process_group()
 
 

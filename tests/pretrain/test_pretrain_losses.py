@@ -1,4 +1,5 @@
 """The contrastive (eq. 1) and DDM (eqs. 3-4) losses against a float64 numpy reference."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,8 +35,12 @@ def reference_ddm(weak, strong, bank, t_ddm):
 def case():
     rng = np.random.default_rng(0)
     n, bank_size = 6, 6 + 24  # 6 queries; bank = 6 batch keys then a queue of 24
-    return {"bank": unit_rows(rng, bank_size), "weak": [unit_rows(rng, n) for _ in range(5)],
-            "strong": [unit_rows(rng, n) for _ in range(5)], "n": n}
+    return {
+        "bank": unit_rows(rng, bank_size),
+        "weak": [unit_rows(rng, n) for _ in range(5)],
+        "strong": [unit_rows(rng, n) for _ in range(5)],
+        "n": n,
+    }
 
 
 def sims(queries, bank):

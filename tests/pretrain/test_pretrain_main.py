@@ -1,4 +1,5 @@
 """`python pretrain/main.py` end to end on tiny runs: presets, outputs, exact resume, bad input."""
+
 import contextlib
 import json
 import os
@@ -21,12 +22,41 @@ PRESETS = sorted((REPO / "pretrain" / "configs").glob("*.yaml"))
 
 def tiny(root, output_dir, *extra):
     """resnet18 on 32 px key/weak and 24 px strong crops, global batch 8, queue 16, 10 iterations/epoch."""
-    return ["--config-file", str(REPO / "pretrain/configs/clsa_single.yaml"),
-            "DATA.ROOT", str(root), "OUTPUT_DIR", str(output_dir), "MODEL.ARCH", "resnet18",
-            "MODEL.DIM", "16", "MODEL.MLP_HIDDEN", "32", "MODEL.QUEUE_SIZE", "16", "SOLVER.BATCH_SIZE", "8",
-            "DATA.NUM_WORKERS", "0", "DATA.VIEWS", "", "DATA.KEY_SIZE", "32",
-            "DATA.WEAK_SIZES", "[32]", "DATA.WEAK_SCALES", "[[0.2, 1.0]]",
-            "DATA.STRONG_SIZES", "[24]", "DATA.STRONG_SCALES", "[[0.086, 0.429]]", "LOG_PERIOD", "2", *extra]
+    return [
+        "--config-file",
+        str(REPO / "pretrain/configs/clsa_single.yaml"),
+        "DATA.ROOT",
+        str(root),
+        "OUTPUT_DIR",
+        str(output_dir),
+        "MODEL.ARCH",
+        "resnet18",
+        "MODEL.DIM",
+        "16",
+        "MODEL.MLP_HIDDEN",
+        "32",
+        "MODEL.QUEUE_SIZE",
+        "16",
+        "SOLVER.BATCH_SIZE",
+        "8",
+        "DATA.NUM_WORKERS",
+        "0",
+        "DATA.VIEWS",
+        "",
+        "DATA.KEY_SIZE",
+        "32",
+        "DATA.WEAK_SIZES",
+        "[32]",
+        "DATA.WEAK_SCALES",
+        "[[0.2, 1.0]]",
+        "DATA.STRONG_SIZES",
+        "[24]",
+        "DATA.STRONG_SCALES",
+        "[[0.086, 0.429]]",
+        "LOG_PERIOD",
+        "2",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +68,37 @@ def train_root(synthetic_root):
 def test_every_preset_loads_with_paper_defaults_and_its_views(preset):
     cfg = setup(parse_args(["--config-file", str(preset)]), world_size=8)
     assert cfg.DATA.VIEWS == preset.stem and cfg.DATA.VIEWS in PRESET_VIEWS
-    assert (cfg.MODEL.QUEUE_SIZE, cfg.MODEL.MOMENTUM, cfg.MODEL.TEMPERATURE, cfg.MODEL.DDM_TEMPERATURE,
-            cfg.MODEL.DDM_WEIGHT, cfg.MODEL.DIM, cfg.MODEL.MLP_HIDDEN) == (65536, 0.999, 0.2, 0.2, 1.0, 128, 2048)
-    assert (cfg.SOLVER.BATCH_SIZE, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
-            cfg.SOLVER.EPOCHS) == (256, 0.03, 0.9, 1e-4, 200)
-    expected_loss = "contrastive" if preset.stem in ("mocov2_strong_query", "mocov2_strong_query_key",
-                                                     "clsa_single_contrastive") else "ddm"
+    assert (
+        cfg.MODEL.QUEUE_SIZE,
+        cfg.MODEL.MOMENTUM,
+        cfg.MODEL.TEMPERATURE,
+        cfg.MODEL.DDM_TEMPERATURE,
+        cfg.MODEL.DDM_WEIGHT,
+        cfg.MODEL.DIM,
+        cfg.MODEL.MLP_HIDDEN,
+    ) == (65536, 0.999, 0.2, 0.2, 1.0, 128, 2048)
+    assert (
+        cfg.SOLVER.BATCH_SIZE,
+        cfg.SOLVER.BASE_LR,
+        cfg.SOLVER.MOMENTUM,
+        cfg.SOLVER.WEIGHT_DECAY,
+        cfg.SOLVER.EPOCHS,
+    ) == (256, 0.03, 0.9, 1e-4, 200)
+    expected_loss = (
+        "contrastive"
+        if preset.stem in ("mocov2_strong_query", "mocov2_strong_query_key", "clsa_single_contrastive")
+        else "ddm"
+    )
     assert cfg.MODEL.STRONG_LOSS == expected_loss
 
 
 def test_learning_rate_scales_with_batch_warms_up_and_decays_to_zero():
-    cfg = setup(parse_args(["SOLVER.BATCH_SIZE", "512", "SOLVER.EPOCHS", "10", "SOLVER.WARMUP_EPOCHS", "1",
-                            "MODEL.QUEUE_SIZE", "1024"]), world_size=1)
+    cfg = setup(
+        parse_args(
+            ["SOLVER.BATCH_SIZE", "512", "SOLVER.EPOCHS", "10", "SOLVER.WARMUP_EPOCHS", "1", "MODEL.QUEUE_SIZE", "1024"]
+        ),
+        world_size=1,
+    )
     assert learning_rate(cfg, 9, iters_per_epoch=10) == pytest.approx(0.06)  # end of warmup: 0.03 * 512/256
     assert learning_rate(cfg, 4, iters_per_epoch=10) == pytest.approx(0.03)
     assert learning_rate(cfg, 10, iters_per_epoch=10) == pytest.approx(0.06)
@@ -151,8 +200,7 @@ def test_resume_mid_epoch_is_bitwise_equal_to_an_uninterrupted_run(train_root, t
 def start_and_wait_for_metrics(cmd, output_dir):
     """Starts `cmd` in a session of its own (as a scheduler starts a job) and returns it once it logged
     its first iteration, i.e. mid-run with its DataLoader workers up."""
-    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               start_new_session=True)
+    process = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     metrics = Path(output_dir) / "metrics.json"
     while not (metrics.exists() and metrics.read_text().strip()):
         assert process.poll() is None, process.stderr.read().decode()[-3000:]
@@ -210,8 +258,11 @@ def test_sigterm_to_every_process_of_a_two_process_run_saves_at_a_step_boundary(
     saved and ended; main.py's launcher exits 0."""
     args = tiny(train_root, tmp_path, *RESUME, "SOLVER.MAX_ITER", "30", "LOG_PERIOD", "1", "DATA.NUM_WORKERS", "1")
     script = str(REPO / "pretrain/main.py")
-    cmd = ([sys.executable, script, "--num-gpus", "2"] if launcher == "num_gpus" else
-           [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", script])
+    cmd = (
+        [sys.executable, script, "--num-gpus", "2"]
+        if launcher == "num_gpus"
+        else [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", script]
+    )
     process = start_and_wait_for_metrics([*cmd, *args], tmp_path)
     signal_job(process, "group" if launcher == "num_gpus" else "every")
     code = process.wait(timeout=240)
@@ -248,14 +299,18 @@ def one_iteration_run(train_root, tmp_path_factory):
     return output_dir
 
 
-@pytest.mark.parametrize("overrides, differing", [
-    (("DATA.VIEWS", "mocov2"), "DATA.VIEWS '' -> 'mocov2'"),  # another preset, the same weight shapes
-    (("SOLVER.BATCH_SIZE", "16"), "SOLVER.BATCH_SIZE 8 -> 16"),  # another lr schedule and sampler position
-    (("MODEL.ARCH", "resnet34", "SEED", "1"), "MODEL.ARCH 'resnet18' -> 'resnet34'; SEED 0 -> 1"),
-])
+@pytest.mark.parametrize(
+    "overrides, differing",
+    [
+        (("DATA.VIEWS", "mocov2"), "DATA.VIEWS '' -> 'mocov2'"),  # another preset, the same weight shapes
+        (("SOLVER.BATCH_SIZE", "16"), "SOLVER.BATCH_SIZE 8 -> 16"),  # another lr schedule and sampler position
+        (("MODEL.ARCH", "resnet34", "SEED", "1"), "MODEL.ARCH 'resnet18' -> 'resnet34'; SEED 0 -> 1"),
+    ],
+)
 @pytest.mark.parametrize("resume", ["auto", "model_final.pth"])
 def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
-        train_root, one_iteration_run, tmp_path, overrides, differing, resume):
+    train_root, one_iteration_run, tmp_path, overrides, differing, resume
+):
     output_dir = one_iteration_run if resume == "auto" else tmp_path
     config_before = (one_iteration_run / "config.yaml").read_text()
     resume = resume if resume == "auto" else str(one_iteration_run / resume)
@@ -283,8 +338,15 @@ def test_divergence_saves_nothing_names_the_last_good_checkpoint_and_a_lower_lr_
     main(parse_args(tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "2", *every_step)))
     good = tmp_path / "model_final.pth"
     with pytest.raises(FloatingPointError) as error:
-        main(parse_args(["--resume", "auto", *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step,
-                                                   "SOLVER.BASE_LR", "1e30")]))
+        main(
+            parse_args(
+                [
+                    "--resume",
+                    "auto",
+                    *tiny(train_root, tmp_path, "SOLVER.MAX_ITER", "4", *every_step, "SOLVER.BASE_LR", "1e30"),
+                ]
+            )
+        )
     assert f"the last good checkpoint is {good}: lower SOLVER.BASE_LR" in str(error.value)
     assert "--resume auto" in str(error.value) and "\n" not in str(error.value)
     assert sorted(p.name for p in tmp_path.glob("*.pth")) == ["model_0000000.pth", "model_final.pth"]
@@ -324,9 +386,12 @@ def test_resume_from_a_missing_file_says_it_is_missing(train_root, tmp_path):
 
 
 def test_a_users_mistake_is_one_line_on_stderr_and_exit_code_2(train_root, tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "pretrain/main.py"),
-                           *tiny(train_root, tmp_path / "out", "SOLVER.BATCH_SIZE", "0")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "pretrain/main.py"), *tiny(train_root, tmp_path / "out", "SOLVER.BATCH_SIZE", "0")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "error: SOLVER.BATCH_SIZE is 0; it must be greater than 0"
     assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()

@@ -78,8 +78,13 @@ def test_checkpointing_the_strong_views_keeps_gradients_and_bn_statistics():
         key, weak, *strong = views(sizes=(32, 32, 24, 16))
         loss = model(key, [weak], strong)["loss"]
         loss.backward()
-        results.append((loss.detach(), {n: p.grad for n, p in model.encoder_q.named_parameters()},
-                        {n: b.clone() for n, b in model.encoder_q.named_buffers()}))
+        results.append(
+            (
+                loss.detach(),
+                {n: p.grad for n, p in model.encoder_q.named_parameters()},
+                {n: b.clone() for n, b in model.encoder_q.named_buffers()},
+            )
+        )
     (loss, grads, buffers), (loss_ckpt, grads_ckpt, buffers_ckpt) = results
     torch.testing.assert_close(loss_ckpt, loss, rtol=0, atol=0)
     for name in grads:
@@ -101,7 +106,7 @@ def test_momentum_update_is_exact_and_in_place():
     for param, kp, qp, ptr in zip(model.encoder_k.parameters(), k, q, pointers):
         # Within float32 rounding of alpha, 1 - alpha, the product and the sum (a relative bound fails
         # where the two terms cancel).
-        bound = 4 * 2.0 ** -24 * (0.99 * kp.abs() + 0.01 * qp.abs())
+        bound = 4 * 2.0**-24 * (0.99 * kp.abs() + 0.01 * qp.abs())
         assert ((param.double() - (0.99 * kp + 0.01 * qp)).abs() <= bound).all()
         assert param.data_ptr() == ptr
 
@@ -155,5 +160,7 @@ def test_queue_size_not_a_multiple_of_the_batch_is_a_clear_error():
 
 def test_state_dict_has_the_documented_keys():
     keys = tiny_model().state_dict().keys()
-    assert {"queue", "queue_ptr", "encoder_q.fc.0.weight", "encoder_q.fc.2.weight", "encoder_k.conv1.weight"} <= set(keys)
+    assert {"queue", "queue_ptr", "encoder_q.fc.0.weight", "encoder_q.fc.2.weight", "encoder_k.conv1.weight"} <= set(
+        keys
+    )
     assert not any(k.startswith("module.") for k in keys)

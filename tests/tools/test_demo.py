@@ -9,8 +9,9 @@ import pytest
 @pytest.mark.slow
 def test_demo_end_to_end_fills_every_table3_cell(tmp_path):
     """`make demo` at the tiny size: pretraining, conversion, every transfer stage and the report."""
-    proc = subprocess.run([sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "suite" / "clsa_single_demo" / "report.json").read_text())
     row = report["ours"]["clsa_single_demo"]
@@ -20,8 +21,9 @@ def test_demo_end_to_end_fills_every_table3_cell(tmp_path):
     assert "SMOKE-SCALE" in proc.stdout
     assert row["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
 
-    again = subprocess.run([sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"],
-                           capture_output=True, text=True)
+    again = subprocess.run(
+        [sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"], capture_output=True, text=True
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model_final.pth exists, skipped" in again.stdout
     for stage in ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det"):

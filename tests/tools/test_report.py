@@ -16,21 +16,34 @@ def _write(path, obj):
 def suite(tmp_path):
     """A checkpoint's suite folder: VOC07 linear once, VOC detection over two seeds, no COCO."""
     s = tmp_path / "clsa_single_200ep"
-    _write(s / "voc07_linear" / "results.json",
-           {"task": "voc07_linear", "metrics": {"voc07_per_image_AP": 90.04, "voc07_mAP": 80.0}})
+    _write(
+        s / "voc07_linear" / "results.json",
+        {"task": "voc07_linear", "metrics": {"voc07_per_image_AP": 90.04, "voc07_mAP": 80.0}},
+    )
     trials = []
     for seed, ap50 in ((0, 80.0), (1, 82.0)):
         trials.append(s / "voc_det" / f"seed_{seed}" / "results.json")
-        _write(trials[-1], {"task": "detection", "datasets": {}, "data_root": "/d", "config": "c.yaml",
-                            "weights": {"path": "w.pkl", "sha256": "x"}, "iterations": 10, "notes": {},
-                            "seed": seed, "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}}})
+        _write(
+            trials[-1],
+            {
+                "task": "detection",
+                "datasets": {},
+                "data_root": "/d",
+                "config": "c.yaml",
+                "weights": {"path": "w.pkl", "sha256": "x"},
+                "iterations": 10,
+                "notes": {},
+                "seed": seed,
+                "metrics": {"bbox": {"AP50": ap50, "AP": 50.0, "AP75": 55.0}},
+            },
+        )
     # What tools/train_net.py --seeds writes next to the trials.
     _write(s / "voc_det" / "results.json", aggregate_trials(trials))
     return s
 
 
 def _row(markdown, name):
-    line = next(l for l in markdown.splitlines() if l.startswith(f"| {name} |"))
+    line = next(row for row in markdown.splitlines() if row.startswith(f"| {name} |"))
     return [c.strip() for c in line.strip("|").split("|")][1:]
 
 
@@ -55,9 +68,14 @@ def test_our_row_shows_mean_and_std_over_seeds_and_names_what_is_missing(suite):
 
 def test_voc07_accuracy_takes_the_reference_protocol_and_names_it_and_the_extended_table_keeps_the_rest(suite):
     _write(suite / "voc07_svm" / "results.json", {"task": "voc07_svm", "metrics": {"voc07_svm_mAP": 85.0}})
-    _write(suite / "voc07_clsa" / "results.json", {"task": "voc07_linear", "protocol_name": "clsa",
-                                                   "metrics": {"voc07_per_image_AP": 93.64, "voc07_mAP": 88.0,
-                                                               "best_epoch": 40}})
+    _write(
+        suite / "voc07_clsa" / "results.json",
+        {
+            "task": "voc07_linear",
+            "protocol_name": "clsa",
+            "metrics": {"voc07_per_image_AP": 93.64, "voc07_mAP": 88.0, "best_epoch": 40},
+        },
+    )
     markdown, data = report.build_report([suite])
     table3, extended = markdown.split("### Extended")
     assert _row(table3, "clsa_single_200ep (ours)")[0] == "93.6 (reference protocol)"

@@ -7,13 +7,13 @@ import pytest
 import torch
 import torchvision
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _suite(*args, cwd=None):
-    return subprocess.run([sys.executable, str(REPO / "tools/run_suite.py"), *args], capture_output=True, text=True,
-                          cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools/run_suite.py"), *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +82,21 @@ def test_other_data_under_the_same_out_is_not_taken_as_done(checkpoint, tmp_path
     data = tmp_path / "data"
     shutil.copytree(synthetic_root / "VOC2007" / "ImageSets", data / "VOC2007" / "ImageSets")
     env = {**os.environ, "DETECTRON2_DATASETS": str(data)}
-    run = lambda: subprocess.run([sys.executable, str(REPO / "tools/run_suite.py"), "--weights", str(checkpoint),  # noqa: E731
-                                  "--out", str(tmp_path / "suite"), "--only", "convert"],
-                                 capture_output=True, text=True, env=env)
+    run = lambda: subprocess.run(  # noqa: E731
+        [
+            sys.executable,
+            str(REPO / "tools/run_suite.py"),
+            "--weights",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "suite"),
+            "--only",
+            "convert",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert run().returncode == 0
     stamp = json.loads((tmp_path / "suite" / "convert" / "stage.json").read_text())
     assert stamp["data"]["root"] == str(data) and stamp["data"]["files"] > 0
@@ -105,10 +117,22 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
     import time
 
     log = tmp_path / "suite" / "voc07_svm" / "log.txt"
-    suite = subprocess.Popen([sys.executable, str(REPO / "tools/run_suite.py"), "--weights", str(checkpoint),
-                              "--out", str(tmp_path / "suite"), "--only", "voc07_svm"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "DETECTRON2_DATASETS": str(synthetic_root)})
+    suite = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tools/run_suite.py"),
+            "--weights",
+            str(checkpoint),
+            "--out",
+            str(tmp_path / "suite"),
+            "--only",
+            "voc07_svm",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DETECTRON2_DATASETS": str(synthetic_root)},
+    )
     # The stage prints while it runs: its lines reach log.txt then, not when it ends.
     while not (log.is_file() and len(log.read_text().splitlines()) > 1):
         assert suite.poll() is None, suite.communicate()
@@ -126,8 +150,20 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
 def test_imagenet_knn_stage_runs_with_imagenet_and_fills_its_report_column(checkpoint, tmp_path, synthetic_root):
     refused = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "imagenet_knn")
     assert refused.returncode == 2 and "imagenet_knn needs --imagenet ROOT" in refused.stderr
-    proc = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "imagenet_knn,report",
-                  "--imagenet", str(synthetic_root / "imagenet"), "--profile", "smoke", "--num-gpus", "1")
+    proc = _suite(
+        "--weights",
+        str(checkpoint),
+        "--out",
+        str(tmp_path),
+        "--only",
+        "imagenet_knn,report",
+        "--imagenet",
+        str(synthetic_root / "imagenet"),
+        "--profile",
+        "smoke",
+        "--num-gpus",
+        "1",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     top1 = json.loads((tmp_path / "imagenet_knn" / "results.json").read_text())["metrics"]["top1_k20"]
     extended = json.loads((tmp_path / "report.json").read_text())["ours"][tmp_path.name]["extended"]

@@ -1,4 +1,5 @@
 """The CLSA reference VOC07 protocol (transfer/voc07_linear.py --protocol clsa) on the tiny synthetic VOC2007."""
+
 import json
 import math
 
@@ -18,9 +19,25 @@ MEAN, STD = (0.4573, 0.4388, 0.4073), (0.2675, 0.2638, 0.2777)
 
 
 def run_protocol(weights, root, out, *flags):
-    args = voc07_linear.parse_args(["--protocol", "clsa", "--weights", str(weights), "--data-root",
-                                    str(root / "VOC2007"), "--output-dir", str(out), "--crop-size", "64",
-                                    "--resize", "72", "--workers", "0", *map(str, flags)])
+    args = voc07_linear.parse_args(
+        [
+            "--protocol",
+            "clsa",
+            "--weights",
+            str(weights),
+            "--data-root",
+            str(root / "VOC2007"),
+            "--output-dir",
+            str(out),
+            "--crop-size",
+            "64",
+            "--resize",
+            "72",
+            "--workers",
+            "0",
+            *map(str, flags),
+        ]
+    )
     return voc07_linear.main(args)
 
 
@@ -65,8 +82,9 @@ def test_training_adapts_the_bn_statistics_and_fc_but_no_backbone_weight(r18_wei
     torch.manual_seed(0)
     model, _ = build_model(load_backbone(r18_weights), 20)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    dataset = clsa_voc.VocImages(*read_split(synthetic_root / "VOC2007", "train"),
-                                 clsa_voc.build_transforms(64, 72)["train"])
+    dataset = clsa_voc.VocImages(
+        *read_split(synthetic_root / "VOC2007", "train"), clsa_voc.build_transforms(64, 72)["train"]
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=True)
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=0.05, momentum=0.9)
     clsa_voc.train_one_epoch(model, loader, optimizer, torch.device("cpu"), world=1, show=False, desc="")
@@ -79,7 +97,8 @@ def test_training_adapts_the_bn_statistics_and_fc_but_no_backbone_weight(r18_wei
     for name, param in model.named_parameters():
         assert torch.equal(before[name], param) != name.startswith("fc."), name
     assert set(clsa_voc.adapted_state(model)) == {"fc.weight", "fc.bias"} | {
-        k for k in after if k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")}
+        k for k in after if k.split(".")[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    }
 
     # Evaluation is in eval mode: it leaves the statistics alone.
     clsa_voc.predict(model, dataset, torch.device("cpu"), batch_size=16, workers=0, show=False)

@@ -41,8 +41,9 @@ def test_feature_cache_misses_when_an_image_is_replaced_in_place(tmp_path, synth
     for source in sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:2]:
         paths.append(tmp_path / source.name)
         paths[-1].write_bytes(source.read_bytes())
-    monkeypatch.setattr(features, "build_trunk", lambda backbone, layer: nn.Sequential(nn.AdaptiveAvgPool2d(1),
-                                                                                       nn.Flatten()))
+    monkeypatch.setattr(
+        features, "build_trunk", lambda backbone, layer: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    )
     before = features.cached_features(backbone, "w0", "test", paths, "res5", tmp_path / "cache", num_workers=0)
     Image.new("RGB", (64, 48), (128, 128, 128)).save(paths[0])
     after = features.cached_features(backbone, "w0", "test", paths, "res5", tmp_path / "cache", num_workers=0)
@@ -96,9 +97,20 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
     reads = []
     read = checkpoint._load  # every load_backbone, wherever imported, reads the file through it
     monkeypatch.setattr(checkpoint, "_load", lambda path: reads.append(path) or read(path))
-    args = voc07_linear.parse_args(["--weights", str(weights), "--output-dir", str(tmp_path / "out"),
-                                                 "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-                                                 "--workers", "0"])
+    args = voc07_linear.parse_args(
+        [
+            "--weights",
+            str(weights),
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+        ]
+    )
     voc07_linear.main(args)
     assert reads == [weights]
 

@@ -37,9 +37,20 @@ def test_only_fc_trains_and_it_starts_at_n0_001(r18_weights):
 
 @pytest.mark.slow
 def test_runs_an_epoch_then_resumes_to_the_next(r18_weights, tmp_path, synthetic_root):
-    cmd = [sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
-           str(synthetic_root / "imagenet"), "--output-dir", str(tmp_path / "out"), "--workers", "0",
-           "--batch-size", "40"]
+    cmd = [
+        sys.executable,
+        "transfer/imagenet_linear.py",
+        "--weights",
+        str(r18_weights),
+        "--data",
+        str(synthetic_root / "imagenet"),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--workers",
+        "0",
+        "--batch-size",
+        "40",
+    ]
     subprocess.run(cmd + ["--epochs", "1"], check=True, capture_output=True)
     checkpoint = tmp_path / "out" / "checkpoint.pth"
     state = torch.load(checkpoint, weights_only=True)
@@ -58,7 +69,7 @@ def test_runs_an_epoch_then_resumes_to_the_next(r18_weights, tmp_path, synthetic
 def test_moco_preset_steps_at_60_and_80_and_clsa_preset_is_cosine():
     assert [preset_lr("moco", e, 100) for e in (0, 59, 60, 79, 80, 99)] == pytest.approx([30, 30, 3, 3, 0.3, 0.3])
     assert [preset_lr("clsa", e, 100) for e in (0, 50, 100)] == pytest.approx([10, 5, 0])
-    assert preset_lr("clsa", 25, 100) == pytest.approx(10 * (1 + 0.5 ** 0.5) / 2)
+    assert preset_lr("clsa", 25, 100) == pytest.approx(10 * (1 + 0.5**0.5) / 2)
 
 
 @pytest.mark.parametrize("preset, epochs", [("moco", 100), ("clsa", 90)])
@@ -74,16 +85,39 @@ def test_corrupt_resume_checkpoint_is_a_one_line_error_naming_it(r18_weights, tm
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "checkpoint.pth").write_bytes(b"PK\x03\x04 truncated")
-    out = subprocess.run([sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
-                          str(synthetic_root / "imagenet"), "--output-dir", str(out_dir), "--workers", "0"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "transfer/imagenet_linear.py",
+            "--weights",
+            str(r18_weights),
+            "--data",
+            str(synthetic_root / "imagenet"),
+            "--output-dir",
+            str(out_dir),
+            "--workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "checkpoint.pth" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
-    out = subprocess.run([sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights),
-                          "--data", str(tmp_path / "nowhere")], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "transfer/imagenet_linear.py",
+            "--weights",
+            str(r18_weights),
+            "--data",
+            str(tmp_path / "nowhere"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "nowhere/train not found" in out.stderr
 
@@ -91,8 +125,11 @@ def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
 def test_imagenet_folder_without_class_folders_is_a_one_line_error(r18_weights, tmp_path):
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
-    out = subprocess.run([sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights),
-                          "--data", str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "train" in out.stderr and "no class folders" in out.stderr
 
@@ -100,9 +137,26 @@ def test_imagenet_folder_without_class_folders_is_a_one_line_error(r18_weights, 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_share_the_work(r18_weights, tmp_path, synthetic_root):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    subprocess.run(torchrun + ["transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data",
-                               str(synthetic_root / "imagenet"), "--output-dir", str(tmp_path), "--epochs", "1",
-                               "--workers", "0", "--batch-size", "40"], check=True, capture_output=True)
+    subprocess.run(
+        torchrun
+        + [
+            "transfer/imagenet_linear.py",
+            "--weights",
+            str(r18_weights),
+            "--data",
+            str(synthetic_root / "imagenet"),
+            "--output-dir",
+            str(tmp_path),
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+            "--batch-size",
+            "40",
+        ],
+        check=True,
+        capture_output=True,
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["processes"] == 2 and len(results["history"]) == 1
     # Each of the 40 val images is scored exactly once across both processes.

@@ -44,13 +44,21 @@ def test_weighted_vote_matches_a_brute_force_reference_in_every_chunking():
     bank, queries = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in (bank, queries))
     as_tensor = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
     for chunk in (None, 1, 7, 61):
-        hits = weighted_knn_hits(as_tensor(bank), torch.tensor(bank_labels), as_tensor(queries),
-                                 torch.tensor(query_labels), classes, ks=(1, 10, 20, 200, 301), temperature=0.07,
-                                 chunk=chunk)
+        hits = weighted_knn_hits(
+            as_tensor(bank),
+            torch.tensor(bank_labels),
+            as_tensor(queries),
+            torch.tensor(query_labels),
+            classes,
+            ks=(1, 10, 20, 200, 301),
+            temperature=0.07,
+            chunk=chunk,
+        )
         assert sorted(hits) == [1, 10, 20, 200]  # k = 301 is more neighbours than the bank holds
         for k, (top1, top5) in hits.items():
             assert (100 * top1 / 61, 100 * top5 / 61) == pytest.approx(
-                brute_force_knn(bank, bank_labels, queries, query_labels, k, 0.07))
+                brute_force_knn(bank, bank_labels, queries, query_labels, k, 0.07)
+            )
     assert 30 < 100 * hits[20][0] / 61 < 100
 
 
@@ -63,28 +71,59 @@ def r18_weights(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_script_one_and_three_processes_match_features_extracted_and_voted_by_hand(r18_weights, synthetic_root,
-                                                                                 tmp_path):
+def test_script_one_and_three_processes_match_features_extracted_and_voted_by_hand(
+    r18_weights, synthetic_root, tmp_path
+):
     root = synthetic_root / "imagenet"
     transform = center_crop_transform(64)
     train_set, val_set = image_folders(root, train_transform=transform, val_transform=transform)
     trunk = build_trunk(load_backbone(r18_weights), "res5")
     with torch.no_grad():
-        features = {name: (np.stack([trunk(image[None])[0].double().numpy() for image, _ in split]),
-                           np.array(split.targets)) for name, split in (("train", train_set), ("val", val_set))}
+        features = {
+            name: (np.stack([trunk(image[None])[0].double().numpy() for image, _ in split]), np.array(split.targets))
+            for name, split in (("train", train_set), ("val", val_set))
+        }
     (bank, bank_labels), (queries, query_labels) = (
-        (f / np.linalg.norm(f, axis=1, keepdims=True), labels) for f, labels in features.values())
+        (f / np.linalg.norm(f, axis=1, keepdims=True), labels) for f, labels in features.values()
+    )
     expected = {}
     for k in (10, 20):
-        expected[f"top1_k{k}"], expected[f"top5_k{k}"] = brute_force_knn(bank, bank_labels, queries, query_labels,
-                                                                          k, 0.07)
-    args = ["transfer/knn.py", "--weights", str(r18_weights), "--data", str(root), "--crop-size", "64",
-            "--workers", "0", "--batch-size", "16", "--ks", "10", "20", "100"]
-    one = subprocess.run([sys.executable, *args, "--output-dir", str(tmp_path / "one")], capture_output=True,
-                         text=True)
+        expected[f"top1_k{k}"], expected[f"top5_k{k}"] = brute_force_knn(
+            bank, bank_labels, queries, query_labels, k, 0.07
+        )
+    args = [
+        "transfer/knn.py",
+        "--weights",
+        str(r18_weights),
+        "--data",
+        str(root),
+        "--crop-size",
+        "64",
+        "--workers",
+        "0",
+        "--batch-size",
+        "16",
+        "--ks",
+        "10",
+        "20",
+        "100",
+    ]
+    one = subprocess.run([sys.executable, *args, "--output-dir", str(tmp_path / "one")], capture_output=True, text=True)
     assert one.returncode == 0, one.stderr
-    three = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "3", *args,
-                          "--output-dir", str(tmp_path / "three")], capture_output=True, text=True)
+    three = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "3",
+            *args,
+            "--output-dir",
+            str(tmp_path / "three"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert three.returncode == 0, three.stderr
     for run, processes in (("one", 1), ("three", 3)):
         results = json.loads((tmp_path / run / "results.json").read_text())
@@ -96,9 +135,20 @@ def test_script_one_and_three_processes_match_features_extracted_and_voted_by_ha
 
 def test_missing_split_is_one_line_and_exit_2(r18_weights, tmp_path):
     (tmp_path / "data" / "train" / "a").mkdir(parents=True)
-    run = subprocess.run([sys.executable, "transfer/knn.py", "--weights", str(r18_weights), "--data",
-                          str(tmp_path / "data"), "--output-dir", str(tmp_path / "out")],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "transfer/knn.py",
+            "--weights",
+            str(r18_weights),
+            "--data",
+            str(tmp_path / "data"),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert run.stderr.strip().startswith("error: ") and len(run.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -56,12 +56,14 @@ def test_difficult_images_are_excluded_per_class():
 
 
 def test_per_image_ap_hand_case():
-    scores = np.array([
-        [0.9, 0.5, 0.7, 0.1],   # positives 0 and 3: ranks 1 and 4 -> (1/1 + 2/4) / 2 = 0.75
-        [0.2, 0.8, 0.8, 0.3],   # positive 1 tied with negative 2 -> precision 1/2 -> 0.5
-        [0.6, 0.4, 0.9, 0.5],   # positive 0; class 2 only difficult, a negative ranked above it -> 0.5
-        [0.1, 0.2, 0.3, 0.4],   # no positive (class 3 only difficult): AP 0, still counted
-    ])
+    scores = np.array(
+        [
+            [0.9, 0.5, 0.7, 0.1],  # positives 0 and 3: ranks 1 and 4 -> (1/1 + 2/4) / 2 = 0.75
+            [0.2, 0.8, 0.8, 0.3],  # positive 1 tied with negative 2 -> precision 1/2 -> 0.5
+            [0.6, 0.4, 0.9, 0.5],  # positive 0; class 2 only difficult, a negative ranked above it -> 0.5
+            [0.1, 0.2, 0.3, 0.4],  # no positive (class 3 only difficult): AP 0, still counted
+        ]
+    )
     labels = np.array([[1, -1, -1, 1], [-1, 1, -1, -1], [1, -1, 0, -1], [-1, -1, -1, 0]])
     assert per_image_ap(scores, labels) == pytest.approx((0.75 + 0.5 + 0.5 + 0) / 4)
 

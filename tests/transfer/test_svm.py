@@ -19,7 +19,7 @@ def test_svm_on_separable_features_reaches_map_100():
     train_x, train_labels = separable(120, rng)
     test_x, test_labels = separable(80, rng)
     targets = svm.training_targets(train_labels)
-    costs = [2.0 ** -10, 1.0, 100.0]
+    costs = [2.0**-10, 1.0, 100.0]
     cv_ap, _ = svm.cross_validate_costs(train_x, targets, costs, n_jobs=1)
     models = svm.fit_per_class(train_x, targets, [costs[i] for i in cv_ap.argmax(1)], n_jobs=1)
     assert 100 * per_class_voc_ap(svm.decision_scores(models, test_x), test_labels).mean() == pytest.approx(100)
@@ -30,10 +30,15 @@ def test_cv_table_matches_sklearn_cross_val_score():
     x, labels = separable(90, rng, classes=2)
     x += rng.normal(0, 0.8, x.shape)  # overlap, so the costs score differently
     targets = svm.training_targets(labels)
-    costs = [2.0 ** -12, 0.1, 10.0]
+    costs = [2.0**-12, 0.1, 10.0]
     table, _ = svm.cross_validate_costs(x, targets, costs, n_jobs=2)
-    expected = [[cross_val_score(svm.make_svm(cost), x, targets[:, c], cv=3, scoring="average_precision").mean()
-                 for cost in costs] for c in range(2)]
+    expected = [
+        [
+            cross_val_score(svm.make_svm(cost), x, targets[:, c], cv=3, scoring="average_precision").mean()
+            for cost in costs
+        ]
+        for c in range(2)
+    ]
     np.testing.assert_array_equal(table, expected)
 
 
@@ -47,7 +52,7 @@ def test_cost_selection_prefers_large_cost_when_outliers_mislead_a_tiny_one():
     x = np.stack([np.where(y == 1, 1.0, 0.0) + rng.normal(0, 0.1, n), rng.normal(0, 1.0, n)], 1)
     outliers = np.flatnonzero(y == -1)[::10]
     x[outliers, 1] = -60.0
-    costs = [2.0 ** -19, 1000.0]
+    costs = [2.0**-19, 1000.0]
     table, _ = svm.cross_validate_costs(x, y[:, None], costs, n_jobs=1)
     assert table[0, 1] > table[0, 0] + 0.1
     assert costs[int(table.argmax(1)[0])] == 1000.0
@@ -58,7 +63,7 @@ def test_a_tie_in_cv_ap_picks_the_smallest_cost():
     x, labels = separable(60, rng, classes=1)
     table, _ = svm.cross_validate_costs(x, svm.training_targets(labels), svm.COSTS, n_jobs=1)
     assert np.all(table == 1.0)
-    assert svm.COSTS[int(table.argmax(1)[0])] == min(svm.COSTS) == 2.0 ** -19
+    assert svm.COSTS[int(table.argmax(1)[0])] == min(svm.COSTS) == 2.0**-19
 
 
 def test_difficult_trains_as_negative():

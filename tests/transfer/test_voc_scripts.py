@@ -1,4 +1,5 @@
 """End-to-end runs of the VOC07 scripts on the tiny synthetic VOC2007 with a random ResNet-18."""
+
 import json
 import subprocess
 import sys
@@ -12,8 +13,22 @@ def run(script, *args):
 
 @pytest.mark.slow  # a subprocess that imports torch: ~10-40 s on a busy 2-core machine
 def test_voc07_svm_end_to_end(r18_weights, tmp_path, synthetic_root):
-    out = run("voc07_svm.py", "--weights", r18_weights, "--output-dir", tmp_path, "--cache-dir", tmp_path / "c",
-              "--costs", "0.01", "1", "--jobs", "1", "--workers", "0")
+    out = run(
+        "voc07_svm.py",
+        "--weights",
+        r18_weights,
+        "--output-dir",
+        tmp_path,
+        "--cache-dir",
+        tmp_path / "c",
+        "--costs",
+        "0.01",
+        "1",
+        "--jobs",
+        "1",
+        "--workers",
+        "0",
+    )
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["feature_layer"] == "res5" and results["feature_dim"] == 512
@@ -27,8 +42,19 @@ def test_voc07_svm_end_to_end(r18_weights, tmp_path, synthetic_root):
 
 @pytest.mark.slow  # a subprocess that imports torch: ~10-40 s on a busy 2-core machine
 def test_voc07_linear_reports_both_metrics(r18_weights, tmp_path, synthetic_root):
-    out = run("voc07_linear.py", "--weights", r18_weights, "--output-dir", tmp_path, "--cache-dir", tmp_path / "c",
-              "--epochs", "5", "--workers", "0")
+    out = run(
+        "voc07_linear.py",
+        "--weights",
+        r18_weights,
+        "--output-dir",
+        tmp_path,
+        "--cache-dir",
+        tmp_path / "c",
+        "--epochs",
+        "5",
+        "--workers",
+        "0",
+    )
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     metrics = results["metrics"]
