@@ -43,6 +43,11 @@ STAGES = (
 DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
 
+
+class SuiteInputError(Exception):
+    """A checkpoint or output folder the suite cannot use; the message says what to do instead."""
+
+
 # Overrides that make each stage a CPU smoke test (tiny inputs, few iterations, few RoIs).
 _SMOKE_DETECTION = [
     "MODEL.DEVICE",
@@ -101,7 +106,7 @@ def resolve_weights(path):
         name = last.read_text().strip() if last.is_file() else "model_final.pth"
         path = path / name
     if not path.is_file():
-        raise SystemExit(f"run_suite: no checkpoint at {path}; pass a checkpoint file or a pretraining OUTPUT_DIR")
+        raise SuiteInputError(f"no checkpoint at {path}; pass a checkpoint file or a pretraining OUTPUT_DIR")
     return path.resolve()
 
 
@@ -236,15 +241,15 @@ def stop(proc, grace=30):
 
 def stage_is_done(out, stamp):
     """True if out/ holds this stage's results for the same checkpoint, data and command (profile,
-    flags); exits if it holds results of another run. Only the keys given in `stamp` are compared."""
+    flags); raises SuiteInputError if it holds results of another run. Only the keys given in `stamp` are compared."""
     path = out / STAMP
     if not path.is_file():
         return False
     found = json.loads(path.read_text())
     differs = [k for k in stamp if found.get(k) != stamp[k]]
     if differs:
-        raise SystemExit(
-            f"run_suite: {out} holds results of another run (its {', '.join(differs)} differ: "
+        raise SuiteInputError(
+            f"{out} holds results of another run (its {', '.join(differs)} differ: "
             f"{[found.get(k) for k in differs]}); use another --out, or move that folder "
             "away; it is not overwritten"
         )
@@ -334,6 +339,9 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         main()
+    except SuiteInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(
             "\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "

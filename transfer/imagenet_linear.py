@@ -126,6 +126,20 @@ def image_folders(root, train_transform=None, val_transform=None):
     return folders["train"], folders["val"]
 
 
+def run_record(data_root, weights, train_set, val_set, world, start):
+    """What results.json of every ImageNet protocol records besides its metrics: the features, weights
+    and data it used (with the data's fingerprint), on how many processes, and how long it took."""
+    return {
+        "feature_layer": "res5 (global average pool, the fc input)",
+        "weights": weights,
+        "data_root": str(data_root),
+        "data": fingerprint_files(data_root, IMAGENET_SPLITS),
+        "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
+        "processes": world,
+        "wall_time_s": {"total": time.perf_counter() - start},
+    }
+
+
 def init_distributed():
     """(rank, world size, device); a plain `python` run is one process without a process group."""
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -255,13 +269,7 @@ def main(args):
                 f"batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
                 "backbone verified unchanged after training"
             ),
-            "feature_layer": "res5 (global average pool, the fc input)",
-            "weights": weights,
-            "data_root": str(args.data),
-            "data": fingerprint_files(args.data, IMAGENET_SPLITS),
-            "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
-            "processes": world,
-            "wall_time_s": {"total": time.perf_counter() - start},
+            **run_record(args.data, weights, train_set, val_set, world, start),
         }
         cli.write_results(args.output_dir, results)
     if dist.is_initialized():

@@ -21,11 +21,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from common.cli import at_least, positive
-from common.datasets import IMAGENET_SPLITS
-from common.io import fingerprint_files
 from transfer import cli
 from transfer.features import build_trunk
-from transfer.imagenet_linear import center_crop_transform, image_folders, init_distributed
+from transfer.imagenet_linear import center_crop_transform, image_folders, init_distributed, run_record
 
 KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
@@ -180,13 +178,7 @@ def main(args):
                         else ""
                     )
                 ),
-                "feature_layer": "res5 (global average pool, the fc input)",
-                "weights": weights,
-                "data_root": str(args.data),
-                "data": fingerprint_files(args.data, IMAGENET_SPLITS),
-                "split_sizes": {"train": len(train_set), "val": len(val_set), "classes": len(train_set.classes)},
-                "processes": world,
-                "wall_time_s": {"total": time.perf_counter() - start},
+                **run_record(args.data, weights, train_set, val_set, world, start),
             },
         )
     if dist.is_initialized():

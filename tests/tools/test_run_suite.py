@@ -70,7 +70,7 @@ def test_a_suite_of_another_checkpoint_is_refused_before_any_stage_writes(checkp
     foreign.mkdir()
     (foreign / "stage.json").write_text(json.dumps({"stage": "voc07_svm", "weights_sha256": "0" * 64}))
     proc = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert")
-    assert proc.returncode != 0 and "holds results of another run" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "holds results of another run" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voc07_svm"]
 
 

@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torchvision
 
 from converters.checkpoint import load_backbone
 from transfer.features import build_trunk
@@ -60,14 +59,6 @@ def test_weighted_vote_matches_a_brute_force_reference_in_every_chunking():
                 brute_force_knn(bank, bank_labels, queries, query_labels, k, 0.07)
             )
     assert 30 < 100 * hits[20][0] / 61 < 100
-
-
-@pytest.fixture(scope="module")
-def r18_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("knn") / "r18.pth"
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), path)
-    return path
 
 
 @pytest.mark.slow
