@@ -10,9 +10,9 @@ import torchvision
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _suite(*args, cwd=None):
+def _suite(*args, cwd=None, env=None):
     return subprocess.run(
-        [sys.executable, str(REPO / "tools/run_suite.py"), *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, str(REPO / "tools/run_suite.py"), *args], capture_output=True, text=True, cwd=cwd, env=env
     )
 
 
@@ -82,21 +82,10 @@ def test_other_data_under_the_same_out_is_not_taken_as_done(checkpoint, tmp_path
     data = tmp_path / "data"
     shutil.copytree(synthetic_root / "VOC2007" / "ImageSets", data / "VOC2007" / "ImageSets")
     env = {**os.environ, "DETECTRON2_DATASETS": str(data)}
-    run = lambda: subprocess.run(  # noqa: E731
-        [
-            sys.executable,
-            str(REPO / "tools/run_suite.py"),
-            "--weights",
-            str(checkpoint),
-            "--out",
-            str(tmp_path / "suite"),
-            "--only",
-            "convert",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+
+    def run():
+        return _suite("--weights", str(checkpoint), "--out", str(tmp_path / "suite"), "--only", "convert", env=env)
+
     assert run().returncode == 0
     stamp = json.loads((tmp_path / "suite" / "convert" / "stage.json").read_text())
     assert stamp["data"]["root"] == str(data) and stamp["data"]["files"] > 0
