@@ -13,9 +13,8 @@ import logging
 import time
 
 import torch
-from torch import nn
 
-from transfer.features import LAYERS
+from transfer.features import pooled_trunk
 from transfer.imagenet_linear import center_crop_transform, image_folders
 from transfer.knn import knn_accuracy
 from transfer.voc import DatasetError
@@ -75,7 +74,7 @@ class KnnMonitor:
     def evaluate(self, encoder, iteration, writer):
         """Scores `encoder`'s backbone, logs it and writes "knn/top1_k20"... through `writer` (None off rank 0)."""
         start = time.perf_counter()
-        trunk = nn.Sequential(*list(encoder.children())[:-2], LAYERS["res5"]())  # shares the encoder's weights
+        trunk = pooled_trunk(encoder, "res5")
         was_training = encoder.training
         encoder.eval()
         try:

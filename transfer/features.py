@@ -48,11 +48,15 @@ def build_resnet(backbone):
     return model
 
 
+def pooled_trunk(resnet, layer):
+    """conv1 .. layer4 of a torchvision ResNet (its own modules: the weights are shared) plus the
+    pooling of `layer`."""
+    return nn.Sequential(*list(resnet.children())[:-2], LAYERS[layer]())
+
+
 def build_trunk(backbone, layer):
     """Frozen conv trunk (conv1 .. layer4) plus the pooling of `layer`, in eval mode."""
-    model = build_resnet(backbone)
-    trunk = nn.Sequential(*list(model.children())[:-2], LAYERS[layer]())
-    return trunk.eval().requires_grad_(False)
+    return pooled_trunk(build_resnet(backbone), layer).eval().requires_grad_(False)
 
 
 class ImageList(torch.utils.data.Dataset):
