@@ -104,6 +104,9 @@ _NON_NEGATIVE = (
 def setup(args, world_size):
     """The frozen config for `args`; every error a user can fix is raised here, before any process starts."""
     cfg = get_cfg()
+    misplaced = [opt for opt in args.opts[::2] if opt.startswith("-")]
+    if misplaced:
+        raise ValueError(f"{misplaced[0]} comes after the KEY VALUE overrides; put options before them")
     if len(args.opts) % 2:
         raise ValueError(f"config overrides come in KEY VALUE pairs, got {args.opts}")
     # yacs reports an unknown key with an assert (overrides) or a KeyError (files).

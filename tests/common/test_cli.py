@@ -88,3 +88,11 @@ def test_pretrain_config_values_out_of_range_are_refused_in_setup(override, mess
 
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         setup(parse_args(list(override)), world_size=1)
+
+
+def test_pretrain_option_after_the_overrides_is_named_not_taken_for_a_key():
+    from pretrain.main import parse_args, setup
+
+    args = parse_args(["--config-file", "pretrain/configs/clsa_single.yaml", "DATA.ROOT", "d", "--resume", "auto"])
+    with pytest.raises(ValueError, match="--resume comes after the KEY VALUE overrides; put options before them"):
+        setup(args, world_size=1)
