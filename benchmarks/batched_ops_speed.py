@@ -1,10 +1,10 @@
-"""Our batched ops (pretrain/batched_ops.py) against the alternatives, on the same batch and device.
+"""Our batched kernels (pretrain/views/batched_ops.py) against the alternatives, on the same batch and device.
 
 Rows, each timed on one N x 3 x S x S float batch with per-image random parameters:
 - crops: N random crops of 500x375 images resized to S by PaddedImages.crops: one roi_align over
   the padded batch vs one antialiased v2 resize per crop;
 - weak stage: colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5, sigma 0.1-2, kernel
-  ~10% of S), flip: BatchedViews.weak_ops vs kornia.augmentation's same four transforms;
+  ~10% of S), flip: BatchedViews.weak_stage vs kornia.augmentation's same four transforms;
 - rotate: per-image rotation by U(-30, 30) degrees, nearest, black fill: ops.affine vs
   kornia.augmentation.RandomRotation;
 - equalize: v2's batched histogram (ops.equalize) vs kornia.enhance.equalize.
@@ -20,9 +20,15 @@ import numpy as np
 import torch
 
 from common.synthetic import photo_like
-from pretrain import batched_ops as ops
-from pretrain.augment import blur_kernel_size
-from pretrain.batched_augment import BatchedViews, PaddedImages, batch_generator, sample_crop_boxes
+from pretrain.views import batched_ops as ops
+from pretrain.views.batched import BatchedViews, PaddedImages
+from pretrain.views.sampler import crop_boxes, sample
+from pretrain.views.spec import Views, ViewSet, ViewSpec, affine_matrices, blur_kernel_size
+
+
+def one_view_params(n, size):
+    """The sampler's records of n images for one weak view of `size`."""
+    return sample(ViewSet(Views(ViewSpec(size, (0.2, 1.0)), [], [])), 0, 0, range(n)).key
 
 
 def images_per_second(fn, images, repeats):
@@ -41,7 +47,7 @@ def crop_rows(n, size, device, repeats):
     """(roi_align img/s, per-crop resize img/s) for n crops of 500x375 photo-like images."""
     rng = np.random.default_rng(0)
     images = [torch.from_numpy(photo_like(375, 500, rng)).permute(2, 0, 1).to(device) for _ in range(n)]
-    boxes = sample_crop_boxes([375] * n, [500] * n, (0.2, 1.0), batch_generator(0, 0, 0))
+    boxes = crop_boxes(one_view_params(n, size), [375] * n, [500] * n)
     speeds = []
     for method in ("roi_align", "interpolate"):
         padded = PaddedImages(images, crop_method=method)
@@ -65,15 +71,17 @@ def main():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     n, size = args.batch_size, args.size
     images = torch.rand(n, 3, size, size, device=device)
-    params = BatchedViews(key_size=size).sample([size] * n, [size] * n, batch_generator(0, 0, 0))[0]
-    angles = torch.empty(n, dtype=torch.float64).uniform_(-30, 30)
+    params = one_view_params(n, size)
+    rotations = torch.from_numpy(
+        affine_matrices(["Rotate"] * n, np.random.default_rng(0).uniform(-30, 30, n), size, size)
+    )
 
     def ours_weak(x):
-        BatchedViews.weak_ops(x, params)
+        BatchedViews.weak_stage(x, params)
         return x
 
     def ours_rotate(x):
-        return ops.affine(x, ops.affine_matrices(torch.full((n,), ops.AFFINE_OPS.index("Rotate")), angles, size, size))
+        return ops.affine(x, rotations)
 
     kernel = blur_kernel_size(size)
     kornia_weak = K.AugmentationSequential(

@@ -1,117 +1,92 @@
-"""Per-image speed of the pretraining data pipeline in one process (= one DataLoader worker).
+"""Per-core speed of the per-image views (DATA.AUGMENT workers) against the reference systems' pipelines.
 
-Each image is decoded from JPEG bytes and turned into all its views, as a DataLoader worker does.
-Rows:
-- our presets (mocov2, clsa_single, clsa_multi);
-- clsa_single with the views the reference code builds (key, weak 224+96, strong 224+96; two unused);
-- MoCo v2's own pipeline (torchvision.transforms v1 on PIL, PIL's Gaussian blur) for the 2 views;
-- the Gaussian blur alone on a 224 and a 96 crop: v2.GaussianBlur's 2-D convolution against
-  pretrain.augment.MatmulGaussianBlur.
+One process and one thread, as one DataLoader worker; each image is decoded from JPEG bytes and turned
+into all its views. Rounds interleave the pipelines on the same JPEGs and each row reports its median
+round, so a load change on the machine hits all rows alike.
+- ours: pretrain.views.per_image.PerImageViews with the sampler's record of each image, for the
+  presets mocov2, clsa_single and clsa_multi; views stay uint8 (the training device normalises them);
+- the official CLSA pipelines as their training script builds them (benchmarks/reference_pipelines.py):
+  5 views for Single (2 of them unused), 11 for Multi, normalised float tensors;
+- MoCo v2's own two-view PIL pipeline.
 
-    python benchmarks/pretrain_data_speed.py [--images 200] [--size 500x375]
+    python benchmarks/pretrain_data_speed.py [--images 100] [--rounds 5] [--size 500x375]
 """
 
 import argparse
 import io
+import statistics
 import time
 
+import cv2
 import torch
-from PIL import Image, ImageFilter
-from torchvision import transforms as v1
-from torchvision.transforms import v2
+from PIL import Image
 
+from benchmarks.reference_pipelines import clsa_reference_pipeline, moco_v2_pipeline
 from common.synthetic import photo_like_jpegs
-from pretrain.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    PRESET_VIEWS,
-    MatmulGaussianBlur,
-    MultiViewTransform,
-    blur_kernel_size,
+from pretrain.config import preset_cfg
+from pretrain.views.per_image import PerImageViews
+from pretrain.views.sampler import sample
+from pretrain.views.spec import ViewSet
+
+# (ours, the reference it is compared with, the target ratio of the views issue)
+COMPARISONS = (
+    ("clsa_single", "reference CLSA-Single (5 views)", 2.0),
+    ("clsa_multi", "reference CLSA-Multi (11 views)", 2.0),
+    ("mocov2", "MoCo v2's PIL pipeline", 1.3),
 )
 
-REFERENCE_SINGLE = "clsa_single, reference's 5 views"
-MOCO_PIL = "mocov2, MoCo's PIL pipeline"
+
+def ours(preset):
+    view_set = ViewSet.from_cfg(preset_cfg(preset))
+    make_views = PerImageViews(view_set)
+    counter = iter(range(10**9))
+    return lambda image: make_views(image, sample(view_set, 0, 0, [next(counter)])).flat()
 
 
-def mocov2_pil_pipeline():
-    def pil_blur(image):
-        return image.filter(ImageFilter.GaussianBlur(radius=float(torch.empty(()).uniform_(0.1, 2.0))))
-
-    one_view = v1.Compose(
-        [
-            v1.RandomResizedCrop(224, scale=(0.2, 1.0)),
-            v1.RandomApply([v1.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v1.RandomGrayscale(p=0.2),
-            v1.RandomApply([pil_blur], p=0.5),
-            v1.RandomHorizontalFlip(),
-            v1.ToTensor(),
-            v1.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return lambda image: [one_view(image), one_view(image)]
-
-
-def images_per_second(pipeline, jpegs, warmup):
-    def run(image_bytes):
-        with Image.open(io.BytesIO(image_bytes)) as image:
-            return pipeline(image.convert("RGB"))
-
-    for image_bytes in jpegs[:warmup]:
-        run(image_bytes)
+def seconds_per_image(pipeline, jpegs):
     start = time.perf_counter()
     for image_bytes in jpegs:
-        run(image_bytes)
-    return len(jpegs) / (time.perf_counter() - start)
-
-
-def blur_milliseconds(blur, size, repeats=50):
-    image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    blur(image)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        blur(image)
-    return (time.perf_counter() - start) / repeats * 1000
+        with Image.open(io.BytesIO(image_bytes)) as image:
+            pipeline(image.convert("RGB"))
+    return (time.perf_counter() - start) / len(jpegs)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=200, help="images timed per pipeline")
-    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--images", type=int, default=100, help="JPEGs timed per pipeline and round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--size", default="500x375", help="JPEG size WxH (ImageNet's typical size)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in a DataLoader worker
+    cv2.setNumThreads(1)
     torch.manual_seed(0)
     width, height = map(int, args.size.split("x"))
     jpegs = photo_like_jpegs(args.images, width, height)
 
-    single = PRESET_VIEWS["clsa_single"]
-    crops = single["weak"] + single["strong"]
     pipelines = {
-        "mocov2": MultiViewTransform.from_preset("mocov2"),
-        "clsa_single": MultiViewTransform.from_preset("clsa_single"),
-        "clsa_multi": MultiViewTransform.from_preset("clsa_multi"),
-        REFERENCE_SINGLE: MultiViewTransform(weak=crops, strong=crops),
-        MOCO_PIL: mocov2_pil_pipeline(),
+        "clsa_single": ours("clsa_single"),
+        "clsa_multi": ours("clsa_multi"),
+        "mocov2": ours("mocov2"),
+        "reference CLSA-Single (5 views)": clsa_reference_pipeline("single"),
+        "reference CLSA-Multi (11 views)": clsa_reference_pipeline("multi"),
+        "MoCo v2's PIL pipeline": moco_v2_pipeline(),
     }
-    print(f"torch {torch.__version__}, 1 thread, {args.images} JPEGs of {width}x{height}")
-    print(f"{'pipeline':36s} {'views':>5s} {'img/s':>8s} {'ms/img':>8s}")
-    speeds = {}
-    for name, pipeline in pipelines.items():
-        views = len(pipeline(Image.open(io.BytesIO(jpegs[0])).convert("RGB")))
-        speeds[name] = images_per_second(pipeline, jpegs, args.warmup)
-        print(f"{name:36s} {views:5d} {speeds[name]:8.1f} {1000 / speeds[name]:8.2f}")
-    print(f"clsa_single / {REFERENCE_SINGLE}: {speeds['clsa_single'] / speeds[REFERENCE_SINGLE]:.2f}x")
-    print(f"mocov2 / {MOCO_PIL}: {speeds['mocov2'] / speeds[MOCO_PIL]:.2f}x")
-    for size in (224, 96):
-        kernel = blur_kernel_size(size)
-        conv, matmul = (
-            blur_milliseconds(cls(kernel, sigma=(0.1, 2.0)), size) for cls in (v2.GaussianBlur, MatmulGaussianBlur)
-        )
-        print(
-            f"blur {size} px, kernel {kernel}: v2.GaussianBlur {conv:.2f} ms, MatmulGaussianBlur {matmul:.2f} ms, "
-            f"{conv / matmul:.1f}x"
-        )
+    first = Image.open(io.BytesIO(jpegs[0])).convert("RGB")
+    views = {name: len(pipeline(first)) for name, pipeline in pipelines.items()}
+    rounds = {name: [] for name in pipelines}
+    for _ in range(args.rounds):
+        for name, pipeline in pipelines.items():
+            rounds[name].append(seconds_per_image(pipeline, jpegs))
+    ms = {name: statistics.median(times) * 1000 for name, times in rounds.items()}
+
+    print(f"torch {torch.__version__}, OpenCV {cv2.__version__}, Pillow {Image.__version__}; 1 thread")
+    print(f"{args.images} JPEGs of {width}x{height}, median of {args.rounds} interleaved rounds")
+    print(f"{'pipeline':34s} {'views':>5s} {'ms/img':>8s} {'img/s':>8s}")
+    for name in pipelines:
+        print(f"{name:34s} {views[name]:5d} {ms[name]:8.2f} {1000 / ms[name]:8.1f}")
+    for name, reference, target in COMPARISONS:
+        ratio = ms[reference] / ms[name]
+        print(f"{name} vs {reference}: {ratio:.2f}x (target {target}x: {'met' if ratio >= target else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -18,18 +18,19 @@ import contextlib
 
 import torch
 
-from pretrain.augment import PRESET_VIEWS
 from pretrain.builder import CLSA
+from pretrain.config import preset_cfg
+from pretrain.views.spec import ViewSet
 
 
 def saved_activation_gib(arch, preset, batch_size, dtype, checkpoint_strong):
-    views = PRESET_VIEWS[preset]
-    sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
     with torch.device("meta"):
         model = CLSA(arch, checkpoint_strong=checkpoint_strong).to(dtype)
-        images = [
-            torch.empty(batch_size, 3, s, s, dtype=dtype).contiguous(memory_format=torch.channels_last) for s in sizes
-        ]
+        images = ViewSet.from_cfg(preset_cfg(preset)).views.map(
+            lambda view: torch.empty(batch_size, 3, view.size, view.size, dtype=dtype).contiguous(
+                memory_format=torch.channels_last
+            )
+        )
     saved = {}
 
     def pack(tensor):
@@ -39,9 +40,8 @@ def saved_activation_gib(arch, preset, batch_size, dtype, checkpoint_strong):
             saved[id(base)] = (base, base.numel() * base.element_size())  # holding it keeps the id unique
         return tensor
 
-    num_weak = len(views["weak"])
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(images[0], images[1 : 1 + num_weak], images[1 + num_weak :])
+        model(*images)
     return sum(size for _, size in saved.values()) / 2**30
 
 

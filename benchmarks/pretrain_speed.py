@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 
 from common.synthetic import photo_like_jpegs
-from pretrain.augment import PRESET_VIEWS
 from pretrain.builder import CLSA
-from pretrain.config import get_cfg
-from pretrain.main import build_data, train_step, views_by_iteration
+from pretrain.config import preset_cfg
+from pretrain.main import batches_on_device, build_data, train_step
+from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256
 
@@ -88,30 +88,28 @@ class Timer:
 
 
 def step_only(preset, args, device, fast):
-    views = PRESET_VIEWS[preset]
-    sizes = [224] + [size for size, _ in views["weak"]] + [size for size, _ in views["strong"]]
     memory_format = torch.channels_last if fast else torch.contiguous_format
     model, optimizer = make_model(args, device, fast)
-    batch = [
-        torch.randn(args.batch_size, 3, s, s, device=device).contiguous(memory_format=memory_format) for s in sizes
-    ]
+    batch = ViewSet.from_cfg(preset_cfg(preset)).views.map(
+        lambda view: torch.randn(args.batch_size, 3, view.size, view.size, device=device).contiguous(
+            memory_format=memory_format
+        )
+    )
     timer = Timer(device, args.warmup)
     for step in range(args.warmup + args.steps):
         timer.tick(step)
-        train_step(model, optimizer, batch, len(views["weak"]), fast)
+        train_step(model, optimizer, batch, fast)
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 
 def end_to_end(preset, augment, args, device, root):
     """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
     fast = device.type == "cuda"
-    cfg = get_cfg()
+    cfg = preset_cfg(preset)
     cfg.merge_from_list(
         [
             "DATA.ROOT",
             str(root),
-            "DATA.VIEWS",
-            preset,
             "DATA.AUGMENT",
             augment,
             "DATA.NUM_WORKERS",
@@ -123,12 +121,13 @@ def end_to_end(preset, augment, args, device, root):
     memory_format = torch.channels_last if fast else torch.contiguous_format
     data = build_data(cfg, device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format)
     data.sampler.set_epoch(0)
+    data.dataset.set_epoch(0)
     model = None if args.augment_only else make_model(args, device, fast)
     timer = Timer(device, args.warmup)
-    for step, views in enumerate(views_by_iteration(data, device, 0)):
+    for step, views in enumerate(batches_on_device(data, device)):
         timer.tick(step)
         if model:
-            train_step(*model, views, len(PRESET_VIEWS[preset]["weak"]), fast)
+            train_step(*model, views, fast)
         if step + 1 == args.warmup + args.steps:
             break
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()

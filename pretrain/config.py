@@ -5,7 +5,11 @@ from them through _BASE_ (fvcore's yacs CfgNode, the one detectron2 uses) and ch
 differs. A key that is not defined here is an error.
 """
 
+from pathlib import Path
+
 from fvcore.common.config import CfgNode as CN
+
+PRESETS = Path(__file__).resolve().parent / "configs"
 
 _C = CN()
 
@@ -47,24 +51,21 @@ _C.DATA.ROOT = ""
 _C.DATA.NUM_WORKERS = 8
 # Where the views are made: "workers" (each image decoded and augmented in a DataLoader worker, on
 # the CPU), "batched" (workers only read the files; decoding and every view of the batch at once on
-# the training device, pretrain/batched_augment.py), or "auto": batched on a GPU, workers without one.
+# the training device, pretrain/views/batched.py), or "auto": batched on a GPU, workers without one.
 _C.DATA.AUGMENT = "auto"
-# Named view set from pretrain.augment.PRESET_VIEWS; empty means use the explicit lists below.
-_C.DATA.VIEWS = "clsa_single"
-# Explicit views, used only when DATA.VIEWS is empty: crop sizes and (min, max) RandomResizedCrop scales.
-_C.DATA.WEAK_SIZES = []
-_C.DATA.WEAK_SCALES = []
-_C.DATA.STRONG_SIZES = []
-_C.DATA.STRONG_SCALES = []
-# Key view: MoCo v2 RandomResizedCrop(224, scale 0.2-1).
-_C.DATA.KEY_SIZE = 224
-_C.DATA.KEY_SCALE = (0.2, 1.0)
-# Strong augmentation: this many rounds of one of Table 1's 14 ops, each applied with this probability.
+# The views of each image (pretrain/views/spec.py defines what each view goes through). Each view is
+# [crop size, min scale, max scale]: a RandomResizedCrop of that size from that fraction of the image
+# area. The key: MoCo v2's 224 crop of 20-100% of the image.
+_C.DATA.KEY_VIEW = [224, 0.2, 1.0]
+# The weak queries (MoCo v2's weak stage) and the strong queries (the weak stage, then Table 1's ops).
+# CLSA-Single: one weak 224 and one strong 96 view; the presets in pretrain/configs/ state theirs.
+_C.DATA.WEAK_VIEWS = [[224, 0.2, 1.0]]
+_C.DATA.STRONG_VIEWS = [[96, 0.086, 0.429]]
+# Apply the strong stage to the key too (Table 4 "strong query & strong key").
+_C.DATA.STRONG_KEY = False
+# The strong stage: this many rounds of one of Table 1's 14 ops, each applied with this probability.
 _C.DATA.STRONG_NUM_OPS = 5
 _C.DATA.STRONG_PROB = 0.5
-# Apply the strong augmentation to the key view too (Table 4 "strong query & strong key"); used only
-# with explicit views (the presets carry their own setting).
-_C.DATA.STRONG_KEY = False
 
 _C.SOLVER = CN()
 # Global batch size over all processes (per-process batch = BATCH_SIZE / world size).
@@ -114,3 +115,10 @@ _C.SEED = 0
 def get_cfg():
     """A fresh copy of the defaults."""
     return _C.clone()
+
+
+def preset_cfg(name):
+    """The config of the preset pretrain/configs/<name>.yaml."""
+    cfg = get_cfg()
+    cfg.merge_from_file(str(PRESETS / f"{name}.yaml"))
+    return cfg

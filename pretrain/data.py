@@ -1,5 +1,7 @@
 """The pretraining data sets: ImageFolders (ImageNet train layout) that yield each image's views
 (DATA.AUGMENT workers) or its encoded bytes for decoding in batches on the training device (batched).
+Either way an item carries the index of the image actually used, which, with the seed and the epoch,
+determines its views (pretrain/views/sampler.py).
 
 A corrupt or unreadable image is skipped, not fatal: one bad file in 1.28M must not end a run of
 days. It is logged once per file and process, counted in a counter shared by the DataLoader workers,
@@ -15,6 +17,9 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+from pretrain.views.per_image import PerImageViews
+from pretrain.views.sampler import sample
 
 logger = logging.getLogger(__name__)
 
@@ -63,27 +68,34 @@ def check_image_root(root):
 
 
 class PretrainImageFolder(ImageFolder):
-    """ImageFolder whose items are (views, index): `transform(image)` (e.g. a MultiViewTransform's
-    list of view tensors) and the index of the image actually used.
+    """ImageFolder whose items are (views, index): the views (pretrain.views.spec.Views of uint8
+    H x W x 3 tensors) of the image actually used, made by the per-image executor, and its index.
 
-    `num_skipped` counts how many times an unreadable image was replaced by the next one, summed
-    over this data set and its DataLoader workers (each epoch counts a bad file again).
+    An image's views are a function of (seed, epoch, index) only: `set_epoch` before each epoch,
+    before the DataLoader starts its workers. `num_skipped` counts how many times an unreadable image
+    was replaced by the next one, summed over this data set and its DataLoader workers (each epoch
+    counts a bad file again).
     """
 
-    def __init__(self, root, transform):
+    def __init__(self, root, view_set, seed):
         check_image_root(root)
-        super().__init__(root, transform=transform)
+        super().__init__(root)
+        self.view_set, self.seed, self.epoch = view_set, seed, 0
+        self.make_views = PerImageViews(view_set)
         # A lock-protected shared integer. Made in a spawn context because its lock then also pickles
         # into spawned/forkserver DataLoader workers, while forked workers simply inherit it.
         self._skipped = multiprocessing.get_context("spawn").Value("q", 0)
         self._warned = set()
 
-    @property
-    def num_skipped(self):
-        return self._skipped.value
+    def set_epoch(self, epoch):
+        self.epoch = epoch
 
-    def read(self, path):
-        return self.transform(self.loader(path))
+    def view_params(self, indices):
+        """The records of the views of images `indices` in the current epoch."""
+        return sample(self.view_set, self.seed, self.epoch, indices)
+
+    def read(self, path, index):
+        return self.make_views(self.loader(path), self.view_params([index]))
 
     def __getitem__(self, index):
         return self._first_readable(index, self.read)
@@ -93,10 +105,14 @@ class PretrainImageFolder(ImageFolder):
             candidate = (index + offset) % len(self.samples)
             path = self.samples[candidate][0]
             try:
-                return read(path), candidate
+                return read(path, candidate), candidate
             except UNREADABLE_IMAGE as error:
                 self._skip(path, error)
         raise RuntimeError(f"No image under {self.root!r} could be read; see the warnings above")
+
+    @property
+    def num_skipped(self):
+        return self._skipped.value
 
     def _skip(self, path, error):
         with self._skipped.get_lock():
@@ -120,16 +136,14 @@ def _decode_rgb(path):
 
 
 class EncodedImageFolder(PretrainImageFolder):
-    """Items are (payload, index), for decoding in batches on the training device (`decode_batch`).
+    """Items are (payload, index), for decoding in batches on the training device (`decode_batch`),
+    whose views the batched executor makes from `view_params(indices)`.
 
     The payload of a JPEG is its bytes as on disk (1-D uint8), so DataLoader workers only read
     files. Other formats are decoded by the worker on the CPU (uint8 3 x H x W, RGB).
     """
 
-    def __init__(self, root):
-        super().__init__(root, transform=None)
-
-    def read(self, path):
+    def read(self, path, index):
         data = _read_bytes(path)
         if bytes(data[:3].tolist()) == _JPEG_MAGIC:
             return data
@@ -139,7 +153,7 @@ class EncodedImageFolder(PretrainImageFolder):
         """Image `index` did not decode: warn and count it, and return the next image that decodes
         (on the CPU) as (pixels, index)."""
         self._skip(self.samples[index][0], error)
-        return self._first_readable(index + 1, _decode_rgb)
+        return self._first_readable(index + 1, lambda path, _: _decode_rgb(path))
 
 
 def collate_encoded(items):

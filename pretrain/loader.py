@@ -1,44 +1,17 @@
-"""Makes the data order and every view of the workers path a pure function of (seed, epoch, image index).
+"""The pretraining DataLoader: its data order a pure function of (seed, epoch), resumable mid-epoch,
+and its workers deaf to preemption signals.
 
-That is what lets a run stopped mid-epoch resume bit for bit: the sampler restarts the same epoch
-permutation at the batch it stopped at, and each image's random crops and colour draws depend on
-neither the process count, the worker count nor what ran before. (The batched path draws its views
-from (seed, rank, iteration) instead: pretrain/batched_augment.py.)
+With the views a function of (seed, epoch, image index) (pretrain/views/sampler.py), that is what
+lets a run stopped mid-epoch resume bit for bit: the sampler restarts the same epoch permutation at
+the batch it stopped at.
 """
 
 import signal
 
-import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 # Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-class SeededViews(Dataset):
-    """Wraps a data set whose transform draws from torch's RNG; seeds that RNG per (seed, epoch, index).
-
-    The process's own RNG is saved and restored around each item, so training draws (shuffle-BN's
-    permutation) do not depend on how many items were loaded in the main process.
-    """
-
-    def __init__(self, dataset, seed):
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, index):
-        seed = int(np.random.SeedSequence((self.seed, self.epoch, index)).generate_state(1, np.uint64)[0])
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.dataset[index]
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -91,11 +64,10 @@ def _ignore_stop_signals(worker_id):
 
 
 def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):
-    """A DataLoader over `dataset` (wrapped in SeededViews) and its resumable sampler."""
-    seeded = SeededViews(dataset, seed)
-    sampler = ResumableDistributedSampler(seeded, world_size, rank, batch_size, seed)
+    """A DataLoader over `dataset` and its resumable sampler."""
+    sampler = ResumableDistributedSampler(dataset, world_size, rank, batch_size, seed)
     loader = PreemptibleDataLoader(
-        seeded,
+        dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -105,4 +77,4 @@ def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_m
         collate_fn=collate_fn,
         worker_init_fn=_ignore_stop_signals,
     )
-    return loader, sampler, seeded
+    return loader, sampler

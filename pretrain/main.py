@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -31,8 +32,6 @@ from tqdm import tqdm
 from common import slurm
 from common.cli import at_least, one_line_errors
 from common.io import atomic_path, remove_stale_temp_files
-from pretrain.augment import PRESET_VIEWS, MultiViewTransform
-from pretrain.batched_augment import BatchedViews, batch_generator
 from pretrain.builder import CLSA
 from pretrain.checkpoint import (
     CheckpointError,
@@ -47,7 +46,10 @@ from pretrain.checkpoint import (
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.knn_monitor import KnnMonitor, image_splits
-from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, SeededViews, build_loader
+from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, build_loader
+from pretrain.views.batched import BatchedViews
+from pretrain.views.per_image import normalize
+from pretrain.views.spec import ViewSet
 
 logger = logging.getLogger("pretrain")
 
@@ -114,15 +116,11 @@ def setup(args, world_size):
         if args.config_file:
             cfg.merge_from_file(args.config_file)
     except (KeyError, AssertionError) as e:
-        raise KeyError(
-            f"{args.config_file}: {e.args[0]}; the keys and their defaults are in pretrain/config.py"
-        ) from None
+        raise KeyError(f"{args.config_file}: {e.args[0]}; {_where_keys_are(e.args[0])}") from None
     try:
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError) as e:
-        raise KeyError(
-            f"{e.args[0]} in the command-line overrides; the keys and their defaults are in pretrain/config.py"
-        ) from None
+        raise KeyError(f"{e.args[0]} in the command-line overrides; {_where_keys_are(e.args[0])}") from None
     cfg.freeze()
 
     for key in _POSITIVE + _NON_NEGATIVE:
@@ -139,18 +137,14 @@ def setup(args, world_size):
             f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
             f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}"
         )
-    if cfg.DATA.VIEWS and cfg.DATA.VIEWS not in PRESET_VIEWS:
-        raise ValueError(
-            f"DATA.VIEWS {cfg.DATA.VIEWS!r} is not one of {sorted(PRESET_VIEWS)} (or '' for DATA.WEAK_SIZES/...)"
-        )
     if cfg.DATA.AUGMENT not in ("auto", "workers", "batched"):
         raise ValueError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'workers', 'batched'")
     if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
         raise ValueError(
             "MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); use MODEL.SHUFFLE_BN on the CPU"
         )
-    views = view_settings(cfg)
-    if cfg.MODEL.STRONG_LOSS == "ddm" and views["strong"] and not views["weak"]:
+    views = ViewSet.from_cfg(cfg).views
+    if cfg.MODEL.STRONG_LOSS == "ddm" and views.strong and not views.weak:
         raise ValueError(
             "MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
             "set MODEL.STRONG_LOSS contrastive or add a weak view"
@@ -160,18 +154,26 @@ def setup(args, world_size):
     return cfg
 
 
-def view_settings(cfg):
-    """{"weak": [(size, scale)], "strong": [...], "strong_key": bool} from the preset or the explicit lists."""
-    if cfg.DATA.VIEWS:
-        return PRESET_VIEWS[cfg.DATA.VIEWS]
-    d = cfg.DATA
-    if len(d.WEAK_SIZES) != len(d.WEAK_SCALES) or len(d.STRONG_SIZES) != len(d.STRONG_SCALES):
-        raise ValueError("DATA.WEAK_SIZES/WEAK_SCALES and DATA.STRONG_SIZES/STRONG_SCALES need one scale pair per size")
-    return {
-        "weak": list(zip(d.WEAK_SIZES, map(tuple, d.WEAK_SCALES))),
-        "strong": list(zip(d.STRONG_SIZES, map(tuple, d.STRONG_SCALES))),
-        "strong_key": d.STRONG_KEY,
-    }
+# Keys of the view presets before every view number moved into the config files.
+_REMOVED_VIEW_KEYS = {
+    "DATA.VIEWS",
+    "DATA.KEY_SIZE",
+    "DATA.KEY_SCALE",
+    "DATA.WEAK_SIZES",
+    "DATA.WEAK_SCALES",
+    "DATA.STRONG_SIZES",
+    "DATA.STRONG_SCALES",
+}
+
+
+def _where_keys_are(message):
+    if _REMOVED_VIEW_KEYS & set(re.findall(r"[A-Z_]+\.[A-Z_.]+", str(message))):
+        return (
+            "the view keys DATA.VIEWS, DATA.KEY_SIZE/KEY_SCALE and DATA.*_SIZES/*_SCALES are now DATA.KEY_VIEW, "
+            "DATA.WEAK_VIEWS and DATA.STRONG_VIEWS ([size, min scale, max scale] each), as the presets in "
+            "pretrain/configs/ state them"
+        )
+    return "the keys and their defaults are in pretrain/config.py"
 
 
 def learning_rate(cfg, iteration, iters_per_epoch):
@@ -184,10 +186,10 @@ def learning_rate(cfg, iteration, iters_per_epoch):
     return peak * 0.5 * (1.0 + math.cos(math.pi * (iteration - warmup) / max(total - warmup, 1)))
 
 
-def train_step(net, optimizer, views, num_weak, amp):
-    """One SGD step on [key, *weak, *strong] views; returns the model's outputs, still on the device."""
-    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=amp):
-        out = net(views[0], views[1 : 1 + num_weak], views[1 + num_weak :])
+def train_step(net, optimizer, views, amp):
+    """One SGD step on a batch's Views; returns the model's outputs, still on the device."""
+    with torch.autocast(views.key.device.type, dtype=torch.bfloat16, enabled=amp):
+        out = net(views.key, views.weak, views.strong)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
     optimizer.step()
@@ -270,39 +272,29 @@ class PretrainData:
     dataset: PretrainImageFolder
     loader: torch.utils.data.DataLoader
     sampler: ResumableDistributedSampler
-    seeded: SeededViews
     batched: bool
-    views_on_device: Callable  # (loader batch, indices, iteration) -> [key, *weak, *strong] on the device
+    views_on_device: Callable  # (loader batch, indices) -> Views of normalised batches on the device
     stream: torch.cuda.Stream | None  # where the views are made on a GPU
 
 
 def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_format=torch.contiguous_format):
-    """The data set, loader and view maker of DATA.AUGMENT for one process of `world_size`."""
-    views = view_settings(cfg)
-    view_args = (
-        cfg.DATA.KEY_SIZE,
-        cfg.DATA.KEY_SCALE,
-        views["weak"],
-        views["strong"],
-        cfg.DATA.STRONG_NUM_OPS,
-        cfg.DATA.STRONG_PROB,
-        views["strong_key"],
-    )
+    """The data set, loader and view executor of DATA.AUGMENT for one process of `world_size`."""
+    view_set = ViewSet.from_cfg(cfg)
     batched = cfg.DATA.AUGMENT == "batched" or (cfg.DATA.AUGMENT == "auto" and device.type == "cuda")
     if batched:
-        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT), BatchedViews(*view_args)
+        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED), BatchedViews(view_set)
 
-        def views_on_device(payloads, indices, iteration):
-            images, _ = decode_batch(payloads, indices, dataset, device)
-            return batched_views(images, batch_generator(cfg.SEED, rank, iteration), view_dtype, memory_format)
+        def views_on_device(payloads, indices):
+            images, indices = decode_batch(payloads, indices, dataset, device)
+            return batched_views(images, dataset.view_params(indices), view_dtype, memory_format)
     else:
-        dataset = PretrainImageFolder(cfg.DATA.ROOT, MultiViewTransform(*view_args))
+        dataset = PretrainImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED)
 
-        def views_on_device(views, indices, iteration):
-            return [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
+        def views_on_device(views, indices):
+            return normalize(views, device, view_dtype, memory_format)
 
     # Pinned memory speeds up the copy of finished views; JPEG bytes are read by the decoder on the host.
-    loader, sampler, seeded = build_loader(
+    loader, sampler = build_loader(
         dataset,
         cfg.SOLVER.BATCH_SIZE // world_size,
         rank,
@@ -314,25 +306,25 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
     )
     # One stream for the whole run: the caching allocator keeps freed blocks per stream.
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    return PretrainData(dataset, loader, sampler, seeded, batched, views_on_device, stream)
+    return PretrainData(dataset, loader, sampler, batched, views_on_device, stream)
 
 
-def views_by_iteration(data, device, first_iteration):
-    """The views of each batch of `data.loader` on the device, for iterations first_iteration, +1, ...
+def batches_on_device(data, device):
+    """The views of each batch of `data.loader`, on the device.
 
     On a GPU they are made on a side stream. The host runs ahead of the GPU, so the next batch's
     decoding and views run while the kernels of the step before still execute.
     """
     side = data.stream
-    for iteration, (batch, indices) in enumerate(data.loader, first_iteration):
+    for batch, indices in data.loader:
         if side is None:
-            yield data.views_on_device(batch, indices, iteration)
+            yield data.views_on_device(batch, indices)
             continue
         with torch.cuda.stream(side):
-            views = data.views_on_device(batch, indices, iteration)
+            views = data.views_on_device(batch, indices)
         training = torch.cuda.current_stream(device)
         training.wait_stream(side)
-        for view in views:
+        for view in views.flat():
             view.record_stream(training)  # made on `side`, freed after their use on `training`
         yield views
 
@@ -432,7 +424,6 @@ def train(cfg, resume, rank, world_size, local_rank):
         if world_size == 1
         else DistributedDataParallel(model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)
     )  # the queue is identical by construction
-    num_weak = len(view_settings(cfg)["weak"])
 
     writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
     run_start = time.perf_counter()
@@ -457,7 +448,7 @@ def train(cfg, resume, rank, world_size, local_rank):
             if diverged is None:
                 model.encoder_q.eval()  # running statistics: the probe leaves no trace in the state
                 with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    if not torch.isfinite(model.encoder_q(probe[0])).all():
+                    if not torch.isfinite(model.encoder_q(probe.key)).all():
                         diverged = "the query encoder's output is not finite"
                 model.encoder_q.train()
         flags = torch.stack([first_bad_iter, torch.tensor(int(diverged is not None), device=device)])
@@ -496,14 +487,14 @@ def train(cfg, resume, rank, world_size, local_rank):
     while not done:
         epoch, start_batch = divmod(iteration, iters_per_epoch)
         sampler.set_epoch(epoch, start_batch)
-        data.seeded.set_epoch(epoch)
+        data.dataset.set_epoch(epoch)
         fetch_start = time.perf_counter()
-        for batch_views in views_by_iteration(data, device, iteration):
+        for batch_views in batches_on_device(data, device):
             data_time += time.perf_counter() - fetch_start
             lr = learning_rate(cfg, iteration, iters_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            out = train_step(net, optimizer, batch_views, num_weak, amp)
+            out = train_step(net, optimizer, batch_views, amp)
 
             names = sorted(out)
             values = torch.stack([out[k].detach().float() for k in names])

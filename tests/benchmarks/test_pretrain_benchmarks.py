@@ -1,5 +1,6 @@
 """The pretraining benchmarks run every row they print, here on the CPU at toy sizes."""
 
+import os
 import re
 import subprocess
 import sys
@@ -61,3 +62,46 @@ def test_memory_count_nearly_halves_in_bf16_and_checkpointing_drops_the_strong_v
             assert checkpointed < bf16, preset
     # Multi: half its query pixels are in the strong views, whose activations are no longer kept.
     assert rows["clsa_multi"][2] < 0.6 * rows["clsa_multi"][1]
+
+
+def test_per_core_benchmark_prints_every_pipeline_and_its_ratio():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/pretrain_data_speed.py", "--images", "2", "--rounds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    for name, views in [
+        ("clsa_single", 3),
+        ("clsa_multi", 11),
+        ("mocov2", 2),
+        (r"reference CLSA-Single \(5 views\)", 5),
+        (r"reference CLSA-Multi \(11 views\)", 11),
+        ("MoCo v2's PIL pipeline", 2),
+    ]:
+        assert re.search(rf"^{name} +{views} +\d+\.\d+ +\d+\.\d", result.stdout, re.MULTILINE), (name, result.stdout)
+    assert (
+        len(re.findall(r"^\w+ vs .*: \d+\.\d\dx \(target \d\.\dx: (met|NOT met)\)$", result.stdout, re.MULTILINE)) == 3
+    )
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_every_row_at_toy_sizes(tmp_path):
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu_views.sh"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "multi_checkpoint.txt",
+        "per_core.txt",
+        "single.txt",
+        "single_compile.txt",
+    ]
+    assert "compile True" in (tmp_path / "single_compile.txt").read_text()

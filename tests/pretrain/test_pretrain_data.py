@@ -7,13 +7,15 @@ import torch
 from PIL import Image
 
 from pretrain import data as data_module
-from pretrain.augment import MultiViewTransform
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
+from pretrain.views.spec import Views, ViewSet, ViewSpec
+
+# A cheap stand-in for a preset: key, one weak and one strong view.
+SMALL_VIEWS = ViewSet(Views(ViewSpec(32, (0.2, 1.0)), [ViewSpec(32, (0.2, 1.0))], [ViewSpec(16, (0.1, 0.5), True)]))
 
 
-def small_views():
-    """A cheap stand-in for a preset: key, one weak and one strong view."""
-    return MultiViewTransform(key_size=32, weak=[(32, (0.2, 1.0))], strong=[(16, (0.1, 0.5))])
+def dataset_of(root, cls=PretrainImageFolder):
+    return cls(root, SMALL_VIEWS, seed=0)
 
 
 def jpeg_bytes(seed, side=40, format="JPEG"):
@@ -49,18 +51,19 @@ def tree_with_corrupt_images(tmp_path):
 
 
 def test_items_are_the_views_and_the_index(synthetic_root):
-    dataset = PretrainImageFolder(synthetic_root / "imagenet" / "train", small_views())
+    dataset = dataset_of(synthetic_root / "imagenet" / "train")
     assert len(dataset) == 80
     views, index = dataset[5]
     assert index == 5
-    assert [tuple(v.shape) for v in views] == [(3, 32, 32), (3, 32, 32), (3, 16, 16)]
+    assert [tuple(v.shape) for v in views.flat()] == [(32, 32, 3), (32, 32, 3), (16, 16, 3)]
+    assert all(v.dtype == torch.uint8 for v in views.flat())
 
 
 def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_with_corrupt_images, caplog):
-    dataset = PretrainImageFolder(tree_with_corrupt_images, small_views())
+    dataset = dataset_of(tree_with_corrupt_images)
     with caplog.at_level(logging.WARNING, logger="pretrain.data"):
         views, index = dataset[0]
-        assert index == 1 and len(views) == 3
+        assert index == 1 and len(views.flat()) == 3
         assert dataset.num_skipped == 1
         assert "0_truncated.JPEG" in caplog.text
         caplog.clear()
@@ -75,12 +78,12 @@ def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_
 
 
 def test_corrupt_images_keep_batches_full_and_are_counted_across_workers(tree_with_corrupt_images):
-    dataset = PretrainImageFolder(tree_with_corrupt_images, small_views())
+    dataset = dataset_of(tree_with_corrupt_images)
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=2, multiprocessing_context="fork")
     batches = list(loader)
     assert len(batches) == 1
     views, indices = batches[0]
-    assert [v.shape[0] for v in views] == [5, 5, 5]
+    assert [v.shape[0] for v in views.flat()] == [5, 5, 5]
     assert indices.tolist() == [1, 1, 3, 3, 1]
     assert dataset.num_skipped == 1 + 1 + 2  # items 0, 2 and 4 (which wraps through a/0)
 
@@ -89,9 +92,9 @@ def test_no_readable_image_is_a_clear_error(tmp_path):
     """Caught when the data set is built, or, if the files are damaged after that, when read."""
     root = make_tree(tmp_path / "train", {"a/x.JPEG": b"garbage", "b/y.JPEG": b"garbage"})
     with pytest.raises(ValueError, match="none of its 2 images can be read"):
-        PretrainImageFolder(root, small_views())
+        dataset_of(root)
     (root / "a" / "x.JPEG").write_bytes(jpeg_bytes(0))
-    dataset = PretrainImageFolder(root, small_views())
+    dataset = dataset_of(root)
     (root / "a" / "x.JPEG").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="could be read"):
         dataset[0]
@@ -102,7 +105,7 @@ def test_missing_root_names_the_folder_and_layout(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_dir.*root/<class>/<image>"):
         check_image_root(missing)
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
-        PretrainImageFolder(missing, small_views())
+        dataset_of(missing)
 
 
 def test_file_as_root_is_a_clear_error(tmp_path):
@@ -138,7 +141,7 @@ def test_valid_root_passes(synthetic_root):
 
 def test_encoded_items_are_jpeg_bytes_as_on_disk_or_decoded_pixels_for_other_formats(tmp_path):
     root = make_tree(tmp_path / "train", {"a/0.JPEG": jpeg_bytes(0), "a/1.png": jpeg_bytes(1, format="PNG")})
-    dataset = EncodedImageFolder(root)
+    dataset = dataset_of(root, EncodedImageFolder)
     payload, index = dataset[0]
     assert index == 0 and bytes(payload.tolist()) == (root / "a/0.JPEG").read_bytes()
     pixels, index = dataset[1]
@@ -148,7 +151,7 @@ def test_encoded_items_are_jpeg_bytes_as_on_disk_or_decoded_pixels_for_other_for
 def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batch_size(
     tree_with_corrupt_images, caplog
 ):
-    dataset = EncodedImageFolder(tree_with_corrupt_images)
+    dataset = dataset_of(tree_with_corrupt_images, EncodedImageFolder)
     with caplog.at_level(logging.WARNING, logger="pretrain.data"):
         payloads, indices = collate_encoded([dataset[i] for i in range(5)])
         # The garbage file is not a JPEG: the worker tried to decode it and moved on to the next image.
@@ -165,7 +168,7 @@ def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batc
 
 def test_a_batch_without_jpegs_is_the_workers_decoded_pixels(tmp_path):
     root = make_tree(tmp_path / "train", {f"a/{i}.png": jpeg_bytes(i, format="PNG") for i in range(2)})
-    dataset = EncodedImageFolder(root)
+    dataset = dataset_of(root, EncodedImageFolder)
     images, used = decode_batch(*collate_encoded([dataset[0], dataset[1]]), dataset, torch.device("cpu"))
     assert used == [0, 1] and [tuple(image.shape) for image in images] == [(3, 40, 40)] * 2
 
@@ -173,7 +176,7 @@ def test_a_batch_without_jpegs_is_the_workers_decoded_pixels(tmp_path):
 def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monkeypatch):
     """nvjpeg rejects some valid JPEGs; stand in for it with a decoder that fails off the CPU."""
     root = make_tree(tmp_path / "train", {f"a/{i}.JPEG": jpeg_bytes(i) for i in range(3)})
-    dataset = EncodedImageFolder(root)
+    dataset = dataset_of(root, EncodedImageFolder)
     real_decode = data_module.decode_jpeg
     calls = []
 

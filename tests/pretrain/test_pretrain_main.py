@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.augment import PRESET_VIEWS
 from pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
 from pretrain.main import learning_rate, main, parse_args, setup
 
@@ -41,18 +40,12 @@ def tiny(root, output_dir, *extra):
         "8",
         "DATA.NUM_WORKERS",
         "0",
-        "DATA.VIEWS",
-        "",
-        "DATA.KEY_SIZE",
-        "32",
-        "DATA.WEAK_SIZES",
-        "[32]",
-        "DATA.WEAK_SCALES",
-        "[[0.2, 1.0]]",
-        "DATA.STRONG_SIZES",
-        "[24]",
-        "DATA.STRONG_SCALES",
-        "[[0.086, 0.429]]",
+        "DATA.KEY_VIEW",
+        "[32, 0.2, 1.0]",
+        "DATA.WEAK_VIEWS",
+        "[[32, 0.2, 1.0]]",
+        "DATA.STRONG_VIEWS",
+        "[[24, 0.086, 0.429]]",
         "LOG_PERIOD",
         "2",
         *extra,
@@ -67,7 +60,7 @@ def train_root(synthetic_root):
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_every_preset_loads_with_paper_defaults_and_its_views(preset):
     cfg = setup(parse_args(["--config-file", str(preset)]), world_size=8)
-    assert cfg.DATA.VIEWS == preset.stem and cfg.DATA.VIEWS in PRESET_VIEWS
+    assert cfg.OUTPUT_DIR.endswith(preset.stem) and cfg.DATA.KEY_VIEW == [224, 0.2, 1.0]
     assert (
         cfg.MODEL.QUEUE_SIZE,
         cfg.MODEL.MOMENTUM,
@@ -302,7 +295,7 @@ def one_iteration_run(train_root, tmp_path_factory):
 @pytest.mark.parametrize(
     "overrides, differing",
     [
-        (("DATA.VIEWS", "mocov2"), "DATA.VIEWS '' -> 'mocov2'"),  # another preset, the same weight shapes
+        (("DATA.STRONG_VIEWS", "[]"), "DATA.STRONG_VIEWS [[24, 0.086, 0.429]] -> []"),  # the same weight shapes
         (("SOLVER.BATCH_SIZE", "16"), "SOLVER.BATCH_SIZE 8 -> 16"),  # another lr schedule and sampler position
         (("MODEL.ARCH", "resnet34", "SEED", "1"), "MODEL.ARCH 'resnet18' -> 'resnet34'; SEED 0 -> 1"),
     ],

@@ -1,6 +1,6 @@
 """Image ops on a batch (N x 3 x H x W, float in [0, 1]) with one parameter per image.
 
-These are the kernels of the batched data path (pretrain/batched_augment.py). Each one computes what
+These are the kernels of the batched executor (pretrain/views/batched.py). Each one computes what
 torchvision.transforms.v2.functional computes for one image with a scalar parameter, but for the
 whole batch at once with a parameter tensor of shape (N,), on whatever device the batch lives on.
 Where v2's kernel is already batched and takes no parameter (grayscale, autocontrast, equalize), it
@@ -37,9 +37,13 @@ def brightness(images, factors):
     return _blend(images, torch.zeros((), device=images.device), factors)
 
 
-def contrast(images, factors):
-    mean = F.rgb_to_grayscale(images).mean(dim=(-3, -2, -1), keepdim=True)
-    return _blend(images, mean, factors)
+def contrast(images, factors, grey_levels=False):
+    """v2's adjust_contrast; `grey_levels`: average the grayscale floored to grey levels, as v2 does
+    on uint8 images."""
+    grey = F.rgb_to_grayscale(images)
+    if grey_levels:
+        grey = grey.mul_(255.0).add_(2.0**-12).floor_().div_(255.0)
+    return _blend(images, grey.mean(dim=(-3, -2, -1), keepdim=True), factors)
 
 
 def saturation(images, factors):
@@ -120,7 +124,7 @@ def gaussian_blur_matrices(length, kernel_size, sigmas):
 
 def gaussian_blur(images, kernel_size, sigmas):
     """v2.functional.gaussian_blur with one sigma per image (the same along both axes), as M_h^T @ x @ M_w
-    with the blur matrices of the per-image path (pretrain.augment.MatmulGaussianBlur)."""
+    (the matrices' products are faster than a 2-D convolution on the CPU)."""
     sigmas = to_device(sigmas, images)
     rows = gaussian_blur_matrices(images.shape[-2], kernel_size, sigmas).transpose(1, 2).unsqueeze(1)
     columns = gaussian_blur_matrices(images.shape[-1], kernel_size, sigmas).unsqueeze(1)
@@ -146,33 +150,6 @@ def affine(images, matrices):
     theta[..., 1] /= 0.5 * height
     grid = base.view(1, height * width, 3).expand(n, -1, -1).bmm(theta).view(n, height, width, 2)
     return nnf.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-
-
-AFFINE_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-
-
-def affine_matrices(kinds, magnitudes, height, width):
-    """Inverse matrices (N x 2 x 3, float64) for the geometric ops of Table 1, as pretrain.augment
-    applies them through v2.functional: shears pivot on the top-left corner, rotations (degrees,
-    counter-clockwise) on the centre, translations are fractions of the side rounded to pixels.
-
-    `kinds` (N,) indexes AFFINE_OPS; `magnitudes` (N,) are the ops' Table 1 magnitudes.
-    """
-    m = torch.as_tensor(magnitudes, dtype=torch.float64)
-    zero, one = torch.zeros_like(m), torch.ones_like(m)
-    cos, sin = torch.cos(torch.deg2rad(m)), torch.sin(torch.deg2rad(m))
-    candidates = torch.stack(
-        [  # (op, N, 6), in AFFINE_OPS order
-            # input x = x + s * (y + h/2): the top edge stays put.
-            torch.stack([one, m, m * height / 2, zero, one, zero], dim=1),
-            torch.stack([one, zero, zero, m, one, m * width / 2], dim=1),
-            torch.stack([one, zero, -torch.round(m * width), zero, one, zero], dim=1),
-            torch.stack([one, zero, zero, zero, one, -torch.round(m * height)], dim=1),
-            torch.stack([cos, -sin, zero, sin, cos, zero], dim=1),
-        ]
-    )
-    kinds = torch.as_tensor(kinds, dtype=torch.long)
-    return candidates[kinds, torch.arange(len(kinds))].view(-1, 2, 3)
 
 
 def resized_crops(images, boxes, size):

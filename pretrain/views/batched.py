@@ -1,0 +1,203 @@
+"""The batched executor (DATA.AUGMENT batched): every view of a batch made at once on the training device.
+
+It applies the sampler's records (pretrain/views/sampler.py) as the per-image executor does
+(pretrain/views/per_image.py): each op runs once over the images that drew it, with the kernels of
+pretrain/views/batched_ops.py, on float images in [0, 1] brought back to grey levels after every op
+as v2's uint8 kernels leave them. The tests hold the two executors to each other pixel for pixel on
+the same records. One difference is by design and bounded there: on a GPU, crops are resized by
+roi_align (a box-filter average where a crop shrinks, where v2 uses a triangle filter); on the CPU,
+one antialiased resize per crop, as the per-image executor.
+
+The records are drawn on the host before any kernel runs, so which images take which op is known
+without a device-to-host sync.
+"""
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.views import batched_ops as ops
+from pretrain.views.sampler import crop_boxes
+from pretrain.views.spec import JITTER_OPS, STRONG_OPS, Views, affine_matrices, blur_kernel_size
+
+
+# After each op the images are brought back to grey levels as v2's uint8 kernel of that op leaves
+# them, so that the batched executor computes what the per-image one computes on uint8: a threshold op
+# or Equalize later in the chain then sees the same levels. Blends, grayscale and autocontrast
+# truncate; hue converts back as v2's to_dtype does (x * 255.999, truncated); resizes and blurs round.
+# The truncations keep a margin of 2^-12 level below each integer for float32's rounding noise.
+def _truncated(images):
+    return images.mul(255.0).add_(2.0**-12).floor_().div_(255.0)
+
+
+def _hue_levels(images):
+    return images.mul(255.999).floor_().div_(255.0)
+
+
+def _rounded(images):
+    return images.mul(255.0).round_().div_(255.0)
+
+
+def _exact(images):  # the op maps grey levels to grey levels
+    return images
+
+
+def _uint8_contrast(images, factors):
+    return ops.contrast(images, factors, grey_levels=True)
+
+
+_JITTER_KERNELS = {
+    "brightness": (ops.brightness, _truncated),
+    "contrast": (_uint8_contrast, _truncated),
+    "saturation": (ops.saturation, _truncated),
+    "hue": (ops.hue, _hue_levels),
+}
+_PIXEL_KERNELS = {
+    "AutoContrast": (lambda images, _: ops.autocontrast(images), _truncated),
+    "Invert": (lambda images, _: ops.invert(images), _exact),
+    "Equalize": (lambda images, _: ops.equalize(images), _rounded),
+    "Solarize": (ops.solarize, _exact),
+    "Posterize": (ops.posterize, _rounded),
+    "Contrast": (_uint8_contrast, _truncated),
+    "Color": (ops.saturation, _truncated),
+    "Brightness": (ops.brightness, _truncated),
+    "Sharpness": (ops.sharpness, _truncated),
+}
+_GEOMETRIC = np.array([op.geometric for op in STRONG_OPS])
+_NAMES = np.array([op.name for op in STRONG_OPS])
+
+
+def _apply_to(images, rows, kernel, *params):
+    """images[rows] = levels(fn(images[rows], *params[rows])) in place, for `kernel` (fn, levels);
+    `rows` is a host bool array."""
+    index = np.flatnonzero(rows)
+    if not len(index):
+        return
+    fn, levels = kernel
+    on_device = torch.from_numpy(index).to(images.device, non_blocking=True)
+    params = (torch.from_numpy(np.ascontiguousarray(p[index])) for p in params)
+    images[on_device] = levels(fn(images[on_device], *params))
+
+
+class PaddedImages:
+    """Decoded images of different sizes as float batches in [0, 1], and their resized crops.
+
+    Images are sorted by size and grouped so that no group's padded tensor exceeds `max_pixels`
+    pixels per channel; each is padded by repeating its last row and column, so bilinear samples at
+    its border never mix in padding.
+
+    `crop_method` "roi_align" resizes all crops of a group in one call, "interpolate" runs one
+    antialiased resize per crop (exactly v2's). The default is the faster one on the images' device:
+    roi_align on a GPU (8x, the issue's H200 probe), interpolate on the CPU (4x, benchmarks.md).
+    """
+
+    def __init__(self, images, max_pixels=2**25, crop_method=None):
+        device = images[0].device
+        self.crop_method = crop_method or ("interpolate" if device.type == "cpu" else "roi_align")
+        self.heights = [image.shape[-2] for image in images]
+        self.widths = [image.shape[-1] for image in images]
+        order = sorted(range(len(images)), key=lambda i: (self.heights[i], self.widths[i]))
+        self.groups = []
+        while order:
+            members, height, width = [], 0, 0
+            for i in order:
+                h, w = max(height, self.heights[i]), max(width, self.widths[i])
+                if members and (len(members) + 1) * h * w > max_pixels:
+                    break
+                members.append(i)
+                height, width = h, w
+            order = order[len(members) :]
+            batch = torch.empty(len(members), 3, height, width, device=device)
+            for slot, i in enumerate(members):
+                h, w = self.heights[i], self.widths[i]
+                batch[slot, :, :h, :w] = images[i]
+                batch[slot, :, :h, w:] = batch[slot, :, :h, w - 1 : w]
+                batch[slot, :, h:] = batch[slot, :, h - 1 : h]
+            self.groups.append((torch.tensor(members), batch.div_(255.0)))
+
+    def crops(self, boxes, size):
+        """N x 3 x size x size: image i's box i (top, left, height, width) resized, in image order."""
+        boxes = torch.from_numpy(boxes)
+        device = self.groups[0][1].device
+        out = torch.empty(len(boxes), 3, size, size, device=device)
+        for members, batch in self.groups:
+            if self.crop_method == "interpolate":
+                for slot, (top, left, height, width) in enumerate(boxes[members].tolist()):
+                    out[members[slot]] = F.resize(
+                        batch[slot, :, top : top + height, left : left + width], [size, size], antialias=True
+                    )
+                continue
+            top, left, height, width = boxes[members].to(torch.float64).unbind(dim=1)
+            rois = torch.stack(
+                [torch.arange(len(members), dtype=torch.float64), left, top, left + width, top + height], dim=1
+            )
+            out[members.to(device, non_blocking=True)] = ops.resized_crops(batch, rois, size)
+        return out
+
+
+class BatchedViews:
+    """Applies a batch's records to its images: `crops` gives the views as float images in [0, 1],
+    `__call__` normalised for the model.
+
+    Args:
+        view_set (ViewSet): the run's views (pretrain.views.spec).
+        crop_method (str): PaddedImages' crop method; default: the faster one on the device.
+    """
+
+    def __init__(self, view_set, crop_method=None):
+        self.view_set = view_set
+        self.crop_method = crop_method
+
+    def crops(self, images, params):
+        """Views of float N x 3 x S x S crops in [0, 1] of `images` (uint8 3 x H x W, one device) for
+        `params` (Views of ViewParams from pretrain.views.sampler.sample, one row per image)."""
+        padded = PaddedImages(images, crop_method=self.crop_method)
+        out = []
+        for view, p in zip(self.view_set.views.flat(), params.flat()):
+            crops = _rounded(padded.crops(crop_boxes(p, padded.heights, padded.widths), view.size))
+            self.weak_stage(crops, p)
+            if view.strong:
+                self.strong_stage(crops, p)
+            out.append(crops)
+        return Views.from_flat(out, len(params.weak))
+
+    def __call__(self, images, params, dtype=torch.float32, memory_format=torch.contiguous_format):
+        """The views normalised with ImageNet's mean and std, in `dtype` and `memory_format`."""
+        views = self.crops(images, params)
+        device = views.key.device
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(device, non_blocking=True)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(device, non_blocking=True)
+        return views.map(lambda v: ((v - mean) / std).to(dtype=dtype, memory_format=memory_format))
+
+    @staticmethod
+    def weak_stage(images, p):
+        """MoCo v2's colour jitter (in each image's order), grayscale, blur and flip, in place."""
+        for step in range(len(JITTER_OPS)):
+            for op_index, name in enumerate(JITTER_OPS):
+                rows = p.jitter & (p.jitter_order[:, step] == op_index)
+                _apply_to(images, rows, _JITTER_KERNELS[name], p.jitter_factors[:, op_index])
+        _apply_to(images, p.grayscale, (ops.grayscale, _truncated))
+        kernel_size = blur_kernel_size(images.shape[-1])
+        blur = (lambda x, sigma: ops.gaussian_blur(x, kernel_size, sigma), _rounded)
+        _apply_to(images, p.blur, blur, p.blur_sigma)
+        _apply_to(images, p.flip, (ops.hflip, _exact))
+
+    @staticmethod
+    def strong_stage(images, p):
+        """The rounds of Table 1 ops, in place; the geometric ones of a round share one warp."""
+        height, width = images.shape[-2:]
+        for round_ in range(p.strong_ops.shape[1]):
+            picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
+            magnitudes = p.strong_magnitudes[:, round_]
+            warped = applied & _GEOMETRIC[picks]
+            matrices = affine_matrices(_NAMES[picks[warped]], magnitudes[warped], height, width)
+            matrices_per_image = np.zeros((len(picks), 2, 3))
+            matrices_per_image[warped] = matrices
+            _apply_to(images, warped, (ops.affine, _exact), matrices_per_image)
+            for name, kernel in _PIXEL_KERNELS.items():
+                _apply_to(images, applied & (_NAMES[picks] == name), kernel, magnitudes)
+
+    def __repr__(self):
+        views = ", ".join(f"{v.size} strong" if v.strong else str(v.size) for v in self.view_set.views.flat())
+        return f"{type(self).__name__}({views}; num_ops={self.view_set.num_ops}, prob={self.view_set.prob})"

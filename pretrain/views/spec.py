@@ -1,0 +1,182 @@
+"""What a pretraining view is, defined once: the views of a run, MoCo v2's weak stage and Table 1's strong ops.
+
+A run's views (sizes and crop scales) come from its config (`ViewSet.from_cfg`); the stages every view
+goes through are fixed by the papers and written here only. The sampler (pretrain/views/sampler.py)
+draws from these definitions and both executors apply its draws, so a number changed here changes
+both paths.
+
+Weak stage, MoCo v2's "aug_plus" in the order torchvision composes it: RandomResizedCrop, ColorJitter
+(brightness, contrast, saturation 0.4, hue 0.1, its four adjustments in a random order per image)
+with p 0.8, grayscale with p 0.2, Gaussian blur with sigma ~ U(0.1, 2) with p 0.5, horizontal flip
+with p 0.5. The blur kernel is about 10% of the crop side (SimCLR's choice; MoCo's PIL blur has no
+kernel size).
+
+Strong stage (paper section 3.3, Table 1): a weak view followed by `num_ops` rounds of "pick one of
+the 14 ops uniformly, apply it with probability `prob` at a magnitude ~ U(Table 1 range)". Where the
+reference code (data_processing/RandAugment.py) departs from Table 1, we follow Table 1: Invert where
+the reference pool has Identity, and the full ranges where the reference draws v in {1..9}. As in the
+reference, geometric ops sample the nearest pixel and fill with black, shears pivot on the top-left
+corner (PIL's AFFINE convention) and rotations on the image centre.
+"""
+
+from dataclasses import dataclass
+from typing import Generic, NamedTuple, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class Views(NamedTuple, Generic[T]):
+    """Anything held per view: the key, the weak queries and the strong queries, by role."""
+
+    key: T
+    weak: list[T]
+    strong: list[T]
+
+    def flat(self):
+        return [self.key, *self.weak, *self.strong]
+
+    def map(self, fn):
+        """fn applied to each view, by role."""
+        return Views(fn(self.key), [fn(v) for v in self.weak], [fn(v) for v in self.strong])
+
+    @classmethod
+    def from_flat(cls, items, num_weak):
+        """The inverse of `flat` for a set of `num_weak` weak views."""
+        return cls(items[0], list(items[1 : 1 + num_weak]), list(items[1 + num_weak :]))
+
+
+@dataclass(frozen=True)
+class WeakStage:
+    crop_ratio: tuple = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range
+    crop_attempts: int = 10  # draws before RandomResizedCrop falls back to a central crop
+    jitter_prob: float = 0.8
+    # ColorJitter(0.4, 0.4, 0.4, 0.1) as factor ranges (hue: a shift in turns), in ColorJitter's op
+    # order: brightness, contrast, saturation, hue.
+    jitter_low: tuple = (0.6, 0.6, 0.6, -0.1)
+    jitter_high: tuple = (1.4, 1.4, 1.4, 0.1)
+    grayscale_prob: float = 0.2
+    blur_prob: float = 0.5
+    blur_sigma: tuple = (0.1, 2.0)
+    flip_prob: float = 0.5
+
+
+WEAK_STAGE = WeakStage()
+JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
+
+
+def blur_kernel_size(size):
+    """About 10% of the crop side, odd."""
+    return int(0.1 * size) // 2 * 2 + 1
+
+
+@dataclass(frozen=True)
+class StrongOp:
+    """One op of Table 1. `low`/`high` are None for ops without a magnitude (Table 1's "0 or 1": on or
+    off, decided by the round's `prob` draw). Integer ops draw uniformly from the integers low..high."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    integer: bool = False
+    geometric: bool = False
+
+
+# Table 1 in the paper's order; an op's position is its id in the sampler's records.
+STRONG_OPS = (
+    StrongOp("ShearX", -0.3, 0.3, geometric=True),
+    StrongOp("ShearY", -0.3, 0.3, geometric=True),
+    StrongOp("TranslateX", -0.3, 0.3, geometric=True),
+    StrongOp("TranslateY", -0.3, 0.3, geometric=True),
+    StrongOp("Rotate", -30.0, 30.0, geometric=True),
+    StrongOp("AutoContrast"),
+    StrongOp("Invert"),
+    StrongOp("Equalize"),
+    StrongOp("Solarize", 0, 256, integer=True),  # threshold in grey levels; 256 inverts nothing
+    StrongOp("Posterize", 4, 8, integer=True),  # bits kept
+    # Enhancement factors as in PIL.ImageEnhance: 1 is the identity, 0 the degenerate image.
+    StrongOp("Contrast", 0.05, 0.95),
+    StrongOp("Color", 0.05, 0.95),
+    StrongOp("Brightness", 0.05, 0.95),
+    StrongOp("Sharpness", 0.05, 0.95),
+)
+STRONG_OP_NAMES = tuple(op.name for op in STRONG_OPS)
+
+
+def affine_matrices(names, magnitudes, height, width):
+    """The inverse matrices (N x 2 x 3, float64) of Table 1's geometric ops on a height x width image.
+
+    A matrix maps an output pixel to the input pixel it reads, both relative to the image centre (x
+    right, y down), v2.functional.affine's convention. Shears pivot on the top-left corner, rotations
+    (degrees, counter-clockwise) on the centre; translations are fractions of the side, rounded to
+    whole pixels so that nearest sampling moves pixels intact.
+    """
+    m = np.asarray(magnitudes, dtype=np.float64)
+    out = np.zeros((len(m), 2, 3))
+    out[:, 0, 0] = out[:, 1, 1] = 1.0
+    for row, (name, value) in enumerate(zip(names, m)):
+        if name == "ShearX":  # input x = x + s * (y + h/2): the top edge stays put
+            out[row, 0, 1], out[row, 0, 2] = value, value * height / 2
+        elif name == "ShearY":
+            out[row, 1, 0], out[row, 1, 2] = value, value * width / 2
+        elif name == "TranslateX":
+            out[row, 0, 2] = -np.round(value * width)
+        elif name == "TranslateY":
+            out[row, 1, 2] = -np.round(value * height)
+        elif name == "Rotate":
+            cos, sin = np.cos(np.deg2rad(value)), np.sin(np.deg2rad(value))
+            out[row, :, :2] = ((cos, -sin), (sin, cos))
+        else:
+            raise ValueError(f"{name!r} is not a geometric op of Table 1")
+    return out
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """One view: a RandomResizedCrop to size x size from `scale` of the image area, the weak stage,
+    and the strong stage if `strong`."""
+
+    size: int
+    scale: tuple
+    strong: bool = False
+
+
+@dataclass(frozen=True)
+class ViewSet:
+    """Every view a run makes of each image, and the strong stage's rounds."""
+
+    views: Views  # of ViewSpec
+    num_ops: int = 5
+    prob: float = 0.5
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        """The views of DATA.KEY_VIEW, DATA.WEAK_VIEWS and DATA.STRONG_VIEWS ([size, min scale, max
+        scale] each), DATA.STRONG_KEY, DATA.STRONG_NUM_OPS and DATA.STRONG_PROB."""
+        data = cfg.DATA
+        if data.STRONG_NUM_OPS < 0 or not 0.0 <= data.STRONG_PROB <= 1.0:
+            raise ValueError(
+                f"DATA.STRONG_NUM_OPS ({data.STRONG_NUM_OPS}) must be at least 0 and DATA.STRONG_PROB "
+                f"({data.STRONG_PROB}) between 0 and 1"
+            )
+        views = Views(
+            _view_spec("DATA.KEY_VIEW", data.KEY_VIEW, data.STRONG_KEY),
+            [_view_spec(f"DATA.WEAK_VIEWS[{i}]", view, False) for i, view in enumerate(data.WEAK_VIEWS)],
+            [_view_spec(f"DATA.STRONG_VIEWS[{i}]", view, True) for i, view in enumerate(data.STRONG_VIEWS)],
+        )
+        return cls(views, data.STRONG_NUM_OPS, data.STRONG_PROB)
+
+
+def _view_spec(key, value, strong):
+    try:
+        size, low, high = value
+        valid = int(size) == size > 0 and 0.0 < low <= high <= 1.0
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"{key} is {list(value) if isinstance(value, (list, tuple)) else value!r}; it must be [size, min scale, "
+            f"max scale] with size > 0 and 0 < min scale <= max scale <= 1, e.g. [224, 0.2, 1.0]"
+        )
+    return ViewSpec(int(size), (float(low), float(high)), strong)
