@@ -8,6 +8,7 @@ the batch it stopped at.
 
 import signal
 
+import cv2
 from torch.utils.data import DataLoader, DistributedSampler
 
 # Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
@@ -57,10 +58,13 @@ class PreemptibleDataLoader(DataLoader):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def _ignore_stop_signals(worker_id):
+def _init_worker(worker_id):
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    # One thread per worker, as DataLoader sets torch's: the workers already use every core, and
+    # OpenCV's own pool (the per-image views' kernels) would otherwise start one thread per core each.
+    cv2.setNumThreads(1)
 
 
 def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):
@@ -75,6 +79,6 @@ def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_m
         drop_last=True,
         persistent_workers=False,
         collate_fn=collate_fn,
-        worker_init_fn=_ignore_stop_signals,
+        worker_init_fn=_init_worker,
     )
     return loader, sampler
