@@ -8,7 +8,8 @@ Rows (images/s counts source images, each with its key and query views):
   "vs step" is their share of "step bf16": 100% means the data path costs nothing.
 - with --augment-only (the default without a GPU), the two data paths without the model, on the same
   cores: DataLoader workers per image vs the batched path in the training process.
-The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache.
+The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache;
+one in 16 is progressive and one in 128 CMYK.
 Peak GPU memory is reported for each row.
 
     python benchmarks/pretrain_speed.py                          # GPU: ResNet-50, batch 256
@@ -19,12 +20,14 @@ Peak GPU memory is reported for each row.
 
 import argparse
 import gc
+import io
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from common.synthetic import photo_like_jpegs
 from pretrain.builder import CLSA
@@ -33,11 +36,21 @@ from pretrain.main import batches_on_device, build_data, train_step
 from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256
+PROGRESSIVE_EVERY, CMYK_EVERY = 16, 128
 
 
 def write_jpeg_folder(root, count):
-    """An ImageFolder of `count` files: UNIQUE_JPEGS distinct JPEGs, repeated through symlinks."""
+    """An ImageFolder of `count` files: UNIQUE_JPEGS distinct JPEGs, repeated through symlinks. One in
+    PROGRESSIVE_EVERY is progressive and one in CMYK_EVERY CMYK, which nvjpeg does not decode: the
+    batched path decodes those on the CPU."""
     jpegs = photo_like_jpegs(min(count, UNIQUE_JPEGS), 500, 375, quality=94)
+    for i in range(len(jpegs)):
+        if i % PROGRESSIVE_EVERY == PROGRESSIVE_EVERY - 1 or i % CMYK_EVERY == CMYK_EVERY // 2:
+            buffer = io.BytesIO()
+            with Image.open(io.BytesIO(jpegs[i])) as image:
+                cmyk = i % CMYK_EVERY == CMYK_EVERY // 2
+                image.convert("CMYK" if cmyk else "RGB").save(buffer, "JPEG", quality=94, progressive=not cmyk)
+            jpegs[i] = buffer.getvalue()
     for i in range(count):
         folder = Path(root) / f"n{i % 10:08d}"
         folder.mkdir(parents=True, exist_ok=True)

@@ -162,13 +162,42 @@ def collate_encoded(items):
     return list(payloads), torch.tensor(indices)
 
 
+def _is_decode_error(error):
+    """A decoder's refusal of the bytes. Running out of memory and device faults are RuntimeErrors too,
+    but must propagate: caught here, they would log good images as unreadable and replace them."""
+    return not isinstance(error, (torch.OutOfMemoryError, torch.AcceleratorError)) and "CUDA error" not in str(error)
+
+
+# Start-of-frame markers, each followed by length (2 bytes), precision (1), height (2), width (2) and
+# the number of components (1).
+_START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_components(data):
+    """The number of colour components in a JPEG's frame header (3 for YCbCr, 4 for CMYK/YCCK, 1 for
+    grey), or None if no frame header is found."""
+    header = data[:65536].numpy().tobytes() if torch.is_tensor(data) else bytes(data[:65536])
+    position = 2
+    while position + 9 < len(header):
+        if header[position] != 0xFF:
+            return None
+        marker = header[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _START_OF_FRAME:
+            return header[position + 9]
+        position += 2 + int.from_bytes(header[position + 2 : position + 4], "big")
+    return None
+
+
 def _decode_one(data, device):
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        if device.type == "cpu":
+    except RuntimeError as error:
+        if device.type == "cpu" or not _is_decode_error(error):
             raise
-    # nvjpeg rejects some valid JPEGs (e.g. CMYK); the CPU decoder takes them.
+    # nvjpeg rejects some valid JPEGs; the CPU decoder takes them.
     return decode_jpeg(data, mode=ImageReadMode.RGB).to(device)
 
 
@@ -181,13 +210,19 @@ def _decode_jpegs(datas, device):
         torch.cuda.current_stream(device).synchronize()
     try:
         return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError:
-        pass
+    except RuntimeError as error:
+        if not _is_decode_error(error):
+            raise
+        if device.type == "cuda":
+            # The failed batch may still be writing into buffers that are freed on return.
+            torch.cuda.synchronize(device)
     images = []
     for data in datas:
         try:
             images.append(_decode_one(data, device))
         except RuntimeError as error:
+            if not _is_decode_error(error):
+                raise
             images.append(error)
     return images
 
@@ -195,15 +230,23 @@ def _decode_jpegs(datas, device):
 def decode_batch(payloads, indices, dataset, device):
     """The batch's images as uint8 3 x H x W RGB tensors on `device`, and the indices actually used.
 
-    JPEGs are decoded together (nvjpeg on a GPU). If that fails, each is decoded alone, on the CPU
+    JPEGs are decoded together (nvjpeg on a GPU), except CMYK ones, which nvjpeg does not take and which
+    the CPU decodes (ImageNet's train set has 22), so that one of them does not send the whole batch
+    down one decode per image. If the batch decode fails, each image is decoded alone, on the CPU
     where the device's decoder rejects it; an image no decoder reads is replaced through
     `dataset.replace_undecodable`, so the batch keeps its size.
     """
     images, indices = list(payloads), indices.tolist()
     jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
-    if jpegs:  # none in a batch of, say, PNGs, which the workers decoded
-        for i, image in zip(jpegs, _decode_jpegs([payloads[i] for i in jpegs], device)):
-            if isinstance(image, RuntimeError):
-                image, indices[i] = dataset.replace_undecodable(indices[i], image)
-            images[i] = image
+    on_host = [i for i in jpegs if device.type != "cpu" and jpeg_components(payloads[i]) == 4]
+    on_device = [i for i in jpegs if i not in on_host]
+    decoded = []
+    if on_device:  # none in a batch of, say, PNGs, which the workers decoded
+        decoded += zip(on_device, _decode_jpegs([payloads[i] for i in on_device], device))
+    if on_host:
+        decoded += zip(on_host, _decode_jpegs([payloads[i] for i in on_host], torch.device("cpu")))
+    for i, image in decoded:
+        if isinstance(image, RuntimeError):
+            image, indices[i] = dataset.replace_undecodable(indices[i], image)
+        images[i] = image
     return [image.to(device, non_blocking=True) for image in images], indices

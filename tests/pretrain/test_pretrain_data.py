@@ -200,3 +200,74 @@ def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
         check_image_root(tmp_path)
     make_tree(tmp_path, {"b/3.jpg": jpeg_bytes(1)})
     check_image_root(tmp_path)  # one readable image is enough: the rest are skipped while training
+
+
+def encoded(seed, mode="RGB", **save):
+    array = np.random.default_rng(seed).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buffer, format="JPEG", **save)
+    return buffer.getvalue()
+
+
+def test_jpeg_components_reads_the_frame_header():
+    assert data_module.jpeg_components(encoded(0)) == 3
+    assert data_module.jpeg_components(encoded(0, progressive=True)) == 3
+    assert data_module.jpeg_components(encoded(0, "CMYK")) == 4
+    assert data_module.jpeg_components(encoded(0, "L")) == 1
+    assert data_module.jpeg_components(b"not a jpeg at all") is None
+
+
+def test_cmyk_and_progressive_jpegs_decode_as_pil_decodes_them(tmp_path):
+    files = {"a/0.JPEG": encoded(0, "CMYK"), "a/1.JPEG": encoded(1, progressive=True), "a/2.JPEG": encoded(2, "L")}
+    root = make_tree(tmp_path / "train", files)
+    dataset = dataset_of(root, EncodedImageFolder)
+    images, used = decode_batch(*collate_encoded([dataset[i] for i in range(3)]), dataset, torch.device("cpu"))
+    assert used == [0, 1, 2] and dataset.num_skipped == 0
+    for image, name in zip(images, sorted(files)):
+        expected = np.asarray(Image.open(root / name).convert("RGB")).astype(int)
+        # libjpeg-turbo's CMYK -> RGB and PIL's differ by a rounding step; the rest are equal.
+        assert np.abs(image.permute(1, 2, 0).numpy().astype(int) - expected).max() <= 1, name
+
+
+def device_decoder(monkeypatch, fail_with=None):
+    """Stand in for nvjpeg on the meta device: it rejects CMYK, as nvjpeg does, or raises `fail_with`."""
+    real_decode = data_module.decode_jpeg
+    calls = []
+
+    def decode(data, mode, device="cpu"):
+        batch = data if isinstance(data, list) else [data]
+        calls.append((str(device), len(batch)))
+        if str(device) != "cpu":
+            if fail_with is not None:
+                raise fail_with
+            if any(data_module.jpeg_components(x) == 4 for x in batch):
+                raise RuntimeError("nvjpeg: unsupported colour space")
+            decoded = [real_decode(x, mode=mode).to("meta") for x in batch]
+            return decoded if isinstance(data, list) else decoded[0]
+        return real_decode(data, mode=mode)
+
+    monkeypatch.setattr(data_module, "decode_jpeg", decode)
+    return calls
+
+
+def test_a_cmyk_jpeg_is_decoded_on_the_cpu_and_the_rest_of_the_batch_together(tmp_path, monkeypatch):
+    files = {f"a/{i}.JPEG": encoded(i) for i in range(4)} | {"a/4.JPEG": encoded(4, "CMYK")}
+    dataset = dataset_of(make_tree(tmp_path / "train", files), EncodedImageFolder)
+    calls = device_decoder(monkeypatch)
+    images, used = decode_batch(*collate_encoded([dataset[i] for i in range(5)]), dataset, torch.device("meta"))
+    assert used == [0, 1, 2, 3, 4] and dataset.num_skipped == 0
+    assert calls == [("meta", 4), ("cpu", 1)]  # one batch decode on the device, the CMYK file on the host
+    assert [image.device.type for image in images] == ["meta"] * 5
+
+
+@pytest.mark.parametrize(
+    "failure", [torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("CUDA error: an illegal memory access")]
+)
+def test_running_out_of_device_memory_is_not_taken_for_an_unreadable_image(tmp_path, monkeypatch, failure):
+    dataset = dataset_of(
+        make_tree(tmp_path / "train", {f"a/{i}.JPEG": encoded(i) for i in range(3)}), EncodedImageFolder
+    )
+    device_decoder(monkeypatch, fail_with=failure)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        decode_batch(*collate_encoded([dataset[i] for i in range(3)]), dataset, torch.device("meta"))
+    assert dataset.num_skipped == 0
