@@ -10,7 +10,9 @@ Rows (images/s counts source images, each with its key and query views):
   cores: DataLoader workers per image vs the batched path in the training process.
 The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache;
 one in 16 is progressive and one in 128 CMYK.
-Peak GPU memory is reported for each row.
+Peak GPU memory (allocated and reserved) is reported for each row; a row that fails prints its error and
+the others still run. The end-to-end rows time only batches made inside the timed window: their warm-up
+also uses up the batches the workers prefetched.
 
     python benchmarks/pretrain_speed.py                          # GPU: ResNet-50, batch 256
     python benchmarks/pretrain_speed.py --compile                # with torch.compile'd encoders
@@ -97,7 +99,11 @@ class Timer:
         return steps * batch_size / (time.perf_counter() - self.start)
 
     def peak_gib(self):
-        return torch.cuda.max_memory_allocated() / 2**30 if self.device.type == "cuda" else float("nan")
+        """(allocated, reserved) peak GiB of the timed steps: the caching allocator's reserve is what
+        another process on the GPU cannot have."""
+        if self.device.type != "cuda":
+            return float("nan"), float("nan")
+        return torch.cuda.max_memory_allocated() / 2**30, torch.cuda.max_memory_reserved() / 2**30
 
 
 def step_only(preset, args, device, fast):
@@ -136,23 +142,31 @@ def end_to_end(preset, augment, args, device, root):
     data.sampler.set_epoch(0)
     data.dataset.set_epoch(0)
     model = None if args.augment_only else make_model(args, device, fast)
-    timer = Timer(device, args.warmup)
+    # The workers fill their queue during the warm-up (a first compiled step takes long): the timed
+    # window starts once those batches are used up, so that it counts only batches made in it.
+    warmup = args.warmup + prefetched(args)
+    timer = Timer(device, warmup)
     for step, views in enumerate(batches_on_device(data, device)):
         timer.tick(step)
         if model:
             train_step(*model, views, fast)
-        if step + 1 == args.warmup + args.steps:
+        if step + 1 == warmup + args.steps:
             break
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 
+def prefetched(args):
+    """Batches the DataLoader holds ready ahead of the step: its workers times their prefetch factor (2)."""
+    return 2 * args.workers
+
+
 def measured(fn, *args):
-    """fn(*args), or None if it ran out of GPU memory (CLSA-Multi in fp32 at batch 256 needs ~119 GiB);
-    the memory is freed either way for the next row."""
+    """fn(*args), or the exception that stopped it, so that one failing row (CLSA-Multi in fp32 at batch
+    256 needs ~119 GiB) does not cost the others; the memory is freed either way for the next row."""
     try:
         return fn(*args)
-    except torch.OutOfMemoryError:
-        return None
+    except Exception as error:  # any failure, reported in its row
+        return error
     finally:
         gc.collect()
         if torch.cuda.is_available():
@@ -183,14 +197,15 @@ def main():
         args.augment_only = device.type == "cpu"
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     with tempfile.TemporaryDirectory(prefix="clsa-bench-jpegs-") as root:
-        mean_size = write_jpeg_folder(root, (args.warmup + args.steps) * args.batch_size)
+        # Enough files that the loader still has batches to prefetch at the end of the timed window.
+        mean_size = write_jpeg_folder(root, (args.warmup + args.steps + 2 * prefetched(args)) * args.batch_size)
         print(
             f"{name}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {args.workers} workers; "
             f"{args.arch}, batch {args.batch_size}, {args.steps} timed steps after {args.warmup}; "
             f"JPEGs 500x375 of {mean_size / 1024:.0f} KiB; compile {args.compile}, "
             f"checkpoint strong {args.checkpoint_strong}{', augmentation only' if args.augment_only else ''}"
         )
-        print(f"{'preset':<12} {'path':<10} {'img/s':>8} {'vs step':>8} {'peak GiB':>9}")
+        print(f"{'preset':<12} {'path':<10} {'img/s':>8} {'vs step':>8} {'peak GiB':>9} {'reserved':>9}")
         for preset in args.presets:
             rows = {}
             if not args.augment_only:
@@ -199,13 +214,15 @@ def main():
             for augment in ("workers", "batched"):
                 rows[augment] = measured(end_to_end, preset, augment, args, device, root)
             step = rows.get("step bf16")
+            step = None if isinstance(step, Exception) else step
             for path, row in rows.items():
-                if row is None:
-                    print(f"{preset:<12} {path:<10} {'out of GPU memory':>27}")
+                if isinstance(row, Exception):
+                    reason = "out of GPU memory" if isinstance(row, torch.OutOfMemoryError) else repr(row)
+                    print(f"{preset:<12} {path:<10} failed: {reason.splitlines()[0][:200]}")
                     continue
                 share = f"{row[0] / step[0]:.0%}" if step else "-"
-                print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1]:>9.1f}")
-            if args.augment_only:
+                print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1][0]:>9.1f} {row[1][1]:>9.1f}")
+            if args.augment_only and not any(isinstance(row, Exception) for row in rows.values()):
                 print(f"{preset:<12} batched / workers: {rows['batched'][0] / rows['workers'][0]:.2f}x")
 
 

@@ -8,7 +8,6 @@ the batch it stopped at.
 
 import signal
 
-import cv2
 from torch.utils.data import DataLoader, DistributedSampler
 
 # Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
@@ -62,9 +61,6 @@ def _init_worker(worker_id):
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    # One thread per worker, as DataLoader sets torch's: the workers already use every core, and
-    # OpenCV's own pool (the per-image views' kernels) would otherwise start one thread per core each.
-    cv2.setNumThreads(1)
 
 
 def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):

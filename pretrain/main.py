@@ -339,6 +339,7 @@ def train(cfg, resume, rank, world_size, local_rank):
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed view sizes: the fastest algorithm per size, found once
     amp = cuda and cfg.SOLVER.AMP
     memory_format = torch.channels_last if cuda and cfg.SOLVER.CHANNELS_LAST else torch.contiguous_format
     # A gloo group for the per-step "was anyone signalled" vote: it never waits for the GPU.
@@ -417,12 +418,23 @@ def train(cfg, resume, rank, world_size, local_rank):
     elif resume == "auto":
         logger.info("no checkpoint in %s; starting from scratch", output_dir)
     if s.COMPILE:
-        model.encoder_q.compile()
-        model.encoder_k.compile()
+        # The encoders are compiled, not the DDP module: the forward between them holds shuffle-BN's
+        # collectives and the queue's in-place update, which would break the graph. One graph per view
+        # size, twice for strong views under MODEL.CHECKPOINT_STRONG: raise dynamo's limit to fit them,
+        # or it falls back to eager for the rest without an error.
+        sizes = {view.size for view in ViewSet.from_cfg(cfg).views.flat()}
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(sizes) + 2)
+        model.encoder_q.compile(dynamic=False)
+        model.encoder_k.compile(dynamic=False)
     net = (
         model
         if world_size == 1
-        else DistributedDataParallel(model, device_ids=[local_rank] if cuda else None, broadcast_buffers=False)
+        else DistributedDataParallel(
+            model,
+            device_ids=[local_rank] if cuda else None,
+            broadcast_buffers=False,
+            gradient_as_bucket_view=True,  # gradients live in DDP's buckets: no copy in and out per step
+        )
     )  # the queue is identical by construction
 
     writer = MetricsWriter(output_dir, start_iter) if rank == 0 else None
@@ -505,7 +517,8 @@ def train(cfg, resume, rank, world_size, local_rank):
             bar.update(1)
 
             last = iteration + 1 == max_iter
-            if (iteration + 1) % cfg.LOG_PERIOD == 0 or last:
+            logging_now = (iteration + 1) % cfg.LOG_PERIOD == 0 or last
+            if logging_now:
                 stop_if_diverged(iteration)
                 if control is not None:
                     dist.all_reduce(window_sums)
@@ -529,7 +542,9 @@ def train(cfg, resume, rank, world_size, local_rank):
                 )
                 window_sums, window_count, data_time, window_start = None, 0, 0.0, time.perf_counter()
 
-            stopping = stop.agreed(control)
+            # Several processes agree on a stop at each log period: a vote every step would cost a
+            # gloo round trip per step for a signal that comes once a run.
+            stopping = stop.agreed(control) if control is None or logging_now else False
             completed_epochs, epoch_end = divmod(iteration + 1, iters_per_epoch)
             if last:
                 checkpoint("model_final", iteration, batch_views)

@@ -30,6 +30,11 @@ _FLOOR = -0.5 + 2.0**-14
 _GRAY = np.array([[0.2989, 0.587, 0.114, -0.49995]])
 _LEVELS = np.arange(256, dtype=np.float32)
 
+# One thread, set before OpenCV starts its pool in this process. The kernels run one image at a time in
+# DataLoader workers that already use every core, and setting it later, in a worker forked after the
+# parent's pool started, waits forever (measured with OpenCV 5.0).
+cv2.setNumThreads(1)
+
 
 def _to_uint8(levels):
     """float32 grey levels to uint8 as v2 casts them: clamped, then truncated."""

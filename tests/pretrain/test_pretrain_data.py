@@ -1,5 +1,7 @@
 import io
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -271,3 +273,20 @@ def test_running_out_of_device_memory_is_not_taken_for_an_unreadable_image(tmp_p
     with pytest.raises(RuntimeError, match="CUDA"):
         decode_batch(*collate_encoded([dataset[i] for i in range(3)]), dataset, torch.device("meta"))
     assert dataset.num_skipped == 0
+
+
+def test_workers_forked_after_the_training_process_made_views_do_not_hang(synthetic_root):
+    """OpenCV's thread pool does not survive a fork that reconfigures it: a DataLoader worker forked
+    after the parent made views must still make its own (this hung with a per-worker setNumThreads)."""
+    script = f"""
+import torch
+from pretrain.data import PretrainImageFolder
+from tests.pretrain.test_pretrain_data import SMALL_VIEWS
+dataset = PretrainImageFolder({str(synthetic_root / "imagenet" / "train")!r}, SMALL_VIEWS, seed=0)
+dataset[0]  # the parent runs every kernel once
+loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="fork")
+views, indices = next(iter(loader))
+print(indices.tolist())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[0, 1, 2, 3]", result.stderr[-2000:]
