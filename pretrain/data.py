@@ -9,6 +9,7 @@ and replaced by the next readable image so that every batch keeps its size.
 """
 
 import logging
+import math
 import multiprocessing
 import os
 
@@ -157,9 +158,21 @@ class EncodedImageFolder(PretrainImageFolder):
 
 
 def collate_encoded(items):
-    """(payloads, indices) for a batch of EncodedImageFolder items; payloads differ in size, so a list."""
+    """A batch of EncodedImageFolder items as ((buffer, shapes), indices): the payloads concatenated
+    into one flat uint8 buffer and each payload's shape (N x 3; a JPEG's bytes are (length, 0, 0)).
+
+    One buffer rather than one shared tensor per image: each shared tensor costs a file descriptor and
+    a mapping of its own in the training process (benchmarks/batch_transfer_speed.py).
+    """
     payloads, indices = zip(*items)
-    return list(payloads), torch.tensor(indices)
+    shapes = torch.tensor([list(p.shape) + [0] * (3 - p.ndim) for p in payloads], dtype=torch.int64)
+    return (torch.cat([p.reshape(-1) for p in payloads]), shapes), torch.tensor(indices)
+
+
+def split_encoded(buffer, shapes):
+    """The payloads of a `collate_encoded` batch, as views into its buffer."""
+    shapes = [[dim for dim in shape if dim] for shape in shapes.tolist()]
+    return [part.view(shape) for part, shape in zip(torch.split(buffer, [math.prod(s) for s in shapes]), shapes)]
 
 
 def _is_decode_error(error):
@@ -227,8 +240,9 @@ def _decode_jpegs(datas, device):
     return images
 
 
-def decode_batch(payloads, indices, dataset, device):
-    """The batch's images as uint8 3 x H x W RGB tensors on `device`, and the indices actually used.
+def decode_batch(batch, indices, dataset, device):
+    """The images of a `collate_encoded` batch as uint8 3 x H x W RGB tensors on `device`, and the
+    indices actually used.
 
     JPEGs are decoded together (nvjpeg on a GPU), except CMYK ones, which nvjpeg does not take and which
     the CPU decodes (ImageNet's train set has 22), so that one of them does not send the whole batch
@@ -236,6 +250,7 @@ def decode_batch(payloads, indices, dataset, device):
     where the device's decoder rejects it; an image no decoder reads is replaced through
     `dataset.replace_undecodable`, so the batch keeps its size.
     """
+    payloads = split_encoded(*batch)
     images, indices = list(payloads), indices.tolist()
     jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
     on_host = [i for i in jpegs if device.type != "cpu" and jpeg_components(payloads[i]) == 4]

@@ -284,8 +284,8 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
     if batched:
         dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED), BatchedViews(view_set)
 
-        def views_on_device(payloads, indices):
-            images, indices = decode_batch(payloads, indices, dataset, device)
+        def views_on_device(encoded, indices):
+            images, indices = decode_batch(encoded, indices, dataset, device)
             return batched_views(images, dataset.view_params(indices), view_dtype, memory_format)
     else:
         dataset = PretrainImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED)

@@ -290,3 +290,15 @@ print(indices.tolist())
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[0, 1, 2, 3]", result.stderr[-2000:]
+
+
+def test_a_batch_travels_as_one_buffer_and_splits_back_into_its_payloads(tmp_path):
+    files = {"a/0.JPEG": jpeg_bytes(0), "a/1.png": jpeg_bytes(1, format="PNG"), "a/2.JPEG": jpeg_bytes(2, side=17)}
+    dataset = dataset_of(make_tree(tmp_path / "train", files), EncodedImageFolder)
+    items = [dataset[i] for i in range(3)]
+    (buffer, shapes), indices = collate_encoded(items)
+    assert buffer.dtype == torch.uint8 and buffer.ndim == 1 and indices.tolist() == [0, 1, 2]
+    payloads = data_module.split_encoded(buffer, shapes)
+    for payload, (expected, _) in zip(payloads, items):
+        assert payload.shape == expected.shape and torch.equal(payload, expected)
+        assert payload.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()  # views, no copies

@@ -267,7 +267,7 @@ def test_sigterm_to_every_process_of_a_two_process_run_saves_at_a_step_boundary(
 
 @pytest.mark.slow
 def test_batched_views_train_and_resume_bitwise_equal(train_root, tmp_path):
-    """DATA.AUGMENT batched on the CPU: the views come from (seed, rank, iteration), so 8 iterations
+    """DATA.AUGMENT batched on the CPU: the views come from (seed, epoch, image index), so 8 iterations
     straight equal 3 + resume + 5, and differ from the workers path's views."""
     batched = (*RESUME, "DATA.AUGMENT", "batched", "DATA.NUM_WORKERS", "1")
     main(parse_args(tiny(train_root, tmp_path / "straight", *batched, "SOLVER.MAX_ITER", "8")))
