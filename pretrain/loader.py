@@ -6,9 +6,14 @@ lets a run stopped mid-epoch resume bit for bit: the sampler restarts the same e
 the batch it stopped at.
 """
 
+import logging
+import os
 import signal
 
+import torch.multiprocessing
 from torch.utils.data import DataLoader, DistributedSampler
+
+logger = logging.getLogger(__name__)
 
 # Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -61,6 +66,33 @@ def _init_worker(worker_id):
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def fit_shared_memory(batch_bytes, num_workers, path="/dev/shm"):
+    """Share the workers' batches through files if `path` cannot hold what they prefetch.
+
+    Each worker holds up to 2 batches ahead in shared memory. In a container with Docker's default of
+    64 MB the workers would die with a bus error; torch's file_system sharing strategy is slower but
+    works. Returns whether it switched (with a warning that says how to give the container more).
+    """
+    try:
+        stats = os.statvfs(path)
+    except OSError:  # no /dev/shm: not Linux, where torch shares memory otherwise
+        return False
+    available, needed = stats.f_frsize * stats.f_blocks, 2 * 2 * num_workers * batch_bytes  # 2x margin
+    if num_workers == 0 or available >= needed:
+        return False
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    logger.warning(
+        "%s holds %.0f MiB, less than the %.0f MiB that %d DataLoader workers' prefetched batches need: "
+        "sharing them through files instead, which is slower. Give the container more shared memory "
+        "(docker run --shm-size 16g) or lower DATA.NUM_WORKERS",
+        path,
+        available / 2**20,
+        needed / 2**20,
+        num_workers,
+    )
+    return True
 
 
 def build_loader(dataset, batch_size, rank, world_size, seed, num_workers, pin_memory, collate_fn=None):

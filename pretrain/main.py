@@ -46,7 +46,7 @@ from pretrain.checkpoint import (
 from pretrain.config import get_cfg
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
 from pretrain.knn_monitor import KnnMonitor, image_splits
-from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, build_loader
+from pretrain.loader import STOP_SIGNALS, ResumableDistributedSampler, build_loader, fit_shared_memory
 from pretrain.views.batched import BatchedViews
 from pretrain.views.per_image import normalize
 from pretrain.views.spec import ViewSet
@@ -293,6 +293,9 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
         def views_on_device(views, indices):
             return normalize(views, device, view_dtype, memory_format)
 
+    # A batch in the workers' shared memory: uint8 views, or JPEG bytes (ImageNet's average is ~110 KiB).
+    image_bytes = 128 * 1024 if batched else sum(3 * view.size**2 for view in view_set.views.flat())
+    fit_shared_memory(image_bytes * cfg.SOLVER.BATCH_SIZE // world_size, cfg.DATA.NUM_WORKERS)
     # Pinned memory speeds up the copy of finished views; JPEG bytes are read by the decoder on the host.
     loader, sampler = build_loader(
         dataset,
