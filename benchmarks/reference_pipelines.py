@@ -2,12 +2,12 @@
 
 Each builds the same views with the same ops, the same libraries (torchvision.transforms v1 and PIL on
 PIL images) and the same view counts as the reference training scripts, so that benchmarks compare
-our pipeline with what those scripts run. They are not used for training. Sources, in
-shared/reference/protocols.md:
-- "Crops & aug (Multi_FixTransform.py)" and "Hyperparameters": CLSA's key, weak and strong views and
-  its Single and Multi crops;
-- "RandAugment (FixMatch "MC" variant, RandAugment.py)": the strong views' RandAugment;
-- "CLSA official": MoCo v2's aug_plus, the key view, which MoCo v2 itself uses for both its views.
+our pipeline with what those scripts run. They are not used for training. Sources: the official CLSA
+code and MoCo v2's:
+- CLSA's data_processing/Multi_FixTransform.py and its training script's arguments: the key, weak and
+  strong views and the Single and Multi crops;
+- CLSA's data_processing/RandAugment.py (FixMatch's "MC" variant): the strong views' RandAugment;
+- MoCo v2's aug_plus: the key view, which MoCo v2 itself uses for both its views.
 
 Random draws come from torch's RNG inside the torchvision transforms and from python's `random`
 elsewhere, as in the reference code; its one numpy draw, the level np.random.randint(1, m), is drawn

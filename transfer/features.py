@@ -1,10 +1,10 @@
 """Frozen-backbone features for the VOC07 protocols, cached on disk.
 
-Each image is resized to 256 (shorter side) and then to 224 x 224, with no crop, as the issue for
-this suite specifies; VISSL's VOC07 config centre-crops instead, which can cut objects near the
-border out of a multi-label image. Normalisation is ImageNet's. The cache holds the raw pooled
-features; the SVM protocol L2-normalises them with `l2_normalise` (f / (||f|| + 1e-5), Goyal et al.
-2019), while the paper's linear classifier sees them as the backbone's fc layer would.
+Each image is resized to 256 (shorter side) and then to 224 x 224, with no crop; VISSL's VOC07 config
+centre-crops instead, which can cut objects near the border out of a multi-label image. Normalisation
+is ImageNet's. The cache holds the raw pooled features; the SVM protocol L2-normalises them with
+`l2_normalise` (f / (||f|| + 1e-5), Goyal et al. 2019), while the paper's linear classifier sees them
+as the backbone's fc layer would.
 
 Layers of the res5 (layer4) map, 7 x 7 at 224 px:
 - "res5": global average pool, 2048-d for ResNet-50 (512-d for ResNet-18);

@@ -89,7 +89,7 @@ class PaddedImages:
 
     `crop_method` "roi_align" resizes all crops of a group in one call, "interpolate" runs one
     antialiased resize per crop (exactly v2's). The default is the faster one on the images' device:
-    roi_align on a GPU (8x, the issue's H200 probe), interpolate on the CPU (4x, benchmarks.md).
+    roi_align on a GPU, interpolate on the CPU (benchmarks.md, "the two data paths on the same cores").
     """
 
     def __init__(self, images, max_pixels=2**25, crop_method=None):

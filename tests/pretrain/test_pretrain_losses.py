@@ -71,7 +71,8 @@ def test_ddm_loss_equals_eq4(case, t_ddm):
 
 
 def test_ddm_target_is_the_contrastive_logits_rescaled_by_t_over_t_ddm(case):
-    """The issue's form, softmax(weak_logits * T / T_ddm) with weak_logits = sim / T, is the same target."""
+    """The reference code's form, softmax(weak_logits * T / T_ddm) with weak_logits = sim / T, is the same
+    target."""
     bank, w, s = case["bank"], case["weak"][0], case["strong"][0]
     t, t_ddm = 0.2, 0.3
     weak_logits = sims(w, bank) / t
