@@ -1,7 +1,7 @@
 """The per-image executor (DATA.AUGMENT workers): one image's views, made in a DataLoader worker on the CPU.
 
 It applies the sampler's record of one image (pretrain/views/sampler.py) with the uint8 kernels of
-pretrain/views/cpu_ops.py (Pillow for the resized crop, OpenCV for the rest). The views stay uint8
+pretrain/views/cpu_ops.py (Pillow's crop and v2's uint8 resize, OpenCV for the rest). The views stay uint8
 and H x W x 3, as the kernels make them: the training process converts and normalises them on its
 device (`normalize`), so the workers pay neither the float conversion nor the copy to channels-first.
 """
