@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.synthetic import photo_like_jpegs
+from benchmarks.images import photo_like_jpegs
 from pretrain.data import collate_encoded
 
 

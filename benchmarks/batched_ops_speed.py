@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from common.synthetic import photo_like
+from benchmarks.images import photo_like
 from pretrain.views import batched_ops as ops
 from pretrain.views.batched import BatchedViews, PaddedImages
 from pretrain.views.sampler import crop_boxes, sample

@@ -21,7 +21,7 @@ import torch
 import torchvision
 from PIL import Image
 
-from common.synthetic import photo_like_jpegs
+from benchmarks.images import photo_like_jpegs
 from transfer.clsa_voc import build_transforms
 
 VOC07 = {"train": 2501, "val": 2510, "test": 4952}

@@ -21,8 +21,8 @@ import cv2
 import torch
 from PIL import Image
 
+from benchmarks.images import photo_like_jpegs
 from benchmarks.reference_pipelines import clsa_reference_pipeline, moco_v2_pipeline
-from common.synthetic import photo_like_jpegs
 from pretrain.config import preset_cfg
 from pretrain.views.per_image import PerImageViews
 from pretrain.views.sampler import sample

@@ -1,10 +1,10 @@
 """Pretraining images/s: the training step alone, and end to end through each data path, in one run.
 
 Rows (images/s counts source images, each with its key and query views):
-- "step fp32", "step bf16": pretrain.main.train_step on random views already on the device, in fp32
+- "step fp32", "step bf16": pretrain.engine.train_step on random views already on the device, in fp32
   and in bf16 autocast + channels_last (the run's default on a GPU);
 - "workers", "batched": DATA.AUGMENT's two paths end to end, with the run's own code
-  (pretrain.main.build_data): JPEG files -> DataLoader -> views on the device -> bf16 train_step.
+  (pretrain.batches.build_data): JPEG files -> DataLoader -> views on the device -> bf16 train_step.
   "vs step" is their share of "step bf16": 100% means the data path costs nothing.
 - with --augment-only (the default without a GPU), the two data paths without the model, on the same
   cores: DataLoader workers per image vs the batched path in the training process.
@@ -31,10 +31,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from common.synthetic import photo_like_jpegs
+from benchmarks.images import photo_like_jpegs
+from pretrain.batches import batches_on_device, build_data
 from pretrain.builder import CLSA
 from pretrain.config import preset_cfg
-from pretrain.main import batches_on_device, build_data, train_step
+from pretrain.engine import train_step
 from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256

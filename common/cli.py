@@ -1,8 +1,24 @@
-"""Command-line checks every entry script shares: numbers in their valid range, and a bad argument
-reported as one line on stderr (`error: ...`, exit code 2) instead of argparse's usage block."""
+"""What every entry script shares: one error policy and argument checks.
+
+A user's mistake, whether a bad flag (argparse) or a UserError raised by library code, ends the
+process with one line on stderr, `error: ...`, and exit code 2. Anything else is a bug and keeps its
+traceback.
+"""
 
 import argparse
 import sys
+
+from common.errors import UserError
+
+
+def exit_on_user_error(main, *args):
+    """main(*args), whose result is returned; a UserError ends the process with `error: <message>` on
+    stderr and exit code 2."""
+    try:
+        return main(*args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 def one_line_errors(parser):

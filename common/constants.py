@@ -26,3 +26,5 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
+# The "kind" of a pretraining checkpoint: written by pretraining, checked by every reader.
+PRETRAIN_CHECKPOINT_KIND = "clsa-suite/pretrain"

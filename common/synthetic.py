@@ -6,7 +6,6 @@ cluttered background, so the tasks are learnable and the metrics meaningful. Obj
 overlap, so each polygon is exactly the visible mask. Output is a pure function of (seed, size).
 """
 
-import io
 import json
 import math
 import os
@@ -20,6 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from common.constants import VOC_CLASSES
+from common.errors import ConfigError
+from common.records import check_record
 
 # COCO category ids (COCO's own numbering) that the synthetic COCO images contain; the json still
 # lists all 80 categories so that detectron2's builtin metadata applies unchanged.
@@ -202,27 +203,6 @@ def _balanced_cycle(rng, num_classes):
         yield from rng.permutation(num_classes).tolist()
 
 
-def photo_like(height, width, rng, noise=12.0):
-    """H x W x 3 uint8: smooth colour fields plus sensor-like noise. Closer to a photo than pure
-    noise in JPEG size and decode cost, and in how much resampling filters differ on it."""
-    y, x = np.mgrid[0:height, 0:width] / max(width, height)
-    a, b, c = rng.uniform(2, 12, size=3)
-    image = np.stack([np.sin(a * x + b * y), np.cos(b * x - c * y), np.sin(c * x * y + a)], axis=-1)
-    image = (image + 1) * 100 + rng.normal(0, noise, size=image.shape)
-    return np.clip(image, 0, 255).astype(np.uint8)
-
-
-def photo_like_jpegs(count, width, height, quality=90, seed=0):
-    """`count` photo_like images as JPEG bytes (quality 94 at 500x375: about 95 KiB, ImageNet's average)."""
-    rng = np.random.default_rng(seed)
-    jpegs = []
-    for _ in range(count):
-        buffer = io.BytesIO()
-        Image.fromarray(photo_like(height, width, rng)).save(buffer, format="JPEG", quality=quality)
-        jpegs.append(buffer.getvalue())
-    return jpegs
-
-
 def _save_jpeg(image, path):
     image.save(path, format="JPEG", quality=90)
 
@@ -389,12 +369,12 @@ def generate(out, seed=0, size="tiny"):
     leaves no half-written data set behind.
     """
     if size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+        raise ConfigError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     if not 0 <= seed < 2**63:  # numpy's seed range; checked before anything is written
-        raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
+        raise ConfigError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} is a file; choose a folder for --out")
+        raise ConfigError(f"{out} is a file; choose a folder for --out")
     spec = SIZES[size]
     params = {"seed": seed, "size": size, "format_version": 1}
     writers = {
@@ -432,7 +412,7 @@ def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64)
     """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
     returns its folder. Kept, refused or written atomically as generate() does."""
     if not 0 <= seed < 2**63:
-        raise ValueError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
+        raise ConfigError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
     params = {
         "seed": seed,
         "variant": "shapes",
@@ -454,16 +434,17 @@ def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64)
 
 
 def _generated_with(target, params):
-    """True if `target` was generated with `params`, False if it does not exist; any other folder is an error."""
+    """True if `target` was generated with `params`, False if it does not exist; RecordMismatchError
+    for any other folder, which is not overwritten."""
     if not target.exists():
         return False
     marker = target / MARKER
-    found = json.loads(marker.read_text()) if marker.is_file() else None
-    if found != params:
-        raise FileExistsError(
-            f"{target} exists and was not generated with {params} (found {found}); remove it or "
-            "choose another --out; it is not overwritten"
-        )
+    check_record(
+        target,
+        json.loads(marker.read_text()) if marker.is_file() else None,
+        params,
+        "remove it or choose another --out; it is not overwritten",
+    )
     return True
 
 

@@ -2,25 +2,29 @@
 
 import argparse
 import filecmp
-import sys
 import tempfile
 from pathlib import Path
 
-from common.cli import one_line_errors
-from converters.checkpoint import ENCODERS, CheckpointError, load_backbone
+from common.backbone import ENCODERS, load_backbone
+from common.cli import exit_on_user_error, one_line_errors
+from common.errors import CheckpointError, ConfigError
+
+
+def run(argv, description, default_suffix, write, same=None):
+    """Loads CKPT, calls `write(backbone, ckpt, path)` and prints what was kept and dropped.
+
+    An existing OUT is replaced only with --overwrite, or when it is `same` as the conversion
+    (converting the same checkpoint again; by default the very same bytes). Returns exit code 0; bad
+    input ends the process with one line on stderr and exit code 2, and OUT as it was.
+    """
+    return exit_on_user_error(_convert, argv, description, default_suffix, write, same or _same_bytes)
 
 
 def _same_bytes(a, b):
     return filecmp.cmp(a, b, shallow=False)
 
 
-def run(argv, description, default_suffix, write, same=_same_bytes):
-    """Loads CKPT, calls `write(backbone, ckpt, path)` and prints what was kept and dropped.
-
-    An existing OUT is replaced only with --overwrite, or when it is `same` as the conversion
-    (converting the same checkpoint again; by default the very same bytes). Returns the exit code: 0,
-    or 2 with a one-line reason on stderr and OUT as it was.
-    """
+def _convert(argv, description, default_suffix, write, same):
     parser = one_line_errors(argparse.ArgumentParser(description=description))
     parser.add_argument("ckpt", type=Path, help="checkpoint to convert")
     parser.add_argument("out", type=Path, nargs="?", help=f"output file (default: CKPT with suffix {default_suffix})")
@@ -48,15 +52,10 @@ def run(argv, description, default_suffix, write, same=_same_bytes):
                     )
         else:
             write(backbone, args.ckpt, out)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except OSError as error:
-        print(
-            f"error: cannot write {out} ({type(error).__name__}: {error.strerror or error}); pass a writable OUT",
-            file=sys.stderr,
-        )
-        return 2
+        raise ConfigError(
+            f"cannot write {out} ({type(error).__name__}: {error.strerror or error}); pass a writable OUT"
+        ) from error
     print(f"source:  {args.ckpt} ({backbone.source_kind}, {backbone.arch}, --encoder {args.encoder})")
     print(f"kept:    {len(backbone.state_dict)} tensors")
     print(f"dropped: {len(backbone.dropped)} tensors: {backbone.dropped_summary()}")

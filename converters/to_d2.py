@@ -12,8 +12,9 @@ import sys
 
 import torch
 
+from common.backbone import key_mismatch
+from common.errors import CheckpointError
 from common.io import atomic_path
-from converters.checkpoint import CheckpointError, key_mismatch
 from converters.cli import run
 
 AUTHOR = "clsa-suite"  # without __author__, detectron2 reads a .pkl as Caffe2 and renames its keys

@@ -6,11 +6,14 @@ import xml.etree.ElementTree as ET
 import detectron2.data.datasets  # noqa: F401  (registers the builtin names under DETECTRON2_DATASETS)
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from common.datasets import detectron2_datasets_root
+from common.errors import ConfigError, DatasetError
+
 
 def expected_paths(name):
     """The folders/files a registered data set reads (VOC: its year folder; COCO: json + images)."""
     if name not in DatasetCatalog.list():
-        raise KeyError(
+        raise ConfigError(
             f"data set {name!r} is not registered; detectron2's builtin names include "
             "voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val"
         )
@@ -21,14 +24,14 @@ def expected_paths(name):
 
 
 def check_datasets(names):
-    """Raises FileNotFoundError for a missing folder, ValueError for a VOC annotation that is not XML."""
-    root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    """Raises DatasetError for a missing folder or a VOC annotation that is not XML."""
+    root = detectron2_datasets_root()
     for name in names:
         for path in expected_paths(name):
             if not os.path.exists(path):
-                raise FileNotFoundError(
+                raise DatasetError(
                     f"data set {name!r} expects {os.path.abspath(path)}, which does not exist. Set "
-                    f"DETECTRON2_DATASETS (now {root!r}) to the folder holding VOC2007/, VOC2012/ and "
+                    f"DETECTRON2_DATASETS (now {str(root)!r}) to the folder holding VOC2007/, VOC2012/ and "
                     "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR"
                 )
         meta = MetadataCatalog.get(name)
@@ -46,7 +49,7 @@ def check_voc_annotations(dirname, split):
         try:
             ET.parse(path)
         except (ET.ParseError, OSError) as error:
-            raise ValueError(
+            raise DatasetError(
                 f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); restore the "
                 f"file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt"
             ) from None

@@ -8,6 +8,7 @@ import numpy as np
 
 from common.datasets import DETECTRON2_SPLITS, detectron2_datasets_root
 from common.io import fingerprint_files, sha256_file
+from common.records import check_record
 from detection.evaluation import flat_metrics
 
 
@@ -69,22 +70,11 @@ def aggregate_trials(paths):
 
 
 def trial_is_done(path, cfg, config_file):
-    """True if `path` holds a finished trial of this config, overrides and weights; an existing trial of
-    other weights or settings is an error rather than a result to average in."""
+    """True if `path` holds a finished trial of this config, overrides and weights; RecordMismatchError
+    if it holds a trial of other weights or settings, which is neither averaged in nor overwritten."""
     if not os.path.isfile(path):
         return False
     found = json.loads(open(path).read())
-    expected = trial_settings(cfg, config_file)
-    actual = {
-        "config": found.get("config"),
-        "weights": found.get("weights", {}).get("sha256"),
-        "config_sha256": found.get("config_sha256"),
-        "data": found.get("data"),
-    }
-    if actual != expected:
-        differing = ", ".join(key for key in expected if actual[key] != expected[key])
-        raise SystemExit(
-            f"{path} holds a trial of other settings ({differing} differ); use another OUTPUT_DIR "
-            "or move it away (it is not averaged in, nor overwritten)"
-        )
+    saved = {**found, "weights": found.get("weights", {}).get("sha256")}
+    check_record(path, saved, trial_settings(cfg, config_file), "use another OUTPUT_DIR or move it away")
     return True

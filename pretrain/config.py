@@ -5,9 +5,17 @@ from them through _BASE_ (fvcore's yacs CfgNode, the one detectron2 uses) and ch
 differs. A key that is not defined here is an error.
 """
 
+import functools
+import re
 from pathlib import Path
 
+import torch
 from fvcore.common.config import CfgNode as CN
+
+from common.config_files import merge_config
+from common.errors import ConfigError
+from pretrain.knn_monitor import image_splits
+from pretrain.views.spec import ViewSet
 
 PRESETS = Path(__file__).resolve().parent / "configs"
 
@@ -122,3 +130,87 @@ def preset_cfg(name):
     cfg = get_cfg()
     cfg.merge_from_file(str(PRESETS / f"{name}.yaml"))
     return cfg
+
+
+# Config values outside these ranges are refused by load_config (a batch of 0 would divide by zero later).
+_POSITIVE = (
+    "SOLVER.BATCH_SIZE",
+    "SOLVER.BASE_LR",
+    "SOLVER.EPOCHS",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "MODEL.QUEUE_SIZE",
+    "MODEL.DIM",
+    "MODEL.MLP_HIDDEN",
+    "LOG_PERIOD",
+)
+_NON_NEGATIVE = (
+    "SOLVER.MAX_ITER",
+    "SOLVER.CHECKPOINT_PERIOD_ITERS",
+    "SOLVER.WARMUP_EPOCHS",
+    "SOLVER.MOMENTUM",
+    "SOLVER.WEIGHT_DECAY",
+    "MODEL.DDM_WEIGHT",
+    "DATA.NUM_WORKERS",
+)
+
+
+def load_config(config_file, opts, world_size):
+    """The frozen config of `config_file` and the KEY VALUE `opts` for `world_size` processes; every
+    mistake a user can fix raises ConfigError or DatasetError here, before any process starts."""
+    cfg = merge_config(get_cfg(), config_file, opts, _where_keys_are)
+    cfg.freeze()
+
+    for key in _POSITIVE + _NON_NEGATIVE:
+        value = functools.reduce(getattr, key.split("."), cfg)
+        if not (value > 0 if key in _POSITIVE else value >= 0):  # NaN fails both
+            raise ConfigError(f"{key} is {value}; it must be {'greater than' if key in _POSITIVE else 'at least'} 0")
+    batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
+    if batch % world_size:
+        raise ConfigError(
+            f"SOLVER.BATCH_SIZE ({batch}) is the global batch and must be divisible by the {world_size} processes"
+        )
+    if queue % batch:
+        raise ConfigError(
+            f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
+            f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}"
+        )
+    if cfg.DATA.AUGMENT not in ("auto", "workers", "batched"):
+        raise ConfigError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'workers', 'batched'")
+    if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
+        raise ConfigError(
+            "MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); use MODEL.SHUFFLE_BN on the CPU"
+        )
+    try:
+        views = ViewSet.from_cfg(cfg).views
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if cfg.MODEL.STRONG_LOSS == "ddm" and views.strong and not views.weak:
+        raise ConfigError(
+            "MODEL.STRONG_LOSS 'ddm' needs a weak view as its target; "
+            "set MODEL.STRONG_LOSS contrastive or add a weak view"
+        )
+    if cfg.KNN.ROOT:
+        image_splits(cfg)
+    return cfg
+
+
+# Keys of the view presets before every view number moved into the config files.
+_REMOVED_VIEW_KEYS = {
+    "DATA.VIEWS",
+    "DATA.KEY_SIZE",
+    "DATA.KEY_SCALE",
+    "DATA.WEAK_SIZES",
+    "DATA.WEAK_SCALES",
+    "DATA.STRONG_SIZES",
+    "DATA.STRONG_SCALES",
+}
+
+
+def _where_keys_are(message):
+    if _REMOVED_VIEW_KEYS & set(re.findall(r"[A-Z_]+\.[A-Z_.]+", str(message))):
+        return (
+            "the view keys DATA.VIEWS, DATA.KEY_SIZE/KEY_SCALE and DATA.*_SIZES/*_SCALES are now DATA.KEY_VIEW, "
+            "DATA.WEAK_VIEWS and DATA.STRONG_VIEWS ([size, min scale, max scale] each), as the presets in "
+            "pretrain/configs/ state them"
+        )
+    return "the keys and their defaults are in pretrain/config.py"

@@ -11,61 +11,18 @@ and replaced by the next readable image so that every batch keeps its size.
 import logging
 import math
 import multiprocessing
-import os
 
 import torch
-from PIL import Image
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+from common.datasets import UNREADABLE_IMAGE, check_image_root
 from pretrain.views.per_image import PerImageViews
 from pretrain.views.sampler import sample
 
 logger = logging.getLogger(__name__)
 
-_LAYOUT = "root/<class>/<image>, e.g. imagenet/train/n01440764/n01440764_10026.JPEG"
-# What PIL (and, RuntimeError, torchvision.io) raise on a truncated, garbled or non-image file.
-UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, RuntimeError, Image.DecompressionBombError)
 _JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def check_image_root(root):
-    """Fail early, with the fix, if `root` is not an ImageFolder root holding at least one readable
-    image. Images are decoded in walk order until one reads: one file in a healthy data set."""
-    root = os.fspath(root)
-    if not os.path.exists(root):
-        raise FileNotFoundError(
-            f"Image root {root!r} does not exist; point DATA.ROOT at a folder laid out as {_LAYOUT}"
-        )
-    if not os.path.isdir(root):
-        raise ValueError(f"Image root {root!r} is a file, not a folder; expected {_LAYOUT}")
-    class_dirs = sorted(entry.path for entry in os.scandir(root) if entry.is_dir())
-    if not class_dirs:
-        loose = any(name.lower().endswith(IMG_EXTENSIONS) for name in os.listdir(root))
-        hint = " It holds images directly: move them into class sub-folders." if loose else ""
-        raise ValueError(f"Image root {root!r} has no class folders; expected {_LAYOUT}.{hint}")
-    unreadable = []
-    for class_dir in class_dirs:
-        for dirpath, _, filenames in os.walk(class_dir, followlinks=True):
-            for name in sorted(filenames):
-                if name.lower().endswith(IMG_EXTENSIONS):
-                    try:
-                        with Image.open(os.path.join(dirpath, name)) as image:
-                            image.load()
-                        return
-                    except UNREADABLE_IMAGE as error:
-                        unreadable.append((os.path.join(dirpath, name), error))
-    if unreadable:
-        path, error = unreadable[0]
-        raise ValueError(
-            f"Image root {root!r}: none of its {len(unreadable)} images can be read (first: {path}, "
-            f"{type(error).__name__}: {error}); replace the files or point DATA.ROOT elsewhere"
-        )
-    raise ValueError(
-        f"Image root {root!r} has {len(class_dirs)} class folders but no images "
-        f"({', '.join(IMG_EXTENSIONS)}) in them; expected {_LAYOUT}"
-    )
 
 
 class PretrainImageFolder(ImageFolder):

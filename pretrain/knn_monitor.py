@@ -14,10 +14,10 @@ import time
 
 import torch
 
+from common.errors import DatasetError
 from transfer.features import pooled_trunk
 from transfer.imagenet_linear import center_crop_transform, image_folders
 from transfer.knn import knn_accuracy
-from transfer.voc import DatasetError
 
 logger = logging.getLogger("pretrain")
 
@@ -35,12 +35,12 @@ def first_per_class(dataset, per_class):
 
 
 def image_splits(cfg):
-    """(train, val, number of classes) of KNN.ROOT; ValueError naming the key if it is unusable."""
+    """(train, val, number of classes) of KNN.ROOT; DatasetError naming the key if it is unusable."""
     transform = center_crop_transform(cfg.KNN.CROP_SIZE)
     try:
         train, val = image_folders(cfg.KNN.ROOT, train_transform=transform, val_transform=transform)
     except DatasetError as error:
-        raise ValueError(f"KNN.ROOT: {error}") from None
+        raise DatasetError(f"KNN.ROOT: {error}") from None
     return (
         first_per_class(train, cfg.KNN.TRAIN_PER_CLASS),
         first_per_class(val, cfg.KNN.VAL_PER_CLASS),

@@ -13,10 +13,9 @@ import signal
 import torch.multiprocessing
 from torch.utils.data import DataLoader, DistributedSampler
 
-logger = logging.getLogger(__name__)
+from pretrain.preemption import STOP_SIGNALS
 
-# Cluster preemption: schedulers (SLURM, Kubernetes) send these to every process of the job.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+logger = logging.getLogger(__name__)
 
 
 class ResumableDistributedSampler(DistributedSampler):

@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import exit_on_user_error, one_line_errors
 from common.synthetic import generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,9 @@ def step(number, total, title):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="data sets, checkpoints and results")
     parser.add_argument("--size", default="small", choices=["tiny", "small"], help="synthetic data set size")
     args = parser.parse_args(argv)
@@ -116,4 +119,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -13,11 +13,14 @@ import sys
 import time
 from pathlib import Path
 
+from common.cli import exit_on_user_error, one_line_errors
 from pretrain.learning_check import MARGIN, run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
     parser.add_argument("--out", type=Path, default=Path("learning_check_output"), help="data set and run folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -33,4 +36,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -12,10 +12,9 @@ datasets/imagenet/train as the pretraining DATA.ROOT.
 """
 
 import argparse
-import sys
 import time
 
-from common.cli import one_line_errors
+from common.cli import exit_on_user_error, one_line_errors
 from common.synthetic import SIZES, generate, generate_shapes
 
 
@@ -36,15 +35,11 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     start = time.time()
-    try:
-        folders = (
-            [generate_shapes(args.out, seed=args.seed)]
-            if args.variant == "shapes"
-            else generate(args.out, seed=args.seed, size=args.size)
-        )
-    except (FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    folders = (
+        [generate_shapes(args.out, seed=args.seed)]
+        if args.variant == "shapes"
+        else generate(args.out, seed=args.seed, size=args.size)
+    )
     for folder in folders:
         print(f"  {folder}")
     name = args.size if args.variant == "suite" else "shapes"
@@ -52,4 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import exit_on_user_error, one_line_errors
 from common.io import atomic_path, atomic_write_json
 from common.synthetic import MARKER
 
@@ -220,7 +221,9 @@ def plot(data, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = one_line_errors(
+        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    )
     parser.add_argument("suite_dirs", nargs="+", type=Path, help="run_suite.py output folders, one per checkpoint")
     parser.add_argument("--out", type=Path, help="where report.md/.json/.png go (default: the first suite dir)")
     args = parser.parse_args(argv)
@@ -238,4 +241,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

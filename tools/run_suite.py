@@ -24,9 +24,12 @@ import time
 from pathlib import Path
 
 from common import slurm
-from common.cli import at_least, one_line_errors
+from common.cli import at_least, exit_on_user_error, one_line_errors
 from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
+from common.errors import CheckpointError
 from common.io import atomic_write_json, fingerprint_files, sha256_file
+from common.records import check_record
+from pretrain.run_state import find_resume_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 STAGES = (
@@ -42,10 +45,6 @@ STAGES = (
 )
 DEFAULT_STAGES = ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det", "report")
 STAMP = "stage.json"
-
-
-class SuiteInputError(Exception):
-    """A checkpoint or output folder the suite cannot use; the message says what to do instead."""
 
 
 # Overrides that make each stage a CPU smoke test (tiny inputs, few iterations, few RoIs).
@@ -99,14 +98,16 @@ SMOKE_ARGS = {
 
 
 def resolve_weights(path):
-    """A checkpoint file, or a pretraining output folder (its last_checkpoint, else model_final.pth)."""
+    """A checkpoint file, or a pretraining output folder's newest readable checkpoint (as --resume auto
+    finds it); CheckpointError if there is none."""
     path = Path(path)
     if path.is_dir():
-        last = path / "last_checkpoint"
-        name = last.read_text().strip() if last.is_file() else "model_final.pth"
-        path = path / name
+        found = find_resume_checkpoint(path)
+        if found is None:
+            raise CheckpointError(path, "holds no checkpoint; pass a checkpoint file or a pretraining OUTPUT_DIR")
+        path = found[0]
     if not path.is_file():
-        raise SuiteInputError(f"no checkpoint at {path}; pass a checkpoint file or a pretraining OUTPUT_DIR")
+        raise CheckpointError(path, "no such file; pass a checkpoint file or a pretraining OUTPUT_DIR")
     return path.resolve()
 
 
@@ -241,18 +242,13 @@ def stop(proc, grace=30):
 
 def stage_is_done(out, stamp):
     """True if out/ holds this stage's results for the same checkpoint, data and command (profile,
-    flags); raises SuiteInputError if it holds results of another run. Only the keys given in `stamp` are compared."""
+    flags); RecordMismatchError if it holds results of another run. Only the keys of `stamp` count."""
     path = out / STAMP
     if not path.is_file():
         return False
-    found = json.loads(path.read_text())
-    differs = [k for k in stamp if found.get(k) != stamp[k]]
-    if differs:
-        raise SuiteInputError(
-            f"{out} holds results of another run (its {', '.join(differs)} differ: "
-            f"{[found.get(k) for k in differs]}); use another --out, or move that folder "
-            "away; it is not overwritten"
-        )
+    check_record(
+        path, json.loads(path.read_text()), stamp, "use another --out, or move that folder away; it is not overwritten"
+    )
     return True
 
 
@@ -333,15 +329,13 @@ def main(argv=None):
         if not run_stage(stage, cmd, out, stamp):
             failed.append(stage)
     if failed:
+        # Exit code 1, not 2: the input was fine, a stage failed (a SLURM job ends failed too).
         raise SystemExit(f"[suite] failed stages: {', '.join(failed)} (see their log.txt)")
 
 
 if __name__ == "__main__":
     try:
-        main()
-    except SuiteInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        exit_on_user_error(main)
     except KeyboardInterrupt:
         sys.exit(
             "\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "

@@ -23,11 +23,13 @@ from detectron2.utils import comm
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
 from common import slurm
-from common.cli import at_least, one_line_errors
+from common.cli import at_least, exit_on_user_error, one_line_errors
+from common.config_files import merge_config
+from common.errors import ConfigError
 from common.io import atomic_write_json
-from detection.checkpoint import PretrainedWeightsCheckpointer, check_weights_file
 from detection.datasets import check_datasets
 from detection.evaluation import build_evaluator
+from detection.pretrained_weights import PretrainedWeightsCheckpointer, check_weights_file
 from detection.results import aggregate_trials, build_results, trial_is_done
 
 logger = logging.getLogger("detectron2")
@@ -48,10 +50,10 @@ class Trainer(DefaultTrainer):
 
 
 def load_cfg(args):
-    cfg = get_cfg()
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    return cfg
+    """The merged config; ConfigError for a missing file, an unknown key or a misplaced option."""
+    return merge_config(
+        get_cfg(), args.config_file, args.opts, lambda _: "detectron2's keys are in detectron2/config/defaults.py"
+    )
 
 
 def with_one_seed(args):
@@ -71,16 +73,16 @@ def setup(args):
 
 def check_inputs(args):
     """Every mistake a user can fix (a missing or damaged data set, missing or unconverted weights), as
-    FileNotFoundError, KeyError or ValueError, before detectron2 builds anything or writes to OUTPUT_DIR."""
+    a UserError, before detectron2 builds anything or writes to OUTPUT_DIR."""
     cfg = load_cfg(args)
     check_datasets(cfg.DATASETS.TEST if args.eval_only else cfg.DATASETS.TRAIN + cfg.DATASETS.TEST)
     weights = cfg.MODEL.WEIGHTS
     resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
     if weights and "://" not in weights and not resuming:
         if not os.path.isfile(weights):
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"MODEL.WEIGHTS {weights} does not exist; convert a pretraining checkpoint "
-                "with python converters/to_d2.py CKPT and pass the .pkl it writes"
+                "with python converters/to_d2.py CKPT and pass the .pkl it writes",
             )
         check_weights_file(weights)
 
@@ -175,11 +177,7 @@ def run_slurm_task(argv):
 
 if __name__ == "__main__":
     args = parse_args()
-    try:
-        check_inputs(args)
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(check_inputs, args)
     if args.slurm:
         flags, argv = slurm.split_argv(sys.argv[1:])
         # detectron2's --resume continues from OUTPUT_DIR's last_checkpoint.

@@ -1,21 +1,16 @@
-"""What the transfer scripts share: common flags, exit code 2 with one line on bad input, results.json,
-the resume checkpoint's check."""
+"""What the transfer scripts share: common flags, the one read of the weights, results.json and the
+resume checkpoint's check."""
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
-
+from common.backbone import load_backbone
+from common.checkpoint_files import read_checkpoint
 from common.cli import one_line_errors
 from common.io import atomic_write_json, sha256_file
-from converters.checkpoint import CheckpointError, load_backbone
+from common.records import check_record
 from transfer.features import cached_features
-from transfer.voc import DatasetError, read_split, voc2007_root
-
-
-class UsageError(ValueError):
-    """Flags that cannot run together here; the message says what to change."""
+from transfer.voc import read_split, voc2007_root
 
 
 def parser(description, default_output_dir):
@@ -28,15 +23,6 @@ def parser(description, default_output_dir):
     )
     p.add_argument("--output-dir", type=Path, default=Path(default_output_dir), help="results.json goes here")
     return p
-
-
-def run(main):
-    """Calls main(); a bad checkpoint, data folder or flag ends the process with one line and exit code 2."""
-    try:
-        main()
-    except (CheckpointError, DatasetError, UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 def load_weights(path):
@@ -52,21 +38,21 @@ def load_weights(path):
 
 
 def load_resume_state(path, weights_sha256, **flags):
-    """The checkpoint a rerun resumes from; CheckpointError if it is unreadable, or was written for other
-    --weights or other values of `flags` (each named as its command-line flag)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        written_for = [state["weights_sha256"]] + [state[name] for name in flags]
-    except Exception as error:  # torch.load raises many types; any of them means the file is unusable
-        raise CheckpointError(
-            path, f"unreadable resume checkpoint ({type(error).__name__}); delete it or use another --output-dir"
-        ) from error
-    if written_for != [weights_sha256, *flags.values()]:
-        settings = " ".join(f"--{name.replace('_', '-')} {state[name]}" for name in flags)
-        raise CheckpointError(
-            path, f"was written for {settings} and its --weights; rerun with those or use another --output-dir"
-        )
+    """The checkpoint a rerun resumes from; CheckpointError if it is unreadable, RecordMismatchError if
+    it was written for other --weights or other values of `flags` (each named as its command-line flag)."""
+    state = read_checkpoint(path, fix="delete it or use another --output-dir")
+    saved = state if isinstance(state, dict) else {}
+    check_record(
+        path,
+        {"--weights (sha256)": saved.get("weights_sha256"), **{_flag(k): saved.get(k) for k in flags}},
+        {"--weights (sha256)": weights_sha256, **{_flag(k): v for k, v in flags.items()}},
+        "rerun with those or use another --output-dir",
+    )
     return state
+
+
+def _flag(name):
+    return f"--{name.replace('_', '-')}"
 
 
 def write_results(output_dir, results):

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from common.datasets import VOC2007_SPLITS
+from common.errors import ConfigError
 from common.io import atomic_torch_save, fingerprint_files
 from transfer import cli
 from transfer.imagenet_linear import all_reduce_sum, build_model, check_backbone_unchanged, init_distributed
@@ -138,17 +139,17 @@ def main(args):
     start = time.perf_counter()
     world = int(os.environ.get("WORLD_SIZE", 1))
     if args.resize < args.crop_size:
-        raise cli.UsageError(
+        raise ConfigError(
             f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
             "crops would be padded; resize to at least the crop (the reference: 330 for 300)"
         )
     if args.batch_size % world:
-        raise cli.UsageError(
+        raise ConfigError(
             f"--batch-size {args.batch_size} is the total over {world} processes and must "
             "divide evenly; use a number of processes that divides it"
         )
     if world > 1 and not torch.cuda.is_available():
-        raise cli.UsageError(
+        raise ConfigError(
             "several processes need GPUs: the protocol's BatchNorm statistics are synchronised "
             "with SyncBatchNorm, which runs on GPUs only; run one process on the CPU"
         )

@@ -24,9 +24,9 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
+from common.datasets import UNREADABLE_IMAGE
+from common.errors import DatasetError
 from common.io import atomic_path
-from pretrain.data import UNREADABLE_IMAGE
-from transfer.voc import DatasetError
 
 LAYERS = {
     "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
@@ -41,7 +41,7 @@ def default_cache_dir():
 
 
 def build_resnet(backbone):
-    """torchvision ResNet holding a converters.checkpoint.Backbone's weights (fc left at its init)."""
+    """torchvision ResNet holding a common.backbone.Backbone's weights (fc left at its init)."""
     model = getattr(torchvision.models, backbone.arch)()
     missing, unexpected = model.load_state_dict(backbone.state_dict, strict=False)
     assert not unexpected and all(k.startswith("fc.") for k in missing), (missing, unexpected)

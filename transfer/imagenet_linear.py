@@ -25,14 +25,13 @@ from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from common.cli import at_least
+from common.cli import at_least, exit_on_user_error
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from common.datasets import IMAGENET_SPLITS
+from common.datasets import IMAGENET_SPLITS, check_image_root
+from common.errors import ConfigError, DatasetError
 from common.io import atomic_torch_save, fingerprint_files
-from pretrain.data import check_image_root
 from transfer import cli
 from transfer.features import build_resnet
-from transfer.voc import DatasetError
 
 # name -> (base lr, schedule); "step" decays x0.1 at 60% and 80% of the epochs, MoCo's [60, 80] of 100.
 PRESETS = {"clsa": (10.0, "cosine"), "moco": (30.0, "step")}
@@ -116,10 +115,7 @@ def image_folders(root, train_transform=None, val_transform=None):
         path = os.path.join(root, split)
         if not os.path.isdir(path):
             raise DatasetError(f"{path} not found: --data must hold train/<class>/*.JPEG and val/<class>/*.JPEG")
-        try:
-            check_image_root(path)  # an empty or flat folder: one line naming it, not ImageFolder's traceback
-        except ValueError as error:
-            raise DatasetError(str(error)) from None
+        check_image_root(path, "--data")  # an empty or flat folder: one line naming it, not ImageFolder's traceback
         folders[split] = torchvision.datasets.ImageFolder(path, tf)
     if folders["train"].classes != folders["val"].classes:
         raise DatasetError(f"{root}: train/ and val/ hold different class folders")
@@ -177,8 +173,8 @@ def main(args):
     start = time.perf_counter()
     rank, world, device = init_distributed()
     if args.batch_size % world:
-        raise SystemExit(
-            f"error: --batch-size {args.batch_size} is the total over {world} processes and must "
+        raise ConfigError(
+            f"--batch-size {args.batch_size} is the total over {world} processes and must "
             f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}"
         )
     show = rank == 0
@@ -277,4 +273,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: main(get_parser().parse_args()))
+    exit_on_user_error(main, get_parser().parse_args())

@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from common.cli import at_least, positive
+from common.cli import at_least, exit_on_user_error, positive
 from transfer import cli
 from transfer.features import build_trunk
 from transfer.imagenet_linear import center_crop_transform, image_folders, init_distributed, run_record
@@ -186,4 +186,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: main(get_parser().parse_args()))
+    exit_on_user_error(main, get_parser().parse_args())

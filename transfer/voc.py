@@ -1,25 +1,19 @@
 """Pascal VOC2007 image-level labels, read from ImageSets/Main/<class>_<split>.txt (1 / -1 / 0)."""
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from common.constants import VOC_CLASSES
+from common.datasets import detectron2_datasets_root
+from common.errors import DatasetError
 
 LAYOUT = "VOC2007/{JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.txt}"
 
 
-class DatasetError(FileNotFoundError):
-    """A data set folder that is missing or incomplete; the message names the path and the fix."""
-
-
 def voc2007_root(data_root=None):
     """--data-root, else $DETECTRON2_DATASETS/VOC2007 (detectron2's convention), checked for its layout."""
-    if data_root is None:
-        base = os.environ.get("DETECTRON2_DATASETS", "datasets")
-        data_root = Path(base) / "VOC2007"
-    root = Path(data_root)
+    root = Path(data_root) if data_root is not None else detectron2_datasets_root() / "VOC2007"
     for sub in ("JPEGImages", "ImageSets/Main"):
         if not (root / sub).is_dir():
             raise DatasetError(

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from common.cli import at_least, positive
+from common.cli import at_least, exit_on_user_error, positive
 from common.datasets import VOC2007_SPLITS
 from common.io import fingerprint_files
 from transfer import cli, clsa_voc
@@ -145,4 +145,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: main(parse_args()))
+    exit_on_user_error(main, parse_args())

@@ -8,7 +8,7 @@ transfer/metrics.py (voc_ap), the features in transfer/features.py.
 
 import time
 
-from common.cli import at_least, joblib_jobs, positive
+from common.cli import at_least, exit_on_user_error, joblib_jobs, positive
 from common.datasets import VOC2007_SPLITS
 from common.io import fingerprint_files
 from transfer import cli, svm
@@ -119,4 +119,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    cli.run(lambda: main(get_parser().parse_args()))
+    exit_on_user_error(main, get_parser().parse_args())

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.images import photo_like
 from benchmarks.reference_pipelines import (
     RANDAUGMENT_OPS,
     RandAugmentMC,
     clsa_reference_pipeline,
     moco_v2_pipeline,
 )
-from common.synthetic import photo_like
 
 
 @pytest.fixture(scope="module")

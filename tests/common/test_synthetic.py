@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from common.errors import RecordMismatchError
 from common.synthetic import COCO_USED_IDS, SHAPES, VOC_CLASSES, generate, generate_shapes
 
 
@@ -123,7 +124,7 @@ def test_generation_is_deterministic_by_seed(tmp_path, synthetic_root):
 def test_never_overwrites_a_different_data_set(tmp_path):
     (tmp_path / "coco").mkdir()
     (tmp_path / "coco" / "mine.txt").write_text("user data")
-    with pytest.raises(FileExistsError, match="not overwritten"):
+    with pytest.raises(RecordMismatchError, match="not overwritten"):
         generate(tmp_path, seed=0)
     assert (tmp_path / "coco" / "mine.txt").read_text() == "user data"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["coco"], "nothing is written before the check"
@@ -167,5 +168,5 @@ def test_shapes_variant_is_told_apart_by_shape_not_colour(tmp_path, synthetic_ro
     assert _colour_histogram_knn_accuracy(root) < 0.25
     assert _colour_histogram_knn_accuracy(synthetic_root / "imagenet") > 0.4
     assert generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64) == root  # kept
-    with pytest.raises(FileExistsError, match="not overwritten"):
+    with pytest.raises(RecordMismatchError, match="not overwritten"):
         generate_shapes(tmp_path, seed=1, train_per_class=30, val_per_class=10, side=64)

@@ -11,7 +11,7 @@ from torchvision.transforms.v2 import functional as F
 
 import detection  # registers Res5ROIHeadsExtraNorm
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from detection.checkpoint import PretrainedWeightsCheckpointer
+from detection.pretrained_weights import PretrainedWeightsCheckpointer
 
 # Added by Res5ROIHeadsExtraNorm (a norm after res5) and trained from scratch, as in MoCo.
 NEW_IN_DETECTION = "roi_heads.res5.norm."

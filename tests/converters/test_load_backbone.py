@@ -5,7 +5,8 @@ import torch
 import torchvision
 from converter_inputs import backbone_tensors, pretrain_checkpoint, random_resnet, zero_state_dict
 
-from converters.checkpoint import CheckpointError, load_backbone
+from common.backbone import load_backbone
+from common.errors import CheckpointError
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +141,7 @@ def test_pretraining_checkpoint_without_the_requested_encoder_is_an_error(tmp_pa
 @pytest.mark.parametrize("encoder", ["query", "key"])
 def test_checkpoint_written_by_pretraining_is_read(tmp_path, encoder):
     from pretrain.builder import CLSA
-    from pretrain.checkpoint import save_checkpoint
+    from pretrain.run_state import save_checkpoint
 
     model = CLSA(arch="resnet18", queue_size=64)
     model.encoder_k.load_state_dict(random_resnet("resnet18", seed=3).state_dict(), strict=False)
@@ -155,7 +156,7 @@ def test_checkpoint_written_by_pretraining_is_read(tmp_path, encoder):
 
 
 def test_resume_and_conversion_raise_the_one_checkpoint_error_the_clis_catch(tmp_path):
-    from pretrain.checkpoint import load_checkpoint
+    from pretrain.run_state import load_checkpoint
 
     path = tmp_path / "model_0000009.pth"
     path.write_bytes(b"PK\x03\x04 truncated")

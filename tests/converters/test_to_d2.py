@@ -8,9 +8,18 @@ import pytest
 import torch
 from converter_inputs import zero_state_dict
 
+from common.backbone import Backbone, load_backbone
+from common.errors import CheckpointError
 from common.io import sha256_file
 from converters import to_d2, to_torchvision
-from converters.checkpoint import Backbone, CheckpointError, load_backbone
+
+
+def exit_code(converter, argv):
+    """The converter's exit status: what main returns, or what it exits with on bad input."""
+    try:
+        return converter.main(argv)
+    except SystemExit as exit_:
+        return exit_.code
 
 
 def test_pkl_holds_float32_arrays_under_detectron2_names_and_an_author(d2_pkl, query_encoder):
@@ -36,7 +45,7 @@ def test_pkl_holds_float32_arrays_under_detectron2_names_and_an_author(d2_pkl, q
 
 
 def test_summary_names_source_kind_counts_and_output(pretrain_ckpt, tmp_path, capsys):
-    assert to_d2.main([str(pretrain_ckpt), str(tmp_path / "out.pkl")]) == 0
+    assert exit_code(to_d2, [str(pretrain_ckpt), str(tmp_path / "out.pkl")]) == 0
 
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"source:  {pretrain_ckpt} (clsa-suite pretraining checkpoint, resnet50, --encoder query)"
@@ -113,7 +122,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(kind, converter, tmp
     out_dir = tmp_path / "out"
     out_dir.mkdir()
 
-    assert converter.main([str(ckpt), str(out_dir / "converted")]) == 2
+    assert exit_code(converter, [str(ckpt), str(out_dir / "converted")]) == 2
 
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1
@@ -127,7 +136,7 @@ def test_refuses_to_overwrite_its_input(tmp_path):
     torch.save(zero_state_dict("resnet50"), ckpt)
     digest = sha256_file(ckpt)
 
-    assert to_d2.main([str(ckpt)]) == 2
+    assert exit_code(to_d2, [str(ckpt)]) == 2
     assert sha256_file(ckpt) == digest and load_backbone(ckpt).arch == "resnet50"
 
 
@@ -137,20 +146,20 @@ def test_an_existing_output_is_replaced_only_by_the_same_conversion_or_with_over
 ):
     out = tmp_path / "converted"
     out.write_text("an unrelated file\n")
-    assert converter.main([str(pretrain_ckpt), str(out)]) == 2
+    assert exit_code(converter, [str(pretrain_ckpt), str(out)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {out}: exists and holds something else; pass --overwrite to replace it, or another OUT\n"
     assert out.read_text() == "an unrelated file\n" and os.listdir(tmp_path) == ["converted"]
-    assert converter.main([str(pretrain_ckpt), str(out), "--overwrite"]) == 0
+    assert exit_code(converter, [str(pretrain_ckpt), str(out), "--overwrite"]) == 0
     converted = sha256_file(out)
-    assert converter.main([str(pretrain_ckpt), str(out)]) == 0  # the same checkpoint again: the same bytes
+    assert exit_code(converter, [str(pretrain_ckpt), str(out)]) == 0  # the same checkpoint again: the same bytes
     assert sha256_file(out) == converted and os.listdir(tmp_path) == ["converted"]
 
 
 def test_a_folder_or_unwritable_output_is_a_one_line_error(pretrain_ckpt, tmp_path, capsys):
-    assert to_d2.main([str(pretrain_ckpt), str(tmp_path)]) == 2
+    assert exit_code(to_d2, [str(pretrain_ckpt), str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: is a folder; pass the output file's path\n"
     (tmp_path / "file").write_text("")
-    assert to_d2.main([str(pretrain_ckpt), str(tmp_path / "file" / "out.pkl")]) == 2
+    assert exit_code(to_d2, [str(pretrain_ckpt), str(tmp_path / "file" / "out.pkl")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot write {tmp_path / 'file' / 'out.pkl'} (") and err.count("\n") == 1

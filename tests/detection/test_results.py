@@ -4,6 +4,7 @@ import pytest
 from detectron2.config import get_cfg
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
+from common.errors import RecordMismatchError
 from common.io import sha256_file
 from detection.results import aggregate_trials, build_results, trial_is_done
 
@@ -57,7 +58,7 @@ def test_an_old_trial_of_other_weights_is_never_averaged_in(tmp_path):
     old = _trial(
         tmp_path / "seed_0" / "results.json", 0, 80.0, sha="sha-of-old-weights", config=str(tmp_path / "c.yaml")
     )
-    with pytest.raises(SystemExit, match="weights"):
+    with pytest.raises(RecordMismatchError, match="weights"):
         trial_is_done(old, cfg, str(tmp_path / "c.yaml"))
     assert not trial_is_done(tmp_path / "seed_1" / "results.json", cfg, str(tmp_path / "c.yaml"))
     same = _written_trial(
@@ -77,7 +78,7 @@ def test_a_trial_with_other_overrides_is_never_averaged_in(tmp_path):
         _trial_cfg(tmp_path / "w.pkl", **{"SOLVER.MAX_ITER": "20"}),
         str(tmp_path / "c.yaml"),
     )
-    with pytest.raises(SystemExit, match="config_sha256"):
+    with pytest.raises(RecordMismatchError, match="config_sha256"):
         trial_is_done(smoke, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))
 
 
@@ -95,5 +96,5 @@ def test_a_trial_on_other_data_is_never_averaged_in(tmp_path, monkeypatch):
     assert data["root"] == str(tmp_path / "a") and data["files"] == 1
     assert trial_is_done(trial, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "b"))
-    with pytest.raises(SystemExit, match="data"):
+    with pytest.raises(RecordMismatchError, match="data"):
         trial_is_done(trial, _trial_cfg(tmp_path / "w.pkl"), str(tmp_path / "c.yaml"))

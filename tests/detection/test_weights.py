@@ -10,7 +10,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import detection  # noqa: F401
-from detection.checkpoint import PretrainedWeightsCheckpointer
+from detection.pretrained_weights import PretrainedWeightsCheckpointer
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_unconverted_pretraining_checkpoint_is_refused_with_the_fix(model, tmp_p
 def test_a_file_that_is_no_checkpoint_is_refused_naming_it(model, tmp_path):
     path = tmp_path / "notes.pkl"
     path.write_bytes(os.urandom(256))
-    with pytest.raises(ValueError, match="notes.pkl is not a readable detectron2 checkpoint"):
+    with pytest.raises(ValueError, match="notes.pkl: not a readable detectron2 checkpoint"):
         PretrainedWeightsCheckpointer(model).load(str(path))
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from common import synthetic
+from benchmarks import images
 from pretrain.views import batched_ops as ops
 from pretrain.views.batched import PaddedImages
 
@@ -21,8 +21,8 @@ def two_threads():
 
 
 def photo_like(height, width, seed, noise=12.0):
-    """uint8 3 x H x W, photo-like (common.synthetic.photo_like)."""
-    return torch.from_numpy(synthetic.photo_like(height, width, np.random.default_rng(seed), noise)).permute(2, 0, 1)
+    """uint8 3 x H x W, photo-like (benchmarks.images.photo_like)."""
+    return torch.from_numpy(images.photo_like(height, width, np.random.default_rng(seed), noise)).permute(2, 0, 1)
 
 
 @pytest.fixture(scope="module")

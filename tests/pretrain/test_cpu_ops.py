@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from common import synthetic
+from benchmarks import images
 from pretrain.views import batched_ops, cpu_ops
 from pretrain.views.spec import affine_matrices
 
@@ -22,7 +22,7 @@ def make_image(kind, height=HEIGHT, width=WIDTH, seed=0):
     if kind == "noise":
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     else:
-        image = synthetic.photo_like(height, width, rng, 12.0)
+        image = images.photo_like(height, width, rng, 12.0)
     image.flags.writeable = False
     return image
 

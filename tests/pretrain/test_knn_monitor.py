@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_pretrain_main import final_state, tiny
 
+from common.errors import DatasetError
 from pretrain.builder import build_encoder
 from pretrain.config import get_cfg
 from pretrain.knn_monitor import KnnMonitor, first_per_class
@@ -79,7 +80,7 @@ def test_first_per_class_keeps_the_first_images_of_each_class(synthetic_root):
 
 
 def test_an_unusable_knn_root_is_a_config_error_before_training(synthetic_root, tmp_path):
-    with pytest.raises(ValueError, match=r"^KNN.ROOT: .*nowhere.*val"):
+    with pytest.raises(DatasetError, match=r"^KNN.ROOT: .*nowhere.*val"):
         setup(
             parse_args(tiny(synthetic_root / "imagenet" / "train", tmp_path, "KNN.ROOT", str(tmp_path / "nowhere"))), 1
         )

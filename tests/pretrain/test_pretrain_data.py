@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from common.datasets import check_image_root
+from common.errors import DatasetError
 from pretrain import data as data_module
 from pretrain import loader
-from pretrain.data import EncodedImageFolder, PretrainImageFolder, check_image_root, collate_encoded, decode_batch
+from pretrain.data import EncodedImageFolder, PretrainImageFolder, collate_encoded, decode_batch
 from pretrain.views.spec import Views, ViewSet, ViewSpec
 
 # A cheap stand-in for a preset: key, one weak and one strong view.
@@ -95,7 +97,7 @@ def test_corrupt_images_keep_batches_full_and_are_counted_across_workers(tree_wi
 def test_no_readable_image_is_a_clear_error(tmp_path):
     """Caught when the data set is built, or, if the files are damaged after that, when read."""
     root = make_tree(tmp_path / "train", {"a/x.JPEG": b"garbage", "b/y.JPEG": b"garbage"})
-    with pytest.raises(ValueError, match="none of its 2 images can be read"):
+    with pytest.raises(DatasetError, match="none of its 2 images can be read"):
         dataset_of(root)
     (root / "a" / "x.JPEG").write_bytes(jpeg_bytes(0))
     dataset = dataset_of(root)
@@ -106,33 +108,33 @@ def test_no_readable_image_is_a_clear_error(tmp_path):
 
 def test_missing_root_names_the_folder_and_layout(tmp_path):
     missing = tmp_path / "no_such_dir"
-    with pytest.raises(FileNotFoundError, match="no_such_dir.*root/<class>/<image>"):
+    with pytest.raises(DatasetError, match="no_such_dir.*root/<class>/<image>"):
         check_image_root(missing)
-    with pytest.raises(FileNotFoundError, match="no_such_dir"):
+    with pytest.raises(DatasetError, match="no_such_dir"):
         dataset_of(missing)
 
 
 def test_file_as_root_is_a_clear_error(tmp_path):
     path = tmp_path / "train.tar"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match="train.tar.*not a folder"):
+    with pytest.raises(DatasetError, match="train.tar.*not a folder"):
         check_image_root(path)
 
 
 def test_empty_root_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="no class folders.*root/<class>/<image>"):
+    with pytest.raises(DatasetError, match="no class folders.*root/<class>/<image>"):
         check_image_root(tmp_path)
 
 
 def test_flat_folder_of_images_gets_a_hint(tmp_path):
     (tmp_path / "x.JPEG").write_bytes(jpeg_bytes(0))
-    with pytest.raises(ValueError, match="move them into class sub-folders"):
+    with pytest.raises(DatasetError, match="move them into class sub-folders"):
         check_image_root(tmp_path)
 
 
 def test_class_folders_without_images_are_a_clear_error(tmp_path):
     make_tree(tmp_path, {"a/readme.txt": b"", "b/labels.csv": b""})
-    with pytest.raises(ValueError, match="2 class folders but no images"):
+    with pytest.raises(DatasetError, match="2 class folders but no images"):
         check_image_root(tmp_path)
 
 
@@ -200,7 +202,7 @@ def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monke
 
 def test_a_folder_of_only_unreadable_images_is_a_clear_error(tmp_path):
     make_tree(tmp_path, {"a/1.jpg": jpeg_bytes(0)[:100], "b/2.JPEG": b"not an image"})
-    with pytest.raises(ValueError, match=r"none of its 2 images can be read \(first: .*1.jpg"):
+    with pytest.raises(DatasetError, match=r"none of its 2 images can be read \(first: .*1.jpg"):
         check_image_root(tmp_path)
     make_tree(tmp_path, {"b/3.jpg": jpeg_bytes(1)})
     check_image_root(tmp_path)  # one readable image is enough: the rest are skipped while training

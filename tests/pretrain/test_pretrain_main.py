@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.checkpoint import CheckpointError, find_resume_checkpoint, load_checkpoint, save_checkpoint
-from pretrain.main import learning_rate, main, parse_args, setup
+from common.errors import CheckpointError, ConfigError, DatasetError, RecordMismatchError
+from pretrain.main import main, parse_args, setup
+from pretrain.run_state import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from pretrain.schedule import learning_rate
 
 REPO = Path(__file__).resolve().parents[2]
 PRESETS = sorted((REPO / "pretrain" / "configs").glob("*.yaml"))
@@ -100,7 +102,7 @@ def test_learning_rate_scales_with_batch_warms_up_and_decays_to_zero():
 
 
 def test_unknown_config_key_is_a_clear_error():
-    with pytest.raises(KeyError, match="MODEL.QUEUE_SIZ.*pretrain/config.py"):
+    with pytest.raises(ConfigError, match="MODEL.QUEUE_SIZ.*pretrain/config.py"):
         setup(parse_args(["MODEL.QUEUE_SIZ", "4096"]), world_size=1)
 
 
@@ -112,7 +114,7 @@ def test_queue_not_a_multiple_of_the_global_batch_is_a_clear_error():
 
 
 def test_missing_data_root_fails_before_training(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+    with pytest.raises(DatasetError, match="does-not-exist"):
         main(parse_args(tiny(tmp_path / "does-not-exist", tmp_path / "out")))
     assert not (tmp_path / "out").exists()
 
@@ -309,10 +311,10 @@ def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
     resume = resume if resume == "auto" else str(one_iteration_run / resume)
     # MAX_ITER 1: a resume that wrongly went ahead would find the run finished rather than train.
     args = tiny(train_root, output_dir, "MODEL.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "1", *overrides)
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(RecordMismatchError) as error:
         main(parse_args(["--resume", resume, *args]))
     message = str(error.value)
-    assert message.startswith(f"{one_iteration_run / 'model_final.pth'}: written by a different run")
+    assert message.startswith(f"{one_iteration_run / 'model_final.pth'}: written by another run")
     assert f"({differing});" in message and "new OUTPUT_DIR" in message and "\n" not in message
     assert (one_iteration_run / "config.yaml").read_text() == config_before
     assert final_state(one_iteration_run)["iteration"] == 0
@@ -372,7 +374,7 @@ def test_resume_from_a_missing_file_says_it_is_missing(train_root, tmp_path):
     from pretrain.main import configure
 
     missing = tmp_path / "missing.pth"
-    with pytest.raises(FileNotFoundError, match=f"--resume {missing}: no such file"):
+    with pytest.raises(ConfigError, match=f"--resume {missing}: no such file"):
         configure(parse_args(["--resume", str(missing), *tiny(train_root, tmp_path)]))
     with pytest.raises(CheckpointError, match=f"{missing}: no such file"):
         load_checkpoint(missing)
@@ -425,6 +427,6 @@ def test_a_root_of_only_unreadable_images_fails_before_anything_is_written(tmp_p
     for name in ("a/1.jpg", "b/2.jpg"):
         (tmp_path / "root" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "root" / name).write_bytes(b"\xff\xd8\xff truncated")
-    with pytest.raises(ValueError, match="none of its 2 images can be read"):
+    with pytest.raises(DatasetError, match="none of its 2 images can be read"):
         main(parse_args(tiny(tmp_path / "root", tmp_path / "out")))
     assert not (tmp_path / "out").exists()

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from benchmarks.images import photo_like
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
-from common.synthetic import photo_like
 from pretrain.config import preset_cfg
 from pretrain.views.batched import BatchedViews
 from pretrain.views.per_image import PerImageViews, normalize

@@ -41,7 +41,7 @@ def test_results_of_another_checkpoint_or_profile_are_never_reused_or_overwritte
     other = tmp_path.parent / "other.pth"
     torch.save(torchvision.models.resnet50().state_dict(), other)
     clash = _suite("--weights", str(other), "--out", str(tmp_path), "--only", "convert")
-    assert clash.returncode != 0 and "holds results of another run" in clash.stderr
+    assert clash.returncode != 0 and "written by another run" in clash.stderr
     stamp = json.loads((tmp_path / "convert" / "stage.json").read_text())
     from common.io import sha256_file
 
@@ -70,7 +70,7 @@ def test_a_suite_of_another_checkpoint_is_refused_before_any_stage_writes(checkp
     foreign.mkdir()
     (foreign / "stage.json").write_text(json.dumps({"stage": "voc07_svm", "weights_sha256": "0" * 64}))
     proc = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "holds results of another run" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "written by another run" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["voc07_svm"]
 
 

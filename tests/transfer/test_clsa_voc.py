@@ -9,8 +9,9 @@ import torch
 import torchvision.transforms.functional as F
 from PIL import Image
 
-from converters.checkpoint import CheckpointError, load_backbone
-from transfer import cli, clsa_voc, voc07_linear
+from common.backbone import load_backbone
+from common.errors import ConfigError, RecordMismatchError
+from transfer import clsa_voc, voc07_linear
 from transfer.imagenet_linear import build_model
 from transfer.voc import read_split
 
@@ -133,16 +134,16 @@ def test_chooses_the_epoch_on_val_tests_it_and_resumes_to_the_same_result(r18_we
     resumed = run_protocol(r18_weights, synthetic_root, tmp_path / "resumed", "--epochs", "3")
     assert resumed["history"] == history and resumed["metrics"] == whole["metrics"]
 
-    with pytest.raises(CheckpointError, match="--lr 0.05"):
+    with pytest.raises(RecordMismatchError, match="--lr 0.05 -> 0.1"):
         run_protocol(r18_weights, synthetic_root, tmp_path / "resumed", "--epochs", "3", "--lr", "0.1")
 
 
 def test_several_cpu_processes_are_refused_before_any_work(r18_weights, synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(cli.UsageError, match="SyncBatchNorm"):
+    with pytest.raises(ConfigError, match="SyncBatchNorm"):
         run_protocol(r18_weights, synthetic_root, tmp_path)
-    with pytest.raises(cli.UsageError, match="--batch-size 15 is the total over 2 processes"):
+    with pytest.raises(ConfigError, match="--batch-size 15 is the total over 2 processes"):
         run_protocol(r18_weights, synthetic_root, tmp_path, "--batch-size", "15")
 
 
@@ -167,7 +168,7 @@ def test_two_processes_score_disjoint_slices_and_gather_every_image_in_order(r18
 
 
 def test_a_resize_below_the_crop_is_refused_rather_than_padded(r18_weights, synthetic_root, tmp_path):
-    with pytest.raises(cli.UsageError, match="--resize 60 is smaller than --crop-size 64"):
+    with pytest.raises(ConfigError, match="--resize 60 is smaller than --crop-size 64"):
         run_protocol(r18_weights, synthetic_root, tmp_path, "--resize", "60")
 
 

@@ -3,8 +3,8 @@ import torch
 import torchvision
 from torch import nn
 
-from converters import checkpoint
-from converters.checkpoint import load_backbone
+from common import backbone as backbone_module
+from common.backbone import Backbone, load_backbone
 from transfer import features, voc07_linear
 
 
@@ -68,7 +68,7 @@ def test_res5_trunk_is_torchvision_resnet_without_its_classifier():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.normal_()
             module.running_var.uniform_(0.5, 2.0)
-    backbone = checkpoint.Backbone(weights.state_dict(), "torchvision", "resnet18", [])
+    backbone = Backbone(weights.state_dict(), "torchvision", "resnet18", [])
     reference = weights.eval()
     reference.fc = nn.Identity()
     x = torch.randn(2, 3, 64, 64)
@@ -95,8 +95,8 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
     weights = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), weights)
     reads = []
-    read = checkpoint._load  # every load_backbone, wherever imported, reads the file through it
-    monkeypatch.setattr(checkpoint, "_load", lambda path: reads.append(path) or read(path))
+    read = backbone_module._load  # every load_backbone, wherever imported, reads the file through it
+    monkeypatch.setattr(backbone_module, "_load", lambda path: reads.append(path) or read(path))
     args = voc07_linear.parse_args(
         [
             "--weights",
@@ -118,7 +118,7 @@ def test_a_transfer_run_reads_the_checkpoint_once(tmp_path, synthetic_root, monk
 def test_a_truncated_image_is_named_in_one_line(tmp_path, synthetic_root):
     import pytest
 
-    from transfer.voc import DatasetError
+    from common.errors import DatasetError
 
     sources = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:3]
     paths = [tmp_path / source.name for source in sources]

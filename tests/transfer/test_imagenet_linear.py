@@ -6,7 +6,8 @@ import pytest
 import torch
 import torchvision
 
-from converters.checkpoint import CheckpointError, load_backbone
+from common.backbone import load_backbone
+from common.errors import RecordMismatchError
 from transfer.cli import load_resume_state
 from transfer.imagenet_linear import BackboneChanged, build_model, check_backbone_unchanged, preset_lr
 
@@ -72,13 +73,23 @@ def test_moco_preset_steps_at_60_and_80_and_clsa_preset_is_cosine():
     assert preset_lr("clsa", 25, 100) == pytest.approx(10 * (1 + 0.5**0.5) / 2)
 
 
-@pytest.mark.parametrize("preset, epochs", [("moco", 100), ("clsa", 90)])
-def test_resume_refuses_a_checkpoint_of_another_preset_or_length(tmp_path, preset, epochs):
+@pytest.mark.parametrize(
+    "sha, preset, epochs, differing",
+    [
+        ("abc", "moco", 100, "--preset 'clsa' -> 'moco'"),
+        ("abc", "clsa", 90, "--epochs 100 -> 90"),
+        ("xyz", "clsa", 100, "--weights (sha256) 'abc' -> 'xyz'"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_of_other_weights_preset_or_length(tmp_path, sha, preset, epochs, differing):
     path = tmp_path / "checkpoint.pth"
     torch.save({"weights_sha256": "abc", "preset": "clsa", "epochs": 100, "fc": {}}, path)
     assert load_resume_state(path, "abc", preset="clsa", epochs=100)["epochs"] == 100
-    with pytest.raises(CheckpointError, match="--preset clsa --epochs 100 and its --weights"):
-        load_resume_state(path, "abc", preset=preset, epochs=epochs)
+    with pytest.raises(RecordMismatchError) as error:
+        load_resume_state(path, sha, preset=preset, epochs=epochs)
+    assert str(error.value) == (
+        f"{path}: written by another run ({differing}); rerun with those or use another --output-dir"
+    )
 
 
 def test_corrupt_resume_checkpoint_is_a_one_line_error_naming_it(r18_weights, tmp_path, synthetic_root):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from converters.checkpoint import load_backbone
+from common.backbone import load_backbone
 from transfer.features import build_trunk
 from transfer.imagenet_linear import center_crop_transform, image_folders
 from transfer.knn import weighted_knn_hits

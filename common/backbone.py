@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torchvision
 
-# One error type and one kind string for pretraining checkpoints, whoever reads them.
-from pretrain.checkpoint import KIND as PRETRAIN_KIND
-from pretrain.checkpoint import CheckpointError, unloadable_reason
+from common.checkpoint_files import read_checkpoint
+from common.constants import PRETRAIN_CHECKPOINT_KIND
+from common.errors import CheckpointError
 
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
@@ -79,29 +79,23 @@ def load_backbone(path, encoder="query"):
 
 
 def _load(path):
-    if not path.is_file():
-        raise CheckpointError(path, "no such file")
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if not head:
-        raise CheckpointError(path, "the file is empty; copy or save it again")
     # A pickle (not torch's zip format) is torch's legacy format or a detectron2 .pkl; the latter is
     # recognised by its keys before torch.load refuses its numpy arrays with a confusing message.
-    if head.startswith(b"\x80") and _pickle_mentions(path, {"__author__", "blobs"}):
+    if path.is_file() and _pickle_mentions(path, {"__author__", "blobs"}):
         raise CheckpointError(
             path,
             "is a detectron2 .pkl (already converted, or a detectron2 model zoo "
             "file); pass the pretraining .pth checkpoint instead",
         )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types; each is diagnosed from the first bytes
-        raise CheckpointError(path, unloadable_reason(path, error)) from error
+    return read_checkpoint(path)
 
 
 def _pickle_mentions(path, words):
     """Whether the (first) pickle in `path` carries any of `words` as a string; nothing is executed."""
     with open(path, "rb") as f:
+        if not f.read(1).startswith(b"\x80"):
+            return False
+        f.seek(0)
         try:
             for _, arg, _ in pickletools.genops(f):
                 if isinstance(arg, (str, bytes)) and (arg.decode("latin1") if isinstance(arg, bytes) else arg) in words:
@@ -117,7 +111,7 @@ def _find_resnet_weights(path, obj, encoder):
         raise CheckpointError(path, f"holds a {type(obj).__name__}, not a dict of weights")
     if "__author__" in obj:
         raise CheckpointError(path, "is a detectron2 checkpoint (already converted); pass the pretraining .pth")
-    if obj.get("kind") == PRETRAIN_KIND:
+    if obj.get("kind") == PRETRAIN_CHECKPOINT_KIND:
         return _two_encoder_weights(path, obj.get("model"), encoder, "clsa-suite pretraining checkpoint")
     for outer in ("state_dict", "model"):
         inner = obj.get(outer)

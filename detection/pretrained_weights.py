@@ -6,6 +6,8 @@ import pickle
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from common.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 # Weights that a converted backbone legitimately lacks: the extra res5 norm of Res5ROIHeadsExtraNorm.
@@ -42,15 +44,16 @@ _UNCONVERTED_PREFIXES = ("encoder_q.", "module.encoder_q.", "conv1.weight", "lay
 
 
 def check_weights_file(path):
-    """Raises ValueError, before any model is built, if `path` is unreadable or an unconverted ResNet
-    checkpoint; reads it as training will (PretrainedWeightsCheckpointer)."""
+    """Raises CheckpointError, before any model is built, if `path` is unreadable or an unconverted
+    ResNet checkpoint; reads it as training will (PretrainedWeightsCheckpointer)."""
     import torch
 
     names = list(PretrainedWeightsCheckpointer(torch.nn.Module())._load_file(path)["model"])
     if any(str(name).startswith(_UNCONVERTED_PREFIXES) for name in names):
-        raise ValueError(
-            f"MODEL.WEIGHTS {path} holds unconverted weights ({names[0]}, ...); convert it with "
-            "python converters/to_d2.py CKPT and pass the .pkl it writes"
+        raise CheckpointError(
+            path,
+            f"holds unconverted weights ({names[0]}, ...); convert it with "
+            "python converters/to_d2.py CKPT and pass the .pkl it writes",
         )
 
 
@@ -81,11 +84,12 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
                 }
             return super()._load_file(filename)
         except Exception as err:
-            raise ValueError(
-                f"{filename} is not a readable detectron2 checkpoint ({type(err).__name__}: {err}). A "
+            raise CheckpointError(
+                filename,
+                f"not a readable detectron2 checkpoint ({type(err).__name__}: {err}). A "
                 "pretraining checkpoint must be converted first (python converters/to_d2.py CKPT); a "
                 "detection model_*.pth that fails here is damaged: put the name of an earlier one in "
-                "OUTPUT_DIR/last_checkpoint to resume from it"
+                "OUTPUT_DIR/last_checkpoint to resume from it",
             ) from err
 
     def _load_model(self, checkpoint):
@@ -97,10 +101,11 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
         )
         if unset:
             shown = ", ".join(unset[:8]) + (f", ... ({len(unset)} in all)" if len(unset) > 8 else "")
-            raise ValueError(
+            raise CheckpointError(
+                "MODEL.WEIGHTS",
                 f"the weights leave {len(unset)} backbone/res5 weights unset ({shown}); "
                 f"{len(incompatible.unexpected_keys)} checkpoint keys were unused "
                 f"({', '.join(sorted(incompatible.unexpected_keys)[:5])}). Training would start from "
-                "random init. Pass a file written by converters/to_d2.py"
+                "random init. Pass a file written by converters/to_d2.py",
             )
         return incompatible
