@@ -13,8 +13,9 @@ from transfer.features import cached_features
 from transfer.voc import read_split, voc2007_root
 
 
-def parser(description, default_output_dir):
-    p = one_line_errors(argparse.ArgumentParser(description=description))
+def parser(doc, default_output_dir):
+    """The flags every transfer script has; --help prints the script's docstring: its protocol."""
+    p = one_line_errors(argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     p.add_argument(
         "--weights",
         type=Path,
@@ -53,6 +54,14 @@ def load_resume_state(path, weights_sha256, **flags):
 
 def _flag(name):
     return f"--{name.replace('_', '-')}"
+
+
+def protocol(doc, settings):
+    """results.json's "protocol": the script's docstring, the protocol's one description (also its
+    --help, and what the README points to), without its command lines; then this run's `settings`."""
+    paragraphs = [block for block in doc.strip().split("\n\n")[1:] if not block.startswith("    ")]
+    prose = " ".join(" ".join(line.strip() for line in block.splitlines()) for block in paragraphs)
+    return f"{prose} This run: {settings}."
 
 
 def write_results(output_dir, results):

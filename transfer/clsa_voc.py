@@ -4,9 +4,18 @@ Train on VOC07 train, choose the epoch whose weights give the best per-image AP 
 those weights on VOC07 test. The model is the pretrained ResNet with a new fc (N(0, 0.01), bias 0);
 only fc learns, but the whole model is in train mode while training, so the backbone's BatchNorm
 normalises with batch statistics and its running statistics adapt to VOC (the weights stay frozen).
-SGD on fc, momentum 0.9, no weight decay; CosineAnnealingLR(T_max, eta_min 0) stepped once before
-each epoch, so the rate cycles with period 2 T_max; BCE-with-logits summed over labels and batch.
-Labels: a class is positive only with a non-difficult object of it (a difficult-only class is negative).
+SGD on fc (lr 0.05), momentum 0.9, no weight decay, batch 16, 100 epochs; CosineAnnealingLR(T_max
+12, eta_min 0) stepped once before each epoch, so the rate cycles with period 2 T_max; BCE-with-logits
+summed over labels and batch. Labels: a class is positive only with a non-difficult object of it (a
+difficult-only class is negative).
+
+Images, normalised with VOC's mean and std: training Resize(300x300), then one of ColorJitter
+(brightness 0.8-1.2) or RandomGrayscale(0.25), a flip with p 0.25 and RandomRotation(25); val
+Resize(330) and CenterCrop(300); test Resize(330) and FiveCrop(300), the logits averaged over the
+crops before the sigmoid. voc07_per_image_AP is sklearn's AP of each test image's 20 sigmoid scores,
+summed over all test images and divided by their number (an image without a positive scores 0), as
+the reference code computes its "VOC07 accuracy"; voc07_mAP is VOC's all-point AP per class with
+difficult objects left out.
 
 Under torchrun the batch is split over the GPUs and the BatchNorm layers are SyncBatchNorm, so each
 step normalises over the whole batch, as one process does.
@@ -275,18 +284,10 @@ def main(args):
         },
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, class_ap))),
         "history": history,
-        "protocol": (
-            f"CLSA reference VOC classification: ResNet + new fc (N(0, 0.01), bias 0), backbone weights "
-            f"frozen but the model in train mode while training (BN statistics adapt); SGD on fc lr "
-            f"{args.lr} momentum 0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, "
-            f"CosineAnnealingLR(T_max={args.t_max}) stepped before each epoch; BCE-with-logits summed; "
-            f"train Resize({args.crop_size}x{args.crop_size}) + one of ColorJitter(brightness 0.8-1.2)/"
-            f"RandomGrayscale(0.25), flip p 0.25, RandomRotation(25); VOC mean/std; trained on VOC07 "
-            f"train, epoch chosen by per-image AP on val (Resize {args.resize}, CenterCrop "
-            f"{args.crop_size}), tested on test with Resize {args.resize} and FiveCrop {args.crop_size}, "
-            "logits averaged before the sigmoid. voc07_per_image_AP: sklearn AP of each test image's "
-            "20 sigmoid scores (difficult-only classes negative), summed over all test images and "
-            "divided by their number. voc07_mAP: VOC all-point AP per class, difficult excluded."
+        "protocol": cli.protocol(
+            __doc__,
+            f"--lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}, --t-max {args.t_max}, "
+            f"--crop-size {args.crop_size}, --resize {args.resize}",
         ),
         "weights": weights,
         "seed": args.seed,

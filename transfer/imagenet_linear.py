@@ -43,7 +43,7 @@ class BackboneChanged(RuntimeError):
 
 
 def get_parser():
-    p = cli.parser(__doc__.split("\n")[0], "output/imagenet_linear")
+    p = cli.parser(__doc__, "output/imagenet_linear")
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
     p.add_argument(
         "--preset",
@@ -259,11 +259,9 @@ def main(args):
                 "top5_last": history[-1]["top5"],
             },
             "history": history,
-            "protocol": (
-                f"MoCo/CLSA linear evaluation ({args.preset} preset): frozen backbone in eval mode, fc "
-                f"N(0, 0.01) bias 0, SGD momentum 0.9 wd 0, {describe_schedule(args.preset, args.epochs)}, "
-                f"batch {args.batch_size}, RandomResizedCrop(224)+flip / Resize 256 CenterCrop 224; "
-                "backbone verified unchanged after training"
+            "protocol": cli.protocol(
+                __doc__,
+                f"--preset {args.preset}: {describe_schedule(args.preset, args.epochs)}, batch {args.batch_size}",
             ),
             **run_record(args.data, weights, train_set, val_set, world, start),
         }

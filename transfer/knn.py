@@ -7,9 +7,10 @@ ROOT holds train/ and val/ in ImageFolder layout. The backbone stays in eval mod
 its res5 map is global-average-pooled and L2-normalised, on Resize 256 + CenterCrop 224 views of
 both splits. Each val image's k most cosine-similar train images vote for their class with weight
 exp(similarity / T), T = 0.07; top-1 and top-5 are reported for k in 10, 20, 100 and 200 (DINO's
-eval_knn.py). Every process extracts its slice of both splits; the train features are gathered on
-every process, and each scores its own val slice against them a chunk of queries at a time, so that
-ImageNet's 1.28 M x 2048 bank fits one GPU.
+eval_knn.py). Top-5 counts only classes that received a vote: DINO's sort ranks classes without
+votes arbitrarily, which matters only when k < 5. Every process extracts its slice of both splits;
+the train features are gathered on every process, and each scores its own val slice against them a
+chunk of queries at a time, so that ImageNet's 1.28 M x 2048 bank fits one GPU.
 """
 
 import math
@@ -124,7 +125,7 @@ def knn_accuracy(
 
 
 def get_parser():
-    p = cli.parser(__doc__.split("\n")[0], "output/knn")
+    p = cli.parser(__doc__, "output/knn")
     p.add_argument("--data", required=True, help="ImageNet root with train/ and val/ (ImageFolder layout)")
     p.add_argument("--ks", type=at_least(1), nargs="+", default=list(KS), help="neighbour counts to report")
     p.add_argument("--temperature", type=positive(), default=TEMPERATURE, help="T of the vote weight exp(sim / T)")
@@ -167,16 +168,14 @@ def main(args):
             {
                 "task": "knn",
                 "metrics": metrics,
-                "protocol": (
-                    f"weighted kNN (Wu et al. 2018; DINO's eval_knn): frozen backbone in eval mode, "
-                    f"L2-normalised features, Resize {resize} CenterCrop {args.crop_size}, the k nearest "
-                    f"train images by cosine similarity vote with weight exp(sim / {args.temperature}), "
-                    f"k in {ks}"
+                "protocol": cli.protocol(
+                    __doc__,
+                    f"Resize {resize} CenterCrop {args.crop_size}, T {args.temperature}, k in {ks}"
                     + (
                         f" (left out, larger than the train set: {sorted(set(args.ks) - set(ks))})"
                         if set(args.ks) - set(ks)
                         else ""
-                    )
+                    ),
                 ),
                 **run_record(args.data, weights, train_set, val_set, world, start),
             },

@@ -1,15 +1,12 @@
-"""The VOC07 linear-SVM protocol of Goyal et al. 2019 (as in PIRL, SwAV and VISSL).
+"""The fits of the VOC07 linear-SVM protocol (described in transfer/voc07_svm.py).
 
-One LinearSVC per class on frozen features. For each class and each cost, 3-fold cross-validation
-scores average precision; the best cost is refit on all of trainval and scored on test.
-
-Why this is faster than the usual loop (per class, per cost: cross_val_score, then a fit on all of
-trainval, as VISSL does) while giving bit-identical models: every (class, cost, fold) fit is one
-independent joblib task, longest first, over features converted to float64 once and memory-mapped
-to the workers; and only the chosen cost is refit on all of trainval (1 refit per class instead of
-one per cost). LinearSVC has no warm start, so successive costs cannot reuse each other's solution.
-That bounds the gain at (27 x 4) / (27 x 3 + 1) = 1.32x times the cores used (at most ~2.6x on 2
-cores); benchmarks/svm_speed.py measured 1.22x on the shared 2-core build machine (benchmarks.md).
+They give the same models as the usual loop (per class, per cost: cross_val_score, then a fit on all
+of trainval, as VISSL does), with less work: every (class, cost, fold) fit is one independent joblib
+task, longest first, over features converted to float64 once and memory-mapped to the workers; and
+only the chosen cost is refit on all of trainval (1 refit per class instead of one per cost).
+LinearSVC has no warm start, so successive costs cannot reuse each other's solution. That bounds
+the gain at (27 x 4) / (27 x 3 + 1) = 1.32x times the cores used; benchmarks/svm_speed.py measures
+it (benchmarks.md).
 """
 
 import warnings

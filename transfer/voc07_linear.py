@@ -15,8 +15,10 @@ val), tested on VOC2007 test. SGD lr 0.05, momentum 0.9, no weight decay, batch 
 constant lr, BCE-with-logits summed over the 20 labels and the batch (reduction="sum", as the reference
 code; the mean over batch x 20 would make each step 1/5120 as large and leave the layer undertrained);
 difficult labels count as negative in training.
-The layer starts at N(0, 0.01), bias 0 (as MoCo's linear evaluation). Features are computed once
-(no augmentation; the reference code augments and uses 5-crop testing, which this protocol omits).
+The layer starts at N(0, 0.01), bias 0 (as MoCo's linear evaluation). The features are those of
+images resized to 256, then to 224x224 (no crop), ImageNet-normalised, and are not L2-normalised (the
+backbone's own fc sees them so). They are computed once (no augmentation; the reference code
+augments and uses 5-crop testing, which this protocol omits).
 
 Metrics, both x100:
 - voc07_mAP: per-class VOC AP, mean over classes (difficult excluded per class): comparable with the
@@ -47,7 +49,7 @@ PROTOCOL_DEFAULTS = {"features": {"batch_size": 256, "workers": 2}, clsa_voc.NAM
 
 
 def get_parser():
-    p = cli.parser(__doc__.split("\n")[0], "output/voc07_linear")
+    p = cli.parser(__doc__, "output/voc07_linear")
     p.add_argument(
         "--protocol",
         choices=sorted(PROTOCOL_DEFAULTS),
@@ -122,14 +124,8 @@ def main(args):
             "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' (CLSA's 93.6; the reference CLSA code)",
         },
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
-        "protocol": (
-            f"CLSA section 4.1: linear layer (N(0, 0.01) init) on frozen GAP res5 features (resize 256 "
-            f"then 224x224, no crop, not normalised), trained on VOC07 trainval, SGD lr {args.lr} momentum "
-            f"0.9 wd 0, batch {args.batch_size}, {args.epochs} epochs, constant lr, BCE-with-logits "
-            "summed over labels and batch (reduction='sum', as the reference code), "
-            "difficult = negative; tested on VOC07 test. voc07_mAP: VOC all-point AP per class, difficult "
-            "excluded, mean over 20. voc07_per_image_AP: label-ranking AP per test image "
-            "as the CLSA reference computes it (difficult-only classes negative, every image counted)."
+        "protocol": cli.protocol(
+            __doc__, f"--protocol features, --lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}"
         ),
         "feature_layer": "res5",
         "feature_dim": int(features["test"].shape[1]),

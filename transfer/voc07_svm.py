@@ -2,8 +2,20 @@
 
     python transfer/voc07_svm.py --weights CKPT [--layer res5_2x2] [--low-shot]
 
-Trains on VOC2007 trainval, tests on VOC2007 test. The protocol is in transfer/svm.py, the metric in
-transfer/metrics.py (voc_ap), the features in transfer/features.py.
+Frozen features of VOC2007 trainval and test: each image resized to 256, then to 224x224 (no crop),
+ImageNet-normalised; the global-average-pooled res5 (2048-d, the default) or, with --layer
+res5_2x2, the original benchmark's AvgPool2d(6, stride 1) of res5 (8192-d); the two give different
+numbers. The features are L2-normalised. One LinearSVC per class (class_weight {1: 2, -1: 1},
+squared hinge, L2, dual, tol 1e-4, max_iter 2000), its cost chosen by 3-fold cross-validated AP over
+0.01, 0.1, 1, 2, 5, 10, 15, 20, 50, 100, 1000 and 2^-4 .. 2^-19, then refit on all of trainval.
+Difficult objects count as negatives for training and are left out per class at test. The metric is
+VOC's all-point interpolated AP x 100, averaged over the 20 classes: comparable with the VOC07 SVM
+mAP of PIRL, SwAV and VISSL (check their feature layer), not with CLSA Table 3's "VOC07 accuracy".
+--low-shot adds k = 1, 2, 4, 8, 16, 32, 64, 96 positives per class (the other positives left out,
+every other image negative), each class at its full-trainval cost, mean and std over 5 samples.
+
+The fits are in transfer/svm.py, the metric in transfer/metrics.py (voc_ap), the features in
+transfer/features.py.
 """
 
 import time
@@ -18,7 +30,7 @@ from transfer.voc import VOC_CLASSES, DatasetError
 
 
 def get_parser():
-    p = cli.parser(__doc__.split("\n")[0], "output/voc07_svm")
+    p = cli.parser(__doc__, "output/voc07_svm")
     p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
     p.add_argument(
         "--layer",
@@ -81,14 +93,7 @@ def main(args):
         "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
         "chosen_cost": dict(zip(VOC_CLASSES, best)),
         "cv_ap": {"costs": costs, "fits_at_max_iter": unconverged, "per_class": dict(zip(VOC_CLASSES, cv_ap.tolist()))},
-        "protocol": (
-            "Goyal et al. 2019 VOC07 SVM: frozen features (resize 256 then 224x224, no crop, L2-normalised); "
-            "one LinearSVC per class (class_weight {1: 2, -1: 1}, squared hinge, L2, dual, tol 1e-4, "
-            "max_iter 2000); cost by 3-fold CV AP over the listed costs, refit on VOC07 trainval; "
-            "difficult = negative for training, excluded per class at test; VOC all-point interpolated "
-            "AP x 100, mean over 20 classes. Comparable with the VOC07 SVM mAP of PIRL, SwAV, VISSL "
-            "(check their feature layer), not with CLSA Table 3's 'VOC07 accuracy'."
-        ),
+        "protocol": cli.protocol(__doc__, f"--layer {args.layer}, {len(costs)} costs"),
         "feature_layer": args.layer,
         "feature_dim": int(features["trainval"].shape[1]),
         "weights": weights,
@@ -108,9 +113,6 @@ def main(args):
         results["low_shot"] = {
             "seed": args.seed,
             "per_k": {str(k): row for k, row in shots.items()},
-            "protocol": "k positives per class (unsampled positives left out, all other "
-            "images negative), each class at its full-trainval cost; mean/std "
-            f"over {svm.LOW_SHOT_SAMPLES} samples",
         }
         results["wall_time_s"]["low_shot"] = time.perf_counter() - low_start
     results["wall_time_s"]["total"] = time.perf_counter() - start

@@ -58,7 +58,7 @@ def test_voc07_linear_reports_both_metrics(r18_weights, tmp_path, synthetic_root
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     metrics = results["metrics"]
-    assert "reduction='sum'" in results["protocol"]
+    assert 'reduction="sum"' in results["protocol"]
     assert set(metrics) == {"voc07_mAP", "voc07_per_image_AP"}
     assert all(0 < value <= 100 for value in metrics.values())
     assert "CLSA Table 3" in out.stdout
