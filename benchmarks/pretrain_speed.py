@@ -32,10 +32,11 @@ import torch
 from PIL import Image
 
 from benchmarks.images import photo_like_jpegs
-from pretrain.batches import batches_on_device, build_data
+from pretrain.batches import DeviceBatches, build_data
 from pretrain.builder import CLSA
 from pretrain.config import preset_cfg
 from pretrain.engine import train_step
+from pretrain.prefetch import DEPTH as PREFETCH_DEPTH
 from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256
@@ -147,7 +148,7 @@ def end_to_end(preset, augment, args, device, root):
     # window starts once those batches are used up, so that it counts only batches made in it.
     warmup = args.warmup + prefetched(args)
     timer = Timer(device, warmup)
-    for step, views in enumerate(batches_on_device(data, device)):
+    for step, views in enumerate(DeviceBatches(data, device)):
         timer.tick(step)
         if model:
             train_step(*model, views, fast)
@@ -157,8 +158,9 @@ def end_to_end(preset, augment, args, device, root):
 
 
 def prefetched(args):
-    """Batches the DataLoader holds ready ahead of the step: its workers times their prefetch factor (2)."""
-    return 2 * args.workers
+    """Batches held ready ahead of the step: the DataLoader workers' (their prefetch factor, 2, each),
+    the producer thread's queue and the one it is making."""
+    return 2 * args.workers + PREFETCH_DEPTH + 1
 
 
 def measured(fn, *args):

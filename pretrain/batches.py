@@ -8,6 +8,7 @@ import torch
 
 from pretrain.data import EncodedImageFolder, PretrainImageFolder, collate_encoded, decode_batch
 from pretrain.loader import ResumableDistributedSampler, build_loader, fit_shared_memory
+from pretrain.prefetch import DEPTH, Prefetcher
 from pretrain.views.batched import BatchedViews
 from pretrain.views.per_image import normalize
 from pretrain.views.spec import ViewSet
@@ -58,21 +59,47 @@ def build_data(cfg, device, rank, world_size, view_dtype=torch.float32, memory_f
     return PretrainData(dataset, loader, sampler, batched, views_on_device, stream)
 
 
-def batches_on_device(data, device):
-    """The views of each batch of `data.loader`, on the device.
+class DeviceBatches:
+    """The views of each batch of one epoch of `data.loader`, on the device (build it after
+    data.sampler.set_epoch and data.dataset.set_epoch, and iterate it once).
 
-    On a GPU they are made on a side stream. The host runs ahead of the GPU, so the next batch's
-    decoding and views run while the kernels of the step before still execute.
+    A producer thread (pretrain/prefetch.py) receives, decodes and makes the views of up to `depth`
+    batches ahead while the training thread runs its step; `depth` 0 makes each batch only when the
+    loop asks for it. On a GPU the views are made on `data.stream`, and the training stream waits for
+    an event recorded after them, not for whatever that stream queued since.
     """
+
+    def __init__(self, data, device, depth=DEPTH):
+        self.data, self.device = data, device
+        # The loader's workers start here, in the training thread, not in the producer.
+        batches = _views_made(data, iter(data.loader))
+        cuda = device.type == "cuda"
+        self.prefetcher = Prefetcher(batches, depth, (lambda: torch.cuda.set_device(device)) if cuda else None)
+        self.batches = self.prefetcher if depth else batches
+
+    def paused(self):
+        """A block within which no batch is being made (see Prefetcher.paused)."""
+        return self.prefetcher.paused()
+
+    def __iter__(self):
+        for views, made in self.batches:
+            if made is not None:
+                training = torch.cuda.current_stream(self.device)
+                training.wait_event(made)
+                for view in views.flat():
+                    view.record_stream(training)  # made on the side stream, freed after their use on `training`
+            yield views
+
+
+def _views_made(data, loader):
+    """(views, event recorded after them on the side stream, or None on the CPU) of each batch of `loader`."""
     side = data.stream
-    for batch, indices in data.loader:
+    for batch, indices in loader:
         if side is None:
-            yield data.views_on_device(batch, indices)
+            yield data.views_on_device(batch, indices), None
             continue
         with torch.cuda.stream(side):
             views = data.views_on_device(batch, indices)
-        training = torch.cuda.current_stream(device)
-        training.wait_stream(side)
-        for view in views.flat():
-            view.record_stream(training)  # made on `side`, freed after their use on `training`
-        yield views
+            made = torch.cuda.Event()
+            made.record(side)
+        yield views, made

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from common.errors import DatasetError
 from common.io import atomic_path, remove_stale_temp_files
-from pretrain.batches import PretrainData, batches_on_device, build_data
+from pretrain.batches import DeviceBatches, PretrainData, build_data
 from pretrain.builder import CLSA
 from pretrain.divergence import DivergenceGuard
 from pretrain.knn_monitor import KnnMonitor
@@ -246,8 +246,9 @@ def train_loop(t, stop):
         epoch, start_batch = divmod(iteration, t.iters_per_epoch)
         t.data.sampler.set_epoch(epoch, start_batch)
         t.data.dataset.set_epoch(epoch)
+        batches = DeviceBatches(t.data, t.device)
         fetch_start = time.perf_counter()
-        for views in batches_on_device(t.data, t.device):
+        for views in batches:
             data_time = time.perf_counter() - fetch_start
             lr = learning_rate(t.cfg, iteration, t.iters_per_epoch)
             for group in t.optimizer.param_groups:
@@ -268,7 +269,8 @@ def train_loop(t, stop):
             if name:
                 t.save(name, iteration, views)
             if t.monitor and t.monitor.due(iteration, last):
-                t.monitor.evaluate(t.model.encoder_q, iteration, t.writer)
+                with batches.paused():  # the monitor forks its loader's workers
+                    t.monitor.evaluate(t.model.encoder_q, iteration, t.writer)
             if stopping and not last:
                 logger.info("stop signal: saved iteration %d; continue with --resume auto", iteration)
             iteration += 1

@@ -11,48 +11,41 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+def run_benchmark(script, *args, timeout=300):
+    """`python script args` from the repository root; fails the test unless it exits 0."""
+    result = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 @pytest.mark.slow
 def test_benchmark_prints_step_and_both_data_paths_end_to_end():
-    result = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/pretrain_speed.py",
-            "--no-augment-only",
-            "--arch",
-            "resnet18",
-            "--batch-size",
-            "4",
-            "--queue-size",
-            "16",
-            "--steps",
-            "1",
-            "--warmup",
-            "1",
-            "--workers",
-            "1",
-            "--presets",
-            "clsa_single",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "benchmarks/pretrain_speed.py",
+        "--no-augment-only",
+        "--arch",
+        "resnet18",
+        "--batch-size",
+        "4",
+        "--queue-size",
+        "16",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--workers",
+        "1",
+        "--presets",
+        "clsa_single",
         timeout=600,
     )
-    assert result.returncode == 0, result.stderr
     assert "JPEGs 500x375 of 9" in result.stdout  # about 95 KiB each
     for path in ("step fp32", "step bf16", "workers", "batched"):
         assert re.search(rf"^clsa_single +{path} +\d+\.\d", result.stdout, re.MULTILINE), (path, result.stdout)
 
 
 def test_memory_count_nearly_halves_in_bf16_and_checkpointing_drops_the_strong_views():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/pretrain_memory.py", "--arch", "resnet18", "--batch-size", "32"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_benchmark("benchmarks/pretrain_memory.py", "--arch", "resnet18", "--batch-size", "32")
     rows = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in result.stdout.splitlines()[2:]}
     for preset, (fp32, bf16, checkpointed) in rows.items():
         assert fp32 / 2 <= bf16 < 0.6 * fp32, preset  # the losses stay fp32
@@ -65,14 +58,7 @@ def test_memory_count_nearly_halves_in_bf16_and_checkpointing_drops_the_strong_v
 
 
 def test_per_core_benchmark_prints_every_pipeline_and_its_ratio():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/pretrain_data_speed.py", "--images", "2", "--rounds", "1"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_benchmark("benchmarks/pretrain_data_speed.py", "--images", "2", "--rounds", "1")
     for name, views in [
         ("clsa_single", 3),
         ("clsa_multi", 11),
@@ -102,3 +88,22 @@ def test_gpu_script_runs_its_rows_at_toy_sizes(tmp_path):
     assert "checkpoint strong True" in (tmp_path / "multi_checkpoint.txt").read_text()
     for preset in ("clsa_single", "mocov2"):
         assert re.search(rf"^{preset} +batched +\d", (tmp_path / "single.txt").read_text(), re.MULTILINE)
+
+
+def test_overlap_benchmark_prints_both_rows_and_their_ratio():
+    result = run_benchmark(
+        "benchmarks/prefetch_overlap.py",
+        "--batch-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--workers",
+        "1",
+        "--step-ms",
+        "20",
+    )
+    for row in ("serial", "producer"):
+        assert re.search(rf"^{row} +\d+ +\d+$", result.stdout, re.MULTILINE), (row, result.stdout)
+    assert re.search(r"^producer / serial: \d+\.\d\dx faster \(ideal \d\.\d\dx\)$", result.stdout, re.MULTILINE)
