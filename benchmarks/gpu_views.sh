@@ -2,6 +2,8 @@
 # Every GPU row of the views (benchmarks.md, "Views on one GPU") in one run of under 10 minutes on one
 # H100/H200 with 16 cores, with the set-up's .venv:
 #   - step only and both paths end to end (workers, batched) for clsa_single and mocov2 at batch 256;
+#   - clsa_single at 32 per GPU (the README's 8-GPU command: global 256), with a profiler trace of 3
+#     batched iterations split into IPC, decode, views and step ($OUT/single_32_trace.json);
 #   - clsa_multi with --checkpoint-strong (bf16 Multi at 256 fits without it only on ~140 GB cards);
 #   - clsa_single with --compile;
 #   - the per-core CPU figures of the same machine (benchmarks/pretrain_data_speed.py).
@@ -19,10 +21,12 @@ mkdir -p "$OUT"
 
 if [ "${SMOKE:-0}" = 1 ]; then
     size=(--arch resnet18 --batch-size 4 --queue-size 16 --steps 1 --warmup 1 --workers 1 --no-augment-only)
+    per_gpu_32=("${size[@]}")
     per_core=(--images 2 --rounds 1)
     limit=300
 else
     size=(--steps 20 --warmup 5)
+    per_gpu_32=(--batch-size 32 --steps 40 --warmup 10)
     per_core=(--images 100 --rounds 3)
     limit=150
 fi
@@ -36,6 +40,7 @@ row() {
 }
 
 row single benchmarks/pretrain_speed.py --presets clsa_single mocov2 "${size[@]}"
+row single_32 benchmarks/pretrain_speed.py --presets clsa_single --trace "$OUT/single_32_trace.json" "${per_gpu_32[@]}"
 row multi_checkpoint benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong "${size[@]}"
 [ "${SMOKE:-0}" = 1 ] || row single_compile benchmarks/pretrain_speed.py --presets clsa_single --compile "${size[@]}"
 row per_core benchmarks/pretrain_data_speed.py "${per_core[@]}"

@@ -8,6 +8,9 @@ Rows (images/s counts source images, each with its key and query views):
   "vs step" is their share of "step bf16": 100% means the data path costs nothing.
 - with --augment-only (the default without a GPU), the two data paths without the model, on the same
   cores: DataLoader workers per image vs the batched path in the training process.
+- with --trace FILE, 3 iterations of the batched path under torch.profiler, split into ipc (receiving
+  the batch from the workers), decode, views and step, each run in turn and timed to its end on the
+  device; the Chrome trace goes to FILE.
 The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache;
 one in 16 is progressive and one in 128 CMYK.
 Peak GPU memory (allocated and reserved) is reported for each row; a row that fails prints its error and
@@ -16,6 +19,7 @@ also uses up the batches the workers prefetched.
 
     python benchmarks/pretrain_speed.py                          # GPU: ResNet-50, batch 256
     python benchmarks/pretrain_speed.py --compile                # with torch.compile'd encoders
+    python benchmarks/pretrain_speed.py --batch-size 32 --presets clsa_single --trace trace.json
     python benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong
     python benchmarks/pretrain_speed.py --batch-size 32 --steps 16 --warmup 4 --workers 2   # CPU: data paths
 """
@@ -35,12 +39,15 @@ from benchmarks.images import photo_like_jpegs
 from pretrain.batches import DeviceBatches, build_data
 from pretrain.builder import CLSA
 from pretrain.config import preset_cfg
+from pretrain.data import decode_batch
 from pretrain.engine import train_step
 from pretrain.prefetch import DEPTH as PREFETCH_DEPTH
+from pretrain.views.batched import BatchedViews
 from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256
 PROGRESSIVE_EVERY, CMYK_EVERY = 16, 128
+PROFILED_ITERATIONS = 3
 
 
 def write_jpeg_folder(root, count):
@@ -123,9 +130,7 @@ def step_only(preset, args, device, fast):
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
 
 
-def end_to_end(preset, augment, args, device, root):
-    """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
-    fast = device.type == "cuda"
+def run_config(preset, augment, args, root):
     cfg = preset_cfg(preset)
     cfg.merge_from_list(
         [
@@ -139,8 +144,16 @@ def end_to_end(preset, augment, args, device, root):
             args.batch_size,
         ]
     )
+    return cfg
+
+
+def end_to_end(preset, augment, args, device, root):
+    """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
+    fast = device.type == "cuda"
     memory_format = torch.channels_last if fast else torch.contiguous_format
-    data = build_data(cfg, device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format)
+    data = build_data(
+        run_config(preset, augment, args, root), device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format
+    )
     data.sampler.set_epoch(0)
     data.dataset.set_epoch(0)
     model = None if args.augment_only else make_model(args, device, fast)
@@ -155,6 +168,54 @@ def end_to_end(preset, augment, args, device, root):
         if step + 1 == warmup + args.steps:
             break
     return timer.images_per_second(args.steps, args.batch_size), timer.peak_gib()
+
+
+PROFILED_PARTS = ("ipc", "decode", "views", "step")
+
+
+def profile_batched(preset, args, device, root, trace):
+    """Milliseconds per part of PROFILED_PARTS over PROFILED_ITERATIONS batched iterations, each part
+    run in turn (no producer thread) and timed to its end on the device, under torch.profiler, which
+    writes a Chrome trace to `trace` with one range per part."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    fast = device.type == "cuda"
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    cfg = run_config(preset, "batched", args, root)
+    data = build_data(cfg, device, 0, 1)
+    data.sampler.set_epoch(0)
+    data.dataset.set_epoch(0)
+    batched_views = BatchedViews(ViewSet.from_cfg(cfg))
+    model = None if args.augment_only else make_model(args, device, fast)
+    loader, totals = iter(data.loader), dict.fromkeys(PROFILED_PARTS, 0.0)
+
+    def timed(part, fn, *fn_args):
+        with record_function(part):
+            start = time.perf_counter()
+            result = fn(*fn_args)
+            if fast:
+                torch.cuda.synchronize()
+            totals[part] += time.perf_counter() - start
+        return result
+
+    def iteration():
+        encoded, indices = timed("ipc", next, loader)
+        images, indices = timed("decode", decode_batch, encoded, indices, data.dataset, device)
+        params = data.dataset.view_params(indices)
+        dtype = torch.bfloat16 if fast else torch.float32
+        views = timed("views", batched_views, images, params, dtype, memory_format)
+        if model:
+            timed("step", train_step, *model, views, fast)
+
+    for _ in range(args.warmup):
+        iteration()
+    totals = dict.fromkeys(PROFILED_PARTS, 0.0)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if fast else [])
+    with profile(activities=activities) as profiler:
+        for _ in range(PROFILED_ITERATIONS):
+            iteration()
+    profiler.export_chrome_trace(str(trace))
+    return {part: 1000 * seconds / PROFILED_ITERATIONS for part, seconds in totals.items()}
 
 
 def prefetched(args):
@@ -187,6 +248,12 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile both encoders")
     parser.add_argument("--checkpoint-strong", action="store_true", help="MODEL.CHECKPOINT_STRONG")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help=f"also profile {PROFILED_ITERATIONS} batched iterations of the first preset, split into "
+        f"{', '.join(PROFILED_PARTS)}, and write their Chrome trace here",
+    )
     parser.add_argument(
         "--augment-only",
         action=argparse.BooleanOptionalAction,
@@ -227,6 +294,13 @@ def main():
                 print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1][0]:>9.1f} {row[1][1]:>9.1f}")
             if args.augment_only and not any(isinstance(row, Exception) for row in rows.values()):
                 print(f"{preset:<12} batched / workers: {rows['batched'][0] / rows['workers'][0]:.2f}x")
+        if args.trace:
+            parts = measured(profile_batched, args.presets[0], args, device, root, args.trace)
+            if isinstance(parts, Exception):
+                print(f"profile failed: {parts!r}"[:300])
+            else:
+                split = ", ".join(f"{part} {ms:.1f}" for part, ms in parts.items())
+                print(f"{args.presets[0]} batched, ms per iteration: {split}; trace {args.trace}")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,19 @@ def test_gpu_script_runs_its_rows_at_toy_sizes(tmp_path):
         env={**os.environ, "SMOKE": "1", "OUT": str(tmp_path), "PYTHON": sys.executable},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["multi_checkpoint.txt", "per_core.txt", "single.txt"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "multi_checkpoint.txt",
+        "per_core.txt",
+        "single.txt",
+        "single_32.txt",
+        "single_32_trace.json",
+    ]
+    assert re.search(
+        r"^clsa_single batched, ms per iteration: ipc [\d.]+, decode [\d.]+, views [\d.]+, step [\d.]+; trace ",
+        (tmp_path / "single_32.txt").read_text(),
+        re.MULTILINE,
+    )
+    assert '"traceEvents"' in (tmp_path / "single_32_trace.json").read_text()
     assert "checkpoint strong True" in (tmp_path / "multi_checkpoint.txt").read_text()
     for preset in ("clsa_single", "mocov2"):
         assert re.search(rf"^{preset} +batched +\d", (tmp_path / "single.txt").read_text(), re.MULTILINE)
