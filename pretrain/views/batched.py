@@ -12,6 +12,8 @@ The records are drawn on the host before any kernel runs, so which images take w
 without a device-to-host sync.
 """
 
+import itertools
+
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -68,16 +70,67 @@ _GEOMETRIC = np.array([op.geometric for op in STRONG_OPS])
 _NAMES = np.array([op.name for op in STRONG_OPS])
 
 
-def _apply_to(images, rows, kernel, *params):
-    """images[rows] = levels(fn(images[rows], *params[rows])) in place, for `kernel` (fn, levels);
-    `rows` is a host bool array."""
-    index = np.flatnonzero(rows)
-    if not len(index):
+def _apply(images, plan):
+    """Runs `plan`, (kernel, rows, params) in order, on `images` in place: images[rows] =
+    levels(fn(images[rows], *params[rows])) for each `kernel` (fn, levels), `rows` a host bool array.
+
+    The rows' indices and parameters of the whole plan go to the device in one int64 and one float64
+    copy (from pinned memory on a GPU), not one or two copies per step: a view makes up to ~70 steps.
+    """
+    steps = [(kernel, np.flatnonzero(rows), params) for kernel, rows, params in plan]
+    steps = [
+        (kernel, index, [np.asarray(p[index], np.float64) for p in params])
+        for kernel, index, params in steps
+        if len(index)
+    ]
+    if not steps:
         return
-    fn, levels = kernel
-    on_device = torch.from_numpy(index).to(images.device, non_blocking=True)
-    params = (torch.from_numpy(np.ascontiguousarray(p[index])) for p in params)
-    images[on_device] = levels(fn(images[on_device], *params))
+    indices = _to_device(np.concatenate([index for _, index, _ in steps]), images.device)
+    arrays = [array for _, _, params in steps for array in params]
+    values = _to_device(np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0), images.device)
+    index_at = value_at = 0
+    for (fn, levels), index, params in steps:
+        rows = indices[index_at : index_at + len(index)]
+        index_at += len(index)
+        step_values = []
+        for array in params:
+            step_values.append(values[value_at : value_at + array.size].view(array.shape))
+            value_at += array.size
+        images[rows] = levels(fn(images[rows], *step_values))
+
+
+def _to_device(array, device):
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    # Pinned (torch's caching host allocator, which keeps the block until the copy is done), so that
+    # the copy does not wait for the host.
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _weak_plan(p, size):
+    """MoCo v2's colour jitter (in each image's order), grayscale, blur and flip, as _apply's steps."""
+    for step in range(len(JITTER_OPS)):
+        for op_index, name in enumerate(JITTER_OPS):
+            rows = p.jitter & (p.jitter_order[:, step] == op_index)
+            yield _JITTER_KERNELS[name], rows, (p.jitter_factors[:, op_index],)
+    yield (ops.grayscale, _truncated), p.grayscale, ()
+    kernel_size = blur_kernel_size(size)
+    yield (lambda x, sigma: ops.gaussian_blur(x, kernel_size, sigma), _rounded), p.blur, (p.blur_sigma,)
+    yield (ops.hflip, _exact), p.flip, ()
+
+
+def _strong_plan(p, height, width):
+    """The rounds of Table 1 ops, as _apply's steps; the geometric ones of a round share one warp."""
+    for round_ in range(p.strong_ops.shape[1]):
+        picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
+        magnitudes = p.strong_magnitudes[:, round_]
+        warped = applied & _GEOMETRIC[picks]
+        matrices_per_image = np.zeros((len(picks), 2, 3))
+        matrices_per_image[warped] = affine_matrices(_NAMES[picks[warped]], magnitudes[warped], height, width)
+        yield (ops.affine, _exact), warped, (matrices_per_image,)
+        for name, kernel in _PIXEL_KERNELS.items():
+            yield kernel, applied & (_NAMES[picks] == name), (magnitudes,)
 
 
 class PaddedImages:
@@ -156,9 +209,10 @@ class BatchedViews:
         out = []
         for view, p in zip(self.view_set.views.flat(), params.flat()):
             crops = _rounded(padded.crops(crop_boxes(p, padded.heights, padded.widths), view.size))
-            self.weak_stage(crops, p)
+            plan = _weak_plan(p, view.size)
             if view.strong:
-                self.strong_stage(crops, p)
+                plan = itertools.chain(plan, _strong_plan(p, view.size, view.size))
+            _apply(crops, plan)
             out.append(crops)
         return Views.from_flat(out, len(params.weak))
 
@@ -173,30 +227,12 @@ class BatchedViews:
     @staticmethod
     def weak_stage(images, p):
         """MoCo v2's colour jitter (in each image's order), grayscale, blur and flip, in place."""
-        for step in range(len(JITTER_OPS)):
-            for op_index, name in enumerate(JITTER_OPS):
-                rows = p.jitter & (p.jitter_order[:, step] == op_index)
-                _apply_to(images, rows, _JITTER_KERNELS[name], p.jitter_factors[:, op_index])
-        _apply_to(images, p.grayscale, (ops.grayscale, _truncated))
-        kernel_size = blur_kernel_size(images.shape[-1])
-        blur = (lambda x, sigma: ops.gaussian_blur(x, kernel_size, sigma), _rounded)
-        _apply_to(images, p.blur, blur, p.blur_sigma)
-        _apply_to(images, p.flip, (ops.hflip, _exact))
+        _apply(images, _weak_plan(p, images.shape[-1]))
 
     @staticmethod
     def strong_stage(images, p):
         """The rounds of Table 1 ops, in place; the geometric ones of a round share one warp."""
-        height, width = images.shape[-2:]
-        for round_ in range(p.strong_ops.shape[1]):
-            picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
-            magnitudes = p.strong_magnitudes[:, round_]
-            warped = applied & _GEOMETRIC[picks]
-            matrices = affine_matrices(_NAMES[picks[warped]], magnitudes[warped], height, width)
-            matrices_per_image = np.zeros((len(picks), 2, 3))
-            matrices_per_image[warped] = matrices
-            _apply_to(images, warped, (ops.affine, _exact), matrices_per_image)
-            for name, kernel in _PIXEL_KERNELS.items():
-                _apply_to(images, applied & (_NAMES[picks] == name), kernel, magnitudes)
+        _apply(images, _strong_plan(p, *images.shape[-2:]))
 
     def __repr__(self):
         views = ", ".join(f"{v.size} strong" if v.strong else str(v.size) for v in self.view_set.views.flat())

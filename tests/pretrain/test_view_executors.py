@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks.images import photo_like
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
@@ -201,3 +202,39 @@ def test_a_grey_or_palette_image_becomes_three_channel_views():
     for mode in ["L", "P", "RGBA", "CMYK"]:
         image = Image.fromarray(square_images(1)[0]).convert(mode)
         assert PerImageViews(view_set)(image, params).key.shape == (SIZE, SIZE, 3), mode
+
+
+class HostToDeviceCopies(TorchDispatchMode):
+    """Counts the copies from host memory to another device that the ops under it make."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default:
+            target = kwargs.get("device")
+            self.count += args[0].device.type == "cpu" and target is not None and torch.device(target).type != "cpu"
+        elif func is torch.ops.aten.copy_.default:
+            self.count += args[1].device.type == "cpu" and args[0].device.type != "cpu"
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("preset", ["clsa_single", "clsa_multi"])
+def test_the_batched_views_copy_a_fixed_handful_of_host_arrays_whatever_the_batch(preset):
+    """On the meta device (shapes only): a view's op indices and parameters go over in one int64 and
+    one float64 copy, so the copies per batch do not grow with its images or with how many ops they
+    drew (before, one or two per op application: 159 and 207 copies for Single at 16 and 64 images)."""
+    view_set = ViewSet.from_cfg(preset_cfg(preset))
+    counts = []
+    for n in (16, 64):
+        batch = [torch.empty(3, 375, 500, dtype=torch.uint8, device="meta") for _ in range(n)]
+        with HostToDeviceCopies() as copies:
+            BatchedViews(view_set)(batch, sample(view_set, 0, 0, list(range(n))))
+        counts.append(copies.count)
+    views = len(view_set.views.flat())
+    assert counts[0] == counts[1], counts  # with these seeds, every op drew an image in both batches
+    # Per view: indices, parameters, crop boxes and their images, and 4 constants of torchvision's
+    # HSV conversion in each of up to 4 hue jitter steps; 2 for the normalisation's mean and std.
+    assert counts[1] <= (4 + 16) * views + 2, counts
