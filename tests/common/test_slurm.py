@@ -15,6 +15,9 @@ from common import slurm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrain"))
 from test_pretrain_main import RESUME, assert_bitwise_equal, final_state, tiny  # noqa: E402
 
+# submitit's local executor: the real submitit code path, on this machine, without a GPU.
+LOCAL_JOB = ("--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30")
+
 
 def test_slurm_flags_are_split_from_the_command_wherever_they_are():
     flags, rest = slurm.split_argv(
@@ -73,13 +76,7 @@ def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_ru
     output_dir = tmp_path / "job"
     flags, argv = slurm.split_argv(
         [
-            "--slurm",
-            "--slurm-cluster",
-            "local",
-            "--gpus-per-node",
-            "0",
-            "--time",
-            "30",
+            *LOCAL_JOB,
             *tiny(train_root, output_dir, *run),
         ]
     )
@@ -117,13 +114,7 @@ def test_run_suite_submits_one_node_and_its_job_runs_the_stages(tmp_path):
         run_suite.main(["--slurm", "--nodes", "2", "--weights", str(checkpoint), "--out", str(tmp_path / "s")])
     job = run_suite.main(
         [
-            "--slurm",
-            "--slurm-cluster",
-            "local",
-            "--gpus-per-node",
-            "0",
-            "--time",
-            "30",
+            *LOCAL_JOB,
             "--weights",
             str(checkpoint),
             "--out",

@@ -39,6 +39,20 @@ def converted_r50(tmp_path_factory):
     return folder / "r50.pkl"
 
 
+def smoke_training(config, stage, weights, output_dir, *overrides):
+    """train_net.py's arguments for detection/<config>.yaml at the suite's smoke sizes of `stage`."""
+    return [
+        "--config",
+        f"detection/{config}.yaml",
+        "MODEL.WEIGHTS",
+        str(weights),
+        "OUTPUT_DIR",
+        str(output_dir),
+        *overrides,
+        *SMOKE_ARGS[stage],
+    ]
+
+
 def _finite(results, task, *metrics):
     return all(math.isfinite(results["metrics"][task][m]) for m in metrics)
 
@@ -46,20 +60,7 @@ def _finite(results, task, *metrics):
 @pytest.mark.slow
 def test_voc_faster_rcnn_trains_and_writes_results(synthetic_root, converted_r50, tmp_path):
     out = tmp_path / "voc"
-    proc = run(
-        [
-            "--config",
-            "detection/voc0712_R50_C4.yaml",
-            "MODEL.WEIGHTS",
-            str(converted_r50),
-            "OUTPUT_DIR",
-            str(out),
-            "SEED",
-            "3",
-            *SMOKE_ARGS["voc_det"],
-        ],
-        synthetic_root,
-    )
+    proc = run(smoke_training("voc0712_R50_C4", "voc_det", converted_r50, out, "SEED", "3"), synthetic_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert _finite(results, "bbox", "AP", "AP50", "AP75")
@@ -73,18 +74,7 @@ def test_voc_faster_rcnn_trains_and_writes_results(synthetic_root, converted_r50
 @pytest.mark.slow
 def test_coco_mask_rcnn_trains_and_reports_box_and_mask_ap(synthetic_root, converted_r50, tmp_path):
     out = tmp_path / "coco"
-    proc = run(
-        [
-            "--config",
-            "detection/coco_R50_C4.yaml",
-            "MODEL.WEIGHTS",
-            str(converted_r50),
-            "OUTPUT_DIR",
-            str(out),
-            *SMOKE_ARGS["coco_det"],
-        ],
-        synthetic_root,
-    )
+    proc = run(smoke_training("coco_R50_C4", "coco_det", converted_r50, out), synthetic_root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert _finite(results, "bbox", "AP", "AP50", "AP75", "APs", "APm", "APl")

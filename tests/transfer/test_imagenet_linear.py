@@ -12,6 +12,12 @@ from transfer.cli import load_resume_state
 from transfer.imagenet_linear import BackboneChanged, build_model, check_backbone_unchanged, preset_lr
 
 
+def linear_eval(weights, data, *args, launcher=(sys.executable,), check=False):
+    """`transfer/imagenet_linear.py --weights weights --data data *args`, finished."""
+    argv = [*launcher, "transfer/imagenet_linear.py", "--weights", weights, "--data", data, *args]
+    return subprocess.run([str(arg) for arg in argv], capture_output=True, text=True, check=check)
+
+
 @pytest.fixture
 def r18_weights(tmp_path):
     path = tmp_path / "r18.pth"
@@ -38,27 +44,23 @@ def test_only_fc_trains_and_it_starts_at_n0_001(r18_weights):
 
 @pytest.mark.slow
 def test_runs_an_epoch_then_resumes_to_the_next(r18_weights, tmp_path, synthetic_root):
-    cmd = [
-        sys.executable,
-        "transfer/imagenet_linear.py",
-        "--weights",
-        str(r18_weights),
-        "--data",
-        str(synthetic_root / "imagenet"),
+    cmd = (
+        r18_weights,
+        synthetic_root / "imagenet",
         "--output-dir",
-        str(tmp_path / "out"),
+        tmp_path / "out",
         "--workers",
-        "0",
+        0,
         "--batch-size",
-        "40",
-    ]
-    subprocess.run(cmd + ["--epochs", "1"], check=True, capture_output=True)
+        40,
+    )
+    linear_eval(*cmd, "--epochs", 1, check=True)
     checkpoint = tmp_path / "out" / "checkpoint.pth"
     state = torch.load(checkpoint, weights_only=True)
     torch.save({**state, "epochs": 2}, checkpoint)  # as if a 2-epoch run had stopped after its first epoch
-    refused = subprocess.run(cmd + ["--epochs", "3"], capture_output=True, text=True)
+    refused = linear_eval(*cmd, "--epochs", 3)
     assert refused.returncode == 2 and "--epochs 2" in refused.stderr
-    second = subprocess.run(cmd + ["--epochs", "2"], check=True, capture_output=True, text=True)
+    second = linear_eval(*cmd, "--epochs", 2, check=True)
     assert "resumed from" in second.stdout
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert "lr 10.0 with per-epoch cosine decay over 2 epochs" in results["protocol"]
@@ -96,39 +98,13 @@ def test_corrupt_resume_checkpoint_is_a_one_line_error_naming_it(r18_weights, tm
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "checkpoint.pth").write_bytes(b"PK\x03\x04 truncated")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "transfer/imagenet_linear.py",
-            "--weights",
-            str(r18_weights),
-            "--data",
-            str(synthetic_root / "imagenet"),
-            "--output-dir",
-            str(out_dir),
-            "--workers",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = linear_eval(r18_weights, synthetic_root / "imagenet", "--output-dir", out_dir, "--workers", 0)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "checkpoint.pth" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
-    out = subprocess.run(
-        [
-            sys.executable,
-            "transfer/imagenet_linear.py",
-            "--weights",
-            str(r18_weights),
-            "--data",
-            str(tmp_path / "nowhere"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = linear_eval(r18_weights, tmp_path / "nowhere")
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "nowhere/train not found" in out.stderr
 
@@ -136,11 +112,7 @@ def test_missing_imagenet_folder_is_a_one_line_error(r18_weights, tmp_path):
 def test_imagenet_folder_without_class_folders_is_a_one_line_error(r18_weights, tmp_path):
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
-    out = subprocess.run(
-        [sys.executable, "transfer/imagenet_linear.py", "--weights", str(r18_weights), "--data", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
+    out = linear_eval(r18_weights, tmp_path)
     assert out.returncode == 2
     assert out.stderr.strip().count("\n") == 0 and "train" in out.stderr and "no class folders" in out.stderr
 
@@ -148,25 +120,12 @@ def test_imagenet_folder_without_class_folders_is_a_one_line_error(r18_weights, 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_cpu_share_the_work(r18_weights, tmp_path, synthetic_root):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    subprocess.run(
-        torchrun
-        + [
-            "transfer/imagenet_linear.py",
-            "--weights",
-            str(r18_weights),
-            "--data",
-            str(synthetic_root / "imagenet"),
-            "--output-dir",
-            str(tmp_path),
-            "--epochs",
-            "1",
-            "--workers",
-            "0",
-            "--batch-size",
-            "40",
-        ],
+    linear_eval(
+        r18_weights,
+        synthetic_root / "imagenet",
+        *("--output-dir", tmp_path, "--epochs", 1, "--workers", 0, "--batch-size", 40),
+        launcher=torchrun,
         check=True,
-        capture_output=True,
     )
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["processes"] == 2 and len(results["history"]) == 1

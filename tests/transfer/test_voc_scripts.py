@@ -11,24 +11,16 @@ def run(script, *args):
     return subprocess.run([sys.executable, f"transfer/{script}", *map(str, args)], capture_output=True, text=True)
 
 
+def run_cached(script, weights, output_dir, *args):
+    """`script` on `weights`, writing to `output_dir` and caching features below it, without workers."""
+    return run(
+        script, "--weights", weights, "--output-dir", output_dir, "--cache-dir", output_dir / "c", "--workers", 0, *args
+    )
+
+
 @pytest.mark.slow  # a subprocess that imports torch: ~10-40 s on a busy 2-core machine
 def test_voc07_svm_end_to_end(r18_weights, tmp_path, synthetic_root):
-    out = run(
-        "voc07_svm.py",
-        "--weights",
-        r18_weights,
-        "--output-dir",
-        tmp_path,
-        "--cache-dir",
-        tmp_path / "c",
-        "--costs",
-        "0.01",
-        "1",
-        "--jobs",
-        "1",
-        "--workers",
-        "0",
-    )
+    out = run_cached("voc07_svm.py", r18_weights, tmp_path, "--costs", "0.01", "1", "--jobs", "1")
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["feature_layer"] == "res5" and results["feature_dim"] == 512
@@ -42,19 +34,7 @@ def test_voc07_svm_end_to_end(r18_weights, tmp_path, synthetic_root):
 
 @pytest.mark.slow  # a subprocess that imports torch: ~10-40 s on a busy 2-core machine
 def test_voc07_linear_reports_both_metrics(r18_weights, tmp_path, synthetic_root):
-    out = run(
-        "voc07_linear.py",
-        "--weights",
-        r18_weights,
-        "--output-dir",
-        tmp_path,
-        "--cache-dir",
-        tmp_path / "c",
-        "--epochs",
-        "5",
-        "--workers",
-        "0",
-    )
+    out = run_cached("voc07_linear.py", r18_weights, tmp_path, "--epochs", "5")
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     metrics = results["metrics"]
