@@ -6,8 +6,10 @@
 #     batched iterations split into IPC, decode, views and step ($OUT/single_32_trace.json);
 #   - clsa_multi with --checkpoint-strong (bf16 Multi at 256 fits without it only on ~140 GB cards);
 #   - clsa_single with --compile;
+#   - 1 and 2 processes through pretrain/main.py (DDP, shuffle-BN, and a SyncBN smoke run); on a
+#     machine with one GPU these rows say they need two;
 #   - the per-core CPU figures of the same machine (benchmarks/pretrain_data_speed.py).
-# Targets (the views issue): Single >= 2500 and Multi >= 700 img/s end to end, each >= 90% of step only.
+# Targets (README, "Throughput"): Single >= 2500 and Multi >= 700 img/s end to end, each >= 90% of step only.
 # Each row's output goes to $OUT/<row>.txt (default benchmarks-gpu-out/). SMOKE=1 runs the rows at toy
 # sizes on any machine, to check the script itself; it skips --compile, whose CPU compilation alone
 # takes minutes.
@@ -22,11 +24,13 @@ mkdir -p "$OUT"
 if [ "${SMOKE:-0}" = 1 ]; then
     size=(--arch resnet18 --batch-size 4 --queue-size 16 --steps 1 --warmup 1 --workers 1 --no-augment-only)
     per_gpu_32=("${size[@]}")
+    processes=(--arch resnet18 --batch-size 8 --size 64 --steps 2 --workers 1)
     per_core=(--images 2 --rounds 1)
     limit=300
 else
     size=(--steps 20 --warmup 5)
     per_gpu_32=(--batch-size 32 --steps 40 --warmup 10)
+    processes=(--steps 20)
     per_core=(--images 100 --rounds 3)
     limit=150
 fi
@@ -43,5 +47,7 @@ row single benchmarks/pretrain_speed.py --presets clsa_single mocov2 "${size[@]}
 row single_32 benchmarks/pretrain_speed.py --presets clsa_single --trace "$OUT/single_32_trace.json" "${per_gpu_32[@]}"
 row multi_checkpoint benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong "${size[@]}"
 [ "${SMOKE:-0}" = 1 ] || row single_compile benchmarks/pretrain_speed.py --presets clsa_single --compile "${size[@]}"
+row two_process benchmarks/pretrain_processes.py --processes 2 "${processes[@]}"
+row two_process_syncbn benchmarks/pretrain_processes.py --processes 2 --sync-bn "${processes[@]}"
 row per_core benchmarks/pretrain_data_speed.py "${per_core[@]}"
 exit $status

@@ -28,7 +28,7 @@ from pretrain.views.per_image import PerImageViews
 from pretrain.views.sampler import sample
 from pretrain.views.spec import ViewSet
 
-# (ours, the reference it is compared with, the target ratio of the views issue)
+# (ours, the reference it is compared with, the speed-up over it that the suite aims for per core)
 COMPARISONS = (
     ("clsa_single", "reference CLSA-Single (5 views)", 2.0),
     ("clsa_multi", "reference CLSA-Multi (11 views)", 2.0),

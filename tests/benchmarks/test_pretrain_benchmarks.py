@@ -90,7 +90,12 @@ def test_gpu_script_runs_its_rows_at_toy_sizes(tmp_path):
         "single.txt",
         "single_32.txt",
         "single_32_trace.json",
+        "two_process.txt",
+        "two_process_syncbn.txt",
     ]
+    two = (tmp_path / "two_process.txt").read_text()
+    assert re.search(r"^ +2 +16 +[\d.]+ +[\d.]+ +\d+%$", two, re.MULTILINE), two
+    assert "skipped: SyncBatchNorm needs GPUs" in (tmp_path / "two_process_syncbn.txt").read_text()
     assert re.search(
         r"^clsa_single batched, ms per iteration: ipc [\d.]+, decode [\d.]+, views [\d.]+, step [\d.]+; trace ",
         (tmp_path / "single_32.txt").read_text(),
