@@ -59,9 +59,8 @@ def _one_line(error):
 def last_saved(output_dir):
     """The checkpoint that output_dir/last_checkpoint names (detectron2's pointer file), or None."""
     pointer = Path(output_dir) / "last_checkpoint"
-    if pointer.is_file() and (Path(output_dir) / pointer.read_text().strip()).is_file():
-        return Path(output_dir) / pointer.read_text().strip()
-    return None
+    named = Path(output_dir) / pointer.read_text().strip() if pointer.is_file() else None
+    return named if named and named.is_file() else None
 
 
 def _candidates(output_dir):

@@ -10,18 +10,18 @@ from common.cli import exit_on_user_error, one_line_errors
 from common.errors import CheckpointError, ConfigError
 
 
-def run(argv, description, default_suffix, write, same=None):
+def _same_bytes(a, b):
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def run(argv, description, default_suffix, write, same=_same_bytes):
     """Loads CKPT, calls `write(backbone, ckpt, path)` and prints what was kept and dropped.
 
     An existing OUT is replaced only with --overwrite, or when it is `same` as the conversion
     (converting the same checkpoint again; by default the very same bytes). Returns exit code 0; bad
     input ends the process with one line on stderr and exit code 2, and OUT as it was.
     """
-    return exit_on_user_error(_convert, argv, description, default_suffix, write, same or _same_bytes)
-
-
-def _same_bytes(a, b):
-    return filecmp.cmp(a, b, shallow=False)
+    return exit_on_user_error(_convert, argv, description, default_suffix, write, same)
 
 
 def _convert(argv, description, default_suffix, write, same):
