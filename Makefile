@@ -3,7 +3,7 @@ PY := .venv/bin/python
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow'".
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo format
+.PHONY: setup test learning-check demo format
 
 setup:
 	@bash tools/setup_env.sh
@@ -15,6 +15,11 @@ test: setup
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
+
+# The learning check as a test (tests/pretrain/test_learning_check.py): about 16 minutes on 2 cores,
+# so `make test` skips it.
+learning-check: setup
+	@$(PY) -m pytest -m learning_check tests/pretrain/test_learning_check.py
 
 demo: setup
 	@$(PY) tools/demo.py

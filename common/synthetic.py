@@ -100,9 +100,6 @@ COLOURS = (
     (20, 20, 20),
 )
 TEXTURES = ("solid", "stripes", "checker", "dots")
-# The shapes set's colours, drawn per image: few and solid, so that no colour or texture identifies
-# an image better than its shape (a contrastive model learns whatever does, and colour would be it).
-SHAPE_COLOURS = ((220, 40, 40), (40, 170, 60), (40, 80, 220))
 
 
 def appearance(class_index):
@@ -157,8 +154,12 @@ def _draw_object(canvas, class_index, box, rng):
 
 
 def _draw_shape(canvas, shape, colour, texture, box, rng):
+    return _draw_polygon(canvas, _unit_polygon(shape), colour, texture, box, rng)
+
+
+def _draw_polygon(canvas, unit_polygon, colour, texture, box, rng):
     x0, y0, w, h = box
-    polygon = [(x0 + u * (w - 1), y0 + v * (h - 1)) for u, v in _unit_polygon(shape)]
+    polygon = [(x0 + u * (w - 1), y0 + v * (h - 1)) for u, v in unit_polygon]
     mask = Image.new("L", canvas.size, 0)
     ImageDraw.Draw(mask).polygon(polygon, fill=255)
     patch = _texture(colour, texture, canvas.size[0], canvas.size[1], rng)
@@ -223,28 +224,39 @@ def write_imagenet(root, size, rng):
                 _save_jpeg(canvas, folder / f"{wnid}_{k}.JPEG")
 
 
+def _deformed(unit_polygon, rng):
+    """The polygon turned by up to 20 degrees, stretched by 0.75-1.25 along each axis and each vertex
+    moved by about 4% of the side: an outline of its own for every image of a shape."""
+    angle = rng.uniform(-0.35, 0.35)
+    stretch = rng.uniform(0.75, 1.25, 2)
+    cos, sin = math.cos(angle), math.sin(angle)
+    deformed = []
+    for u, v in unit_polygon:
+        u, v = (u - 0.5) * stretch[0], (v - 0.5) * stretch[1]
+        deformed.append((0.5 + u * cos - v * sin + rng.normal(0, 0.04), 0.5 + u * sin + v * cos + rng.normal(0, 0.04)))
+    return deformed
+
+
 def write_shapes(root, train_per_class, val_per_class, side, rng):
-    """ImageFolder root/{train,val}/<shape>/<k>.JPEG where the class is the shape alone: each image
-    draws its colour at random, so that colour does not tell the class."""
+    """ImageFolder root/{train,val}/<shape>/<k>.JPEG: a white shape, deformed per image (_deformed),
+    on the same plain grey ground in every image.
+
+    What tells one image from another is then its outline, which is shape. Whatever else varies per
+    image and survives MoCo v2's views becomes what a contrastive model learns first, at the cost of
+    shape: a grey level of the ground or a colour of the object drawn per image made the kNN fall
+    below its random-init value in every run measured (benchmarks.md, "The learning check").
+    """
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for shape in SHAPES:
             folder = root / split / shape
             folder.mkdir(parents=True)
             for k in range(per_class):
-                # A plain grey ground: a cluttered one would identify each image to a contrastive
-                # model better than its shape does.
-                grey = np.full((side, side, 3), rng.uniform(90, 170)) + rng.normal(0, 6, (side, side, 3))
+                grey = np.full((side, side, 3), 128.0) + rng.normal(0, 6, (side, side, 3))
                 canvas = Image.fromarray(grey.clip(0, 255).astype(np.uint8))
                 obj = int(rng.uniform(0.5, 0.85) * side)
                 x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
-                _draw_shape(
-                    canvas,
-                    shape,
-                    SHAPE_COLOURS[int(rng.integers(len(SHAPE_COLOURS)))],
-                    "solid",
-                    (x0, y0, obj, obj),
-                    rng,
-                )
+                outline = _deformed(_unit_polygon(shape), rng)
+                _draw_polygon(canvas, outline, (250, 250, 250), "solid", (x0, y0, obj, obj), rng)
                 _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
 
 
@@ -419,7 +431,7 @@ def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64)
         "train_per_class": train_per_class,
         "val_per_class": val_per_class,
         "side": side,
-        "format_version": 2,
+        "format_version": 3,
     }
     target = Path(out) / "shapes"
     if not _generated_with(target, params):

@@ -4,7 +4,7 @@
     python tools/make_synthetic_data.py --out datasets --variant shapes
 
 --variant shapes writes only datasets/shapes/{train,val}: ten classes told apart by shape alone
-(the colour is drawn per image), the set the pretraining learning check runs on.
+(a white outline deformed per image on one grey ground), the set the pretraining learning check runs on.
 
 Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's builtin names
 (voc_2007_trainval, voc_2012_trainval, voc_2007_test, coco_2017_train, coco_2017_val), and

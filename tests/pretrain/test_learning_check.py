@@ -1,10 +1,10 @@
-"""The learning check reads the kNN monitor's top-1 before the first step and after the last from metrics.json."""
+"""The learning check: how it reads metrics.json, and the check itself (skipped by `make test`)."""
 
 import json
 
 import pytest
 
-from pretrain.learning_check import knn_before_and_after
+from pretrain.learning_check import MARGIN, knn_before_and_after, run
 
 
 def test_reads_the_initial_and_the_last_knn_from_metrics_json(tmp_path):
@@ -20,3 +20,11 @@ def test_reads_the_initial_and_the_last_knn_from_metrics_json(tmp_path):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows[1:]))
     with pytest.raises(ValueError, match="no knn/top1_k20 of the initial backbone"):
         knn_before_and_after(path)
+
+
+@pytest.mark.slow
+@pytest.mark.learning_check
+def test_pretraining_lifts_knn_clearly_above_random_init(tmp_path):
+    result = run(tmp_path)
+    print(f"kNN top-1 (k=20): random init {result['init']:.1f}%, pretrained {result['pretrained']:.1f}%")
+    assert result["pretrained"] - result["init"] >= MARGIN
