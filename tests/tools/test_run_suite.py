@@ -99,15 +99,6 @@ def test_other_data_under_the_same_out_is_not_taken_as_done(checkpoint, tmp_path
     assert moved.returncode != 0 and "another run" in moved.stderr
 
 
-def _pending_signals(pid):
-    """Bit mask of the signals sent to process `pid` and not yet delivered (0 once it has gone)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
-    return sum(int(line.split()[1], 16) for line in status if line.startswith(("ShdPnd:", "SigPnd:")))
-
-
 @pytest.mark.slow  # a VOC07 SVM stage on the synthetic set: ~20-60 s on a busy 2-core machine
 def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(checkpoint, tmp_path, synthetic_root):
     import os
@@ -130,6 +121,9 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "DETECTRON2_DATASETS": str(synthetic_root)},
+        # As at a terminal: a shell without job control starts background jobs with SIGINT ignored,
+        # which the suite would inherit (CI run that way failed here).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # The stage prints while it runs: its lines reach log.txt then, not when it ends.
     while not (log.is_file() and len(log.read_text().splitlines()) > 1):
@@ -137,16 +131,7 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
         time.sleep(0.2)
     stage = [int(pid) for pid in Path(f"/proc/{suite.pid}/task/{suite.pid}/children").read_text().split()]
     assert stage and not (tmp_path / "suite" / "voc07_svm" / "results.json").exists()
-    # Frozen, the stage cannot finish before the interrupt reaches it (on an idle machine it once did).
-    for pid in stage:
-        os.kill(pid, signal.SIGSTOP)
     suite.send_signal(signal.SIGINT)
-    # The suite's SIGTERM stays pending while the stage is stopped; the stage runs again once it is there.
-    deadline = time.time() + 60
-    while not any(_pending_signals(pid) & 1 << (signal.SIGTERM - 1) for pid in stage) and time.time() < deadline:
-        time.sleep(0.05)
-    for pid in stage:
-        os.kill(pid, signal.SIGCONT)
     stdout, stderr = suite.communicate(timeout=120)
     assert suite.returncode == 1 and "Traceback" not in stderr and "interrupted" in stderr, stderr
     for pid in stage:
