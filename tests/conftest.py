@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
 
 _DATASETS = Path(tempfile.mkdtemp(prefix="clsa-tests-datasets-"))
 os.environ["DETECTRON2_DATASETS"] = str(_DATASETS)
@@ -24,6 +27,66 @@ def synthetic_root():
 
     generate(_DATASETS, seed=0, size="tiny")
     return _DATASETS
+
+
+class TinyPretrain:
+    """`python pretrain/main.py` at its smallest, for the tests that train: resnet18 on 32 px key/weak
+    and 24 px strong crops, global batch 8, queue 16."""
+
+    # 80 synthetic images, global batch 12: 6 iterations per epoch, so 8 iterations cross an epoch.
+    RESUME = ("SOLVER.BATCH_SIZE", "12", "MODEL.QUEUE_SIZE", "24")
+
+    @staticmethod
+    def args(root, output_dir, *extra):
+        return [
+            "--config-file",
+            str(REPO / "pretrain/configs/clsa_single.yaml"),
+            "DATA.ROOT",
+            str(root),
+            "OUTPUT_DIR",
+            str(output_dir),
+            "MODEL.ARCH",
+            "resnet18",
+            "MODEL.DIM",
+            "16",
+            "MODEL.MLP_HIDDEN",
+            "32",
+            "MODEL.QUEUE_SIZE",
+            "16",
+            "SOLVER.BATCH_SIZE",
+            "8",
+            "DATA.NUM_WORKERS",
+            "0",
+            "DATA.KEY_VIEW",
+            "[32, 0.2, 1.0]",
+            "DATA.WEAK_VIEWS",
+            "[[32, 0.2, 1.0]]",
+            "DATA.STRONG_VIEWS",
+            "[[24, 0.086, 0.429]]",
+            "LOG_PERIOD",
+            "2",
+            *extra,
+        ]
+
+    @staticmethod
+    def final_state(output_dir):
+        return torch.load(Path(output_dir) / "model_final.pth", weights_only=True)
+
+    @staticmethod
+    def assert_bitwise_equal(straight, resumed):
+        """Two 8-iteration runs (iterations 0..7) ended with the same weights, buffers and momenta."""
+        assert straight["iteration"] == resumed["iteration"] == 7
+        assert straight["model"].keys() == resumed["model"].keys()
+        for key, value in straight["model"].items():
+            assert torch.equal(value, resumed["model"][key]), key
+        for a, b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+            assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrain():
+    """The tiny pretraining command line and the checks on its outputs (`TinyPretrain`)."""
+    return TinyPretrain
 
 
 def pytest_collection_modifyitems(config, items):

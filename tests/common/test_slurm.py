@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -11,9 +10,6 @@ import pytest
 import torch
 
 from common import slurm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pretrain"))
-from test_pretrain_main import RESUME, assert_bitwise_equal, final_state, tiny  # noqa: E402
 
 # submitit's local executor: the real submitit code path, on this machine, without a GPU.
 LOCAL_JOB = ("--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30")
@@ -63,21 +59,23 @@ def _task_pids(controller_pid):
 
 
 @pytest.mark.slow
-def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_run(synthetic_root, tmp_path):
+def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_run(
+    synthetic_root, tiny_pretrain, tmp_path
+):
     """submitit's local executor runs the real job code: SIGUSR2 (SLURM's time-out warning) mid-run
     makes pretraining save at a step boundary, the job requeues itself with --resume auto, and the
     second job's final weights equal those of a run that was never interrupted."""
     from pretrain.main import main, parse_args
 
     train_root = synthetic_root / "imagenet" / "train"
-    run = (*RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1")
-    main(parse_args(tiny(train_root, tmp_path / "straight", *run)))
+    run = (*tiny_pretrain.RESUME, "SOLVER.MAX_ITER", "8", "LOG_PERIOD", "1")
+    main(parse_args(tiny_pretrain.args(train_root, tmp_path / "straight", *run)))
 
     output_dir = tmp_path / "job"
     flags, argv = slurm.split_argv(
         [
             *LOCAL_JOB,
-            *tiny(train_root, output_dir, *run),
+            *tiny_pretrain.args(train_root, output_dir, *run),
         ]
     )
     job = slurm.submit(
@@ -99,7 +97,9 @@ def test_a_job_interrupted_once_requeues_resumes_and_ends_as_an_uninterrupted_ru
     assert "stop signal: saved iteration" in (output_dir / "log.txt").read_text()
     assert "resumed from" in (output_dir / "log.txt").read_text()
     assert json.loads(metrics.read_text().splitlines()[-1])["iteration"] == 7
-    assert_bitwise_equal(final_state(tmp_path / "straight"), final_state(output_dir))
+    tiny_pretrain.assert_bitwise_equal(
+        tiny_pretrain.final_state(tmp_path / "straight"), tiny_pretrain.final_state(output_dir)
+    )
     assert torch.load(output_dir / "model_final.pth", weights_only=True)["iteration"] == 7
 
 
