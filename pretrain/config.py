@@ -113,8 +113,13 @@ _C.KNN.PERIOD_ITERS = 0
 # CenterCrop size after a resize to CROP_SIZE * 256 / 224 (224: the protocol; smaller for small images).
 _C.KNN.CROP_SIZE = 224
 
-# Write metrics.json / TensorBoard / the progress bar every this many iterations (each log syncs).
+# Write a line to log.txt and metrics.json / TensorBoard every this many iterations (each line syncs).
 _C.LOG_PERIOD = 20
+# Weights & Biases (optional; needs `pip install wandb`): rank 0 mirrors the TensorBoard scalars to a
+# run of this project, resumed after a requeue (its id is kept in OUTPUT_DIR/wandb_run_id). Empty:
+# $WANDB_PROJECT if set, else off. WANDB_MODE=offline logs without a network.
+_C.WANDB = CN()
+_C.WANDB.PROJECT = ""
 _C.OUTPUT_DIR = "./output/pretrain"
 # Seeds model initialisation, the queue, the sampler and every view (per epoch and image index).
 _C.SEED = 0
