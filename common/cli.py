@@ -1,11 +1,12 @@
 """What every entry script shares: one error policy and argument checks.
 
 A user's mistake, whether a bad flag (argparse) or a UserError raised by library code, ends the
-process with one line on stderr, `error: ...`, and exit code 2. Anything else is a bug and keeps its
-traceback.
+process with one line on stderr, `error: ...`, and exit code 2. Ctrl-C ends it with one line and
+exit code 130 (128 + SIGINT, as a shell reports it). Anything else is a bug and keeps its traceback.
 """
 
 import argparse
+import math
 import sys
 
 from common.errors import UserError
@@ -13,12 +14,15 @@ from common.errors import UserError
 
 def exit_on_user_error(main, *args):
     """main(*args), whose result is returned; a UserError ends the process with `error: <message>` on
-    stderr and exit code 2."""
+    stderr and exit code 2, Ctrl-C with `interrupted` and exit code 130."""
     try:
         return main(*args)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def one_line_errors(parser):
@@ -33,10 +37,10 @@ def one_line_errors(parser):
 
 
 def at_least(minimum, kind=int):
-    """An argparse `type` accepting `kind` values >= minimum (NaN is refused)."""
+    """An argparse `type` accepting finite `kind` values >= minimum (NaN and infinity are refused)."""
 
     def parse(text):
-        value = kind(text)
+        value = _finite(kind(text), text)
         if not value >= minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
         return value
@@ -46,16 +50,22 @@ def at_least(minimum, kind=int):
 
 
 def positive(kind=float):
-    """An argparse `type` accepting `kind` values > 0 (NaN is refused)."""
+    """An argparse `type` accepting finite `kind` values > 0 (NaN and infinity are refused)."""
 
     def parse(text):
-        value = kind(text)
+        value = _finite(kind(text), text)
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
+
+
+def _finite(value, text):
+    if math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
 
 
 def joblib_jobs(text):

@@ -28,3 +28,8 @@ class CheckpointError(UserError, ValueError):
 class RecordMismatchError(UserError, ValueError):
     """Saved state (a checkpoint, a results file, a data folder) written by another run, which a rerun
     must neither resume from nor overwrite."""
+
+
+class OutputFolderError(UserError):
+    """An output folder that cannot be written: read-only, full, named in bytes that are not UTF-8, or in
+    use by another run."""

@@ -1,35 +1,109 @@
 """File helpers every stage uses: atomic writes (a reader never sees half a file) and file hashes."""
 
+import errno
 import hashlib
 import json
 import os
+import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from common.errors import OutputFolderError
+
+_READ_ONLY = {errno.EACCES, errno.EPERM, errno.EROFS}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+@contextmanager
+def writing_into(folder):
+    """Turns the OSError of a folder the user can fix, met while writing into `folder` (read-only, no
+    space left), into one OutputFolderError that names the folder, and the free space when full. Any
+    other OSError, or one about a file elsewhere, is left as it is."""
+    try:
+        yield
+    except OSError as error:
+        inside = error.filename is None or Path(os.fsdecode(error.filename)).resolve().is_relative_to(
+            Path(folder).resolve()
+        )
+        if not inside or error.errno not in _READ_ONLY | _FULL:
+            raise
+        if error.errno in _READ_ONLY:
+            raise OutputFolderError(
+                f"cannot write to {folder} ({os.strerror(error.errno)}); make it writable or choose another "
+                "output folder"
+            ) from None
+        free = shutil.disk_usage(_existing(folder)).free
+        raise OutputFolderError(
+            f"no space left to write to {folder} ({free / 2**20:.0f} MiB free on its device); free some space "
+            "or choose another output folder"
+        ) from None
+
+
+def check_output_folder(folder):
+    """Creates `folder`; an OutputFolderError if its name is not UTF-8 (logs, configs and results.json
+    record it as text) or it cannot be created."""
+    try:
+        os.fspath(folder).encode()
+    except UnicodeEncodeError:
+        raise OutputFolderError(
+            f"output folder {os.fspath(folder)!r}: its name is not valid UTF-8; choose a name in UTF-8"
+        ) from None
+    with writing_into(folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+
+def _existing(path):
+    path = Path(path).resolve()
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 @contextmanager
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
 
-    On any error the temporary file is removed and an existing `path` is left untouched.
+    On any error the temporary file is removed and an existing `path` is left untouched. A read-only
+    or full folder raises OutputFolderError. The temporary file's name holds this process's pid and
+    host, so that the next writer into the folder removes what a killed writer (kill -9) left behind,
+    while a live writer's file is kept.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    check_output_folder(path.parent)
+    with writing_into(path.parent):
+        _remove_dead_writers_files(path.parent)
+        writer = f"{os.getpid()}@{socket.gethostname()}"
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        try:
+            yield Path(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def _remove_dead_writers_files(folder):
+    """Removes atomic_path's temporary files in `folder` whose writer, a process on this host, has ended."""
+    host = socket.gethostname()
+    for tmp in Path(folder).glob(".*@*.tmp"):
+        writer = tmp.name.rsplit("@", 1)[0].rsplit(".", 1)[-1]  # ".<name>.<pid>@<host>.<random>.tmp"
+        if not writer.isdigit() or tmp.name.rsplit("@", 1)[1].rsplit(".", 2)[0] != host:
+            continue
+        try:
+            os.kill(int(writer), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def remove_stale_temp_files(folder):
@@ -44,8 +118,9 @@ def remove_stale_temp_files(folder):
 def atomic_torch_save(obj, path):
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a Python file, a full disk raises OSError (ENOSPC) rather than torch's "unexpected pos".
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def atomic_write_json(obj, path):

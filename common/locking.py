@@ -17,7 +17,8 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.errors import UserError
+from common.errors import OutputFolderError
+from common.io import check_output_folder, writing_into
 
 LOCK_NAME = ".lock"
 _NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP}
@@ -25,18 +26,20 @@ _NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP}
 logger = logging.getLogger(__name__)
 
 
-class FolderInUseError(UserError):
+class FolderInUseError(OutputFolderError):
     """Another live process holds the output folder's lock."""
 
 
 @contextmanager
 def output_lock(folder):
     """Holds `folder`'s lock (creating the folder) for the block. Raises FolderInUseError, naming the
-    holder's pid and host, if another process holds it. Yields the holder a dead run left behind
+    holder's pid and host, if another process holds it, and OutputFolderError if the folder cannot be
+    written. Yields the holder a dead run left behind
     ("pid N on HOST"), which has been logged, or None."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    check_output_folder(folder)  # the first write of a run: a read-only or misnamed folder stops here
+    with writing_into(folder):
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

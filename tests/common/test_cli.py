@@ -1,6 +1,13 @@
 """Arguments that make no sense stop at the command line with one line on stderr and exit code 2."""
 
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _voc07_linear(argv):
@@ -53,6 +60,8 @@ def _pretrain(argv):
         (_voc07_linear, ["--lr", "nan"], "--lr: must be greater than 0, got nan"),
         (_voc07_linear, ["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
         (_voc07_svm, ["--costs", "1", "0"], "--costs: must be greater than 0, got 0"),
+        (_voc07_svm, ["--costs", "inf"], "--costs: must be a finite number, got inf"),
+        (_voc07_linear, ["--lr", "inf"], "--lr: must be a finite number, got inf"),
         (_voc07_svm, ["--jobs", "0"], "--jobs: must not be 0"),
         (_voc07_svm, ["--workers", "-1"], "--workers: must be at least 0, got -1"),
         (_imagenet_linear, ["--data", "d", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
@@ -74,25 +83,15 @@ def test_nonsense_arguments_are_one_line_errors(parse, argv, message, capsys):
     assert exit_.value.code == 2 and message in err and err.startswith("error: ") and err.count("\n") == 1, err
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        (("SOLVER.BATCH_SIZE", "0"), "SOLVER.BATCH_SIZE is 0; it must be greater than 0"),
-        (("SOLVER.BASE_LR", "-0.03"), "SOLVER.BASE_LR is -0.03; it must be greater than 0"),
-        (("SOLVER.EPOCHS", "0"), "SOLVER.EPOCHS is 0; it must be greater than 0"),
-        (("DATA.NUM_WORKERS", "-1"), "DATA.NUM_WORKERS is -1; it must be at least 0"),
-    ],
-)
-def test_pretrain_config_values_out_of_range_are_refused_in_setup(override, message):
-    from pretrain.main import parse_args, setup
-
-    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        setup(parse_args(list(override)), world_size=1)
-
-
-def test_pretrain_option_after_the_overrides_is_named_not_taken_for_a_key():
-    from pretrain.main import parse_args, setup
-
-    args = parse_args(["--config-file", "pretrain/configs/clsa_single.yaml", "DATA.ROOT", "d", "--resume", "auto"])
-    with pytest.raises(ValueError, match="--resume comes after the KEY VALUE overrides; put options before them"):
-        setup(args, world_size=1)
+def test_ctrl_c_in_an_entry_point_is_one_line_and_exit_code_130():
+    waiting = (
+        "import time\nfrom common.cli import exit_on_user_error\n"
+        "exit_on_user_error(lambda: print(flush=True) or time.sleep(60))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", waiting], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    process.stdout.readline()
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 130
+    assert process.stderr.read() == "interrupted\n"
