@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from test_pretrain_main import final_state, tiny
 
 from common.errors import DatasetError
 from pretrain.builder import build_encoder
@@ -18,16 +17,18 @@ def monitor_overrides(root, *extra):
 
 
 @pytest.mark.slow
-def test_the_monitor_changes_no_weight_no_buffer_and_no_random_state(synthetic_root, tmp_path):
+def test_the_monitor_changes_no_weight_no_buffer_and_no_random_state(synthetic_root, tiny_pretrain, tmp_path):
     root = synthetic_root / "imagenet"
     run = ("SOLVER.MAX_ITER", "3")
-    main(parse_args(tiny(root / "train", tmp_path / "plain", *run)))
+    main(parse_args(tiny_pretrain.args(root / "train", tmp_path / "plain", *run)))
     main(
         parse_args(
-            tiny(root / "train", tmp_path / "monitored", *run, *monitor_overrides(root, "KNN.PERIOD_ITERS", "2"))
+            tiny_pretrain.args(
+                root / "train", tmp_path / "monitored", *run, *monitor_overrides(root, "KNN.PERIOD_ITERS", "2")
+            )
         )
     )
-    plain, monitored = final_state(tmp_path / "plain"), final_state(tmp_path / "monitored")
+    plain, monitored = tiny_pretrain.final_state(tmp_path / "plain"), tiny_pretrain.final_state(tmp_path / "monitored")
     for key, value in plain["model"].items():  # BN running statistics included
         assert torch.equal(value, monitored["model"][key]), key
     assert torch.equal(plain["rng"]["torch"], monitored["rng"]["torch"])
@@ -79,8 +80,13 @@ def test_first_per_class_keeps_the_first_images_of_each_class(synthetic_root):
     assert first_per_class(folder, 0) is folder
 
 
-def test_an_unusable_knn_root_is_a_config_error_before_training(synthetic_root, tmp_path):
+def test_an_unusable_knn_root_is_a_config_error_before_training(synthetic_root, tiny_pretrain, tmp_path):
     with pytest.raises(DatasetError, match=r"^KNN.ROOT: .*nowhere.*val"):
         setup(
-            parse_args(tiny(synthetic_root / "imagenet" / "train", tmp_path, "KNN.ROOT", str(tmp_path / "nowhere"))), 1
+            parse_args(
+                tiny_pretrain.args(
+                    synthetic_root / "imagenet" / "train", tmp_path, "KNN.ROOT", str(tmp_path / "nowhere")
+                )
+            ),
+            1,
         )
