@@ -137,26 +137,52 @@ def preset_cfg(name):
     return cfg
 
 
-# Config values outside these ranges are refused by load_config (a batch of 0 would divide by zero later).
-_POSITIVE = (
-    "SOLVER.BATCH_SIZE",
-    "SOLVER.BASE_LR",
-    "SOLVER.EPOCHS",
-    "SOLVER.CHECKPOINT_PERIOD",
-    "MODEL.QUEUE_SIZE",
-    "MODEL.DIM",
-    "MODEL.MLP_HIDDEN",
-    "LOG_PERIOD",
-)
-_NON_NEGATIVE = (
-    "SOLVER.MAX_ITER",
-    "SOLVER.CHECKPOINT_PERIOD_ITERS",
-    "SOLVER.WARMUP_EPOCHS",
-    "SOLVER.MOMENTUM",
-    "SOLVER.WEIGHT_DECAY",
-    "MODEL.DDM_WEIGHT",
-    "DATA.NUM_WORKERS",
-)
+# The values each numeric key may take, in interval notation ("[" includes the bound, "(" excludes it);
+# load_config refuses a value outside (NaN and infinity included) before a batch of 0 divides by zero
+# or a temperature of 0 makes the loss non-finite. The view sizes and scales are checked by ViewSet.
+RANGES = {
+    "MODEL.QUEUE_SIZE": "(0, inf)",
+    "MODEL.MOMENTUM": "[0, 1)",  # 1 would freeze the key encoder at its initialisation
+    "MODEL.TEMPERATURE": "(0, inf)",
+    "MODEL.DDM_TEMPERATURE": "(0, inf)",
+    "MODEL.DDM_WEIGHT": "[0, inf)",
+    "MODEL.DIM": "(0, inf)",
+    "MODEL.MLP_HIDDEN": "(0, inf)",
+    "DATA.NUM_WORKERS": "[0, inf)",
+    "DATA.STRONG_NUM_OPS": "[0, inf)",
+    "DATA.STRONG_PROB": "[0, 1]",
+    "SOLVER.BATCH_SIZE": "(0, inf)",
+    "SOLVER.BASE_LR": "(0, inf)",
+    "SOLVER.MOMENTUM": "[0, 1)",
+    "SOLVER.WEIGHT_DECAY": "[0, inf)",
+    "SOLVER.EPOCHS": "(0, inf)",
+    "SOLVER.WARMUP_EPOCHS": "[0, inf)",
+    "SOLVER.MAX_ITER": "[0, inf)",
+    "SOLVER.CHECKPOINT_PERIOD": "(0, inf)",
+    "SOLVER.CHECKPOINT_PERIOD_ITERS": "[0, inf)",
+    "KNN.TRAIN_PER_CLASS": "[0, inf)",
+    "KNN.VAL_PER_CLASS": "[0, inf)",
+    "KNN.PERIOD_EPOCHS": "(0, inf)",
+    "KNN.PERIOD_ITERS": "[0, inf)",
+    "KNN.CROP_SIZE": "(0, inf)",
+    "LOG_PERIOD": "(0, inf)",
+    "SEED": "[0, 18446744073709551616)",  # torch.manual_seed's 64 bits; numpy's generators refuse < 0
+}
+# The backbones the converters can identify in a checkpoint (common/backbone.py).
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def _check_range(key, value, interval):
+    low, high = interval[1:-1].split(", ")
+    above = value >= float(low) if interval[0] == "[" else value > float(low)
+    below = value <= float(high) if interval[-1] == "]" else value < float(high)
+    if above and below:  # NaN fails both
+        return
+    if high == "inf" and value != float("inf"):
+        must = f"{'at least' if interval[0] == '[' else 'greater than'} {low}"
+    else:
+        must = f"in {interval}"
+    raise ConfigError(f"{key} is {value}; it must be {must}")
 
 
 def load_config(config_file, opts, world_size):
@@ -165,10 +191,10 @@ def load_config(config_file, opts, world_size):
     cfg = merge_config(get_cfg(), config_file, opts, _where_keys_are)
     cfg.freeze()
 
-    for key in _POSITIVE + _NON_NEGATIVE:
-        value = functools.reduce(getattr, key.split("."), cfg)
-        if not (value > 0 if key in _POSITIVE else value >= 0):  # NaN fails both
-            raise ConfigError(f"{key} is {value}; it must be {'greater than' if key in _POSITIVE else 'at least'} 0")
+    for key, interval in RANGES.items():
+        _check_range(key, functools.reduce(getattr, key.split("."), cfg), interval)
+    if cfg.MODEL.ARCH not in ARCHS:
+        raise ConfigError(f"MODEL.ARCH {cfg.MODEL.ARCH!r} is not one of {', '.join(ARCHS)}")
     batch, queue = cfg.SOLVER.BATCH_SIZE, cfg.MODEL.QUEUE_SIZE
     if batch % world_size:
         raise ConfigError(
