@@ -42,12 +42,18 @@ _C.MODEL.STRONG_LOSS = "ddm"
 _C.MODEL.DIM = 128
 # Hidden width of the 2-layer MLP head (Linear-ReLU-Linear, no BN), as MoCo v2.
 _C.MODEL.MLP_HIDDEN = 2048
-# Shuffle the key encoder's batch across processes so that BN cannot leak the positive (MoCo).
-# A no-op with a single process.
+# Shuffle the key encoder's batch across processes so that BN cannot leak the positive (MoCo), and
+# across the sub-batches of MODEL.SPLIT_BN_GROUPS within a process.
 _C.MODEL.SHUFFLE_BN = True
 # Use SyncBatchNorm in both encoders instead of shuffle-BN (GPU only; needs more than one process to
 # make any difference).
 _C.MODEL.SYNC_BN = False
+# BN statistics over this many sub-batches of each process's batch (split BN, as in MoCo's one-GPU demo),
+# the keys shuffled across them under MODEL.SHUFFLE_BN: one process then keeps the BN regime of that
+# many GPUs. 1 = off. 0 = automatic: 8 sub-batches (the paper's 8 GPUs) when one process runs
+# MODEL.SHUFFLE_BN, which has nothing to shuffle across otherwise, and its batch splits into 8
+# sub-batches of at least 2 images; off otherwise.
+_C.MODEL.SPLIT_BN_GROUPS = 0
 # Recompute the strong queries' activations in the backward pass instead of keeping them (activation
 # checkpointing): less memory for CLSA-Multi's five strong views, at the cost of their forward again.
 _C.MODEL.CHECKPOINT_STRONG = False
@@ -137,6 +143,20 @@ def preset_cfg(name):
     return cfg
 
 
+# The sub-batches of MODEL.SPLIT_BN_GROUPS 0 (automatic): the paper's 8 GPUs.
+AUTO_SPLIT_BN_GROUPS = 8
+
+
+def split_bn_groups(cfg, world_size):
+    """The BN sub-batches per process that MODEL.SPLIT_BN_GROUPS means for `world_size` processes."""
+    m, auto = cfg.MODEL, AUTO_SPLIT_BN_GROUPS
+    if m.SPLIT_BN_GROUPS:
+        return m.SPLIT_BN_GROUPS
+    batch = cfg.SOLVER.BATCH_SIZE // world_size
+    one_process_shuffle = world_size == 1 and m.SHUFFLE_BN and not m.SYNC_BN
+    return auto if one_process_shuffle and batch % auto == 0 and batch >= 2 * auto else 1
+
+
 # The values each numeric key may take, in interval notation ("[" includes the bound, "(" excludes it);
 # load_config refuses a value outside (NaN and infinity included) before a batch of 0 divides by zero
 # or a temperature of 0 makes the loss non-finite. The view sizes and scales are checked by ViewSet.
@@ -148,6 +168,7 @@ RANGES = {
     "MODEL.DDM_WEIGHT": "[0, inf)",
     "MODEL.DIM": "(0, inf)",
     "MODEL.MLP_HIDDEN": "(0, inf)",
+    "MODEL.SPLIT_BN_GROUPS": "[0, inf)",
     "DATA.NUM_WORKERS": "[0, inf)",
     "DATA.STRONG_NUM_OPS": "[0, inf)",
     "DATA.STRONG_PROB": "[0, 1]",
@@ -210,6 +231,14 @@ def load_config(config_file, opts, world_size):
     if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
         raise ConfigError(
             "MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); use MODEL.SHUFFLE_BN on the CPU"
+        )
+    groups = cfg.MODEL.SPLIT_BN_GROUPS
+    if groups > 1 and cfg.MODEL.SYNC_BN:
+        raise ConfigError(f"MODEL.SPLIT_BN_GROUPS {groups} and MODEL.SYNC_BN are two BN regimes; set one")
+    if groups > 1 and (batch // world_size) % groups:
+        raise ConfigError(
+            f"MODEL.SPLIT_BN_GROUPS ({groups}) must divide the batch of each of the {world_size} processes "
+            f"({batch // world_size}); set a divisor of it, or 1 (off)"
         )
     try:
         views = ViewSet.from_cfg(cfg).views

@@ -18,6 +18,7 @@ from common.errors import DatasetError
 from common.io import atomic_path, remove_stale_temp_files
 from pretrain.batches import DeviceBatches, PretrainData, build_data
 from pretrain.builder import CLSA
+from pretrain.config import split_bn_groups
 from pretrain.divergence import DivergenceGuard
 from pretrain.knn_monitor import KnnMonitor
 from pretrain.metrics import MetricsWriter, MetricWindow, setup_logging
@@ -91,9 +92,19 @@ def _find_resume(resume, output_dir, config_yaml):
     return found
 
 
-def _build_model(cfg, device, memory_format):
+def _build_model(cfg, device, memory_format, world_size):
     torch.manual_seed(cfg.SEED)  # the same initial weights and queue on every process
     m = cfg.MODEL
+    groups = split_bn_groups(cfg, world_size)
+    if groups > 1:
+        logger.info(
+            "split BN on: BN statistics over %d sub-batches of %d images per process%s (MODEL.SPLIT_BN_GROUPS)",
+            groups,
+            cfg.SOLVER.BATCH_SIZE // world_size // groups,
+            ", the keys shuffled across them" if m.SHUFFLE_BN else "",
+        )
+    elif world_size == 1 and m.SHUFFLE_BN:
+        logger.info("one process without split BN: shuffle-BN has nothing to shuffle across and is a no-op")
     model = CLSA(
         m.ARCH,
         m.DIM,
@@ -105,6 +116,7 @@ def _build_model(cfg, device, memory_format):
         m.DDM_WEIGHT,
         m.STRONG_LOSS,
         shuffle_bn=m.SHUFFLE_BN and not m.SYNC_BN,
+        split_bn_groups=groups,
         checkpoint_strong=m.CHECKPOINT_STRONG,
     )
     if m.SYNC_BN:
@@ -152,10 +164,8 @@ def build_training(cfg, resume, rank, world_size, local_rank):
         amp,
         memory_format,
     )
-    if world_size == 1 and cfg.MODEL.SHUFFLE_BN:
-        logger.info("one process: shuffle-BN has nothing to shuffle across and is a no-op")
 
-    model = _build_model(cfg, device, memory_format)
+    model = _build_model(cfg, device, memory_format, world_size)
     s = cfg.SOLVER
     optimizer = torch.optim.SGD(
         model.encoder_q.parameters(),
