@@ -4,7 +4,13 @@ import torch
 import torch.distributed as dist
 
 from common.checkpoint_files import last_saved
+from common.errors import UserError
 from pretrain.run_state import first_non_finite
+
+
+class DivergenceError(UserError, FloatingPointError):
+    """Training diverged; the fix is a setting (the learning rate, a temperature, AMP), so the entry
+    point reports it as one line with exit code 2, as any mistake a user can fix."""
 
 
 class DivergenceGuard:
@@ -20,7 +26,7 @@ class DivergenceGuard:
         self.first_bad_iter = torch.where(newly_bad, iteration, self.first_bad_iter)
 
     def check(self, iteration, probe=None):
-        """Raises FloatingPointError if a loss so far was not finite or, given the views of the last
+        """Raises DivergenceError if a loss so far was not finite or, given the views of the last
         batch as `probe`, if the state a checkpoint would hold is not usable: a weight, BN statistic or
         queue entry is not finite, or the query encoder's output on the probe is not (weights that grew
         to 1e28 are finite, yet the next step overflows). Every process takes part."""
@@ -43,7 +49,7 @@ class DivergenceGuard:
             if good
             else f"no checkpoint was saved in {self.output_dir}: {fix}, and start again"
         )
-        raise FloatingPointError(f"{what}; stopped without saving; {restart}")
+        raise DivergenceError(f"{what}; stopped without saving; {restart}")
 
     def _state_problem(self, probe):
         name = first_non_finite(self.model.state_dict())
