@@ -1,12 +1,14 @@
-"""Cluster preemption: the signals a scheduler sends before it stops a job, and their record."""
+"""Stopping a run to resume it later: the signals a scheduler sends before it stops a job, Ctrl-C, and
+their record."""
 
 import signal
 
 import torch
 import torch.distributed as dist
 
-# SLURM and Kubernetes send these to every process of the job.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SLURM and Kubernetes send SIGTERM or SIGUSR1 to every process of the job; a terminal sends SIGINT
+# (Ctrl-C) to every process of the foreground group. Each saves at the next step boundary.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StopRequest:
