@@ -4,7 +4,8 @@ Rows, each timed on one N x 3 x S x S float batch with per-image random paramete
 - crops: N random crops of 500x375 images resized to S by PaddedImages.crops: one roi_align over
   the padded batch vs one antialiased v2 resize per crop;
 - weak stage: colour jitter (p=0.8), grayscale (p=0.2), Gaussian blur (p=0.5, sigma 0.1-2, kernel
-  ~10% of S), flip: BatchedViews.weak_stage vs kornia.augmentation's same four transforms;
+  ~10% of S), flip: a weak view's steps of spec.plan run by batched.run_plan vs kornia.augmentation's
+  same four transforms;
 - rotate: per-image rotation by U(-30, 30) degrees, nearest, black fill: ops.affine vs
   kornia.augmentation.RandomRotation;
 - equalize: v2's batched histogram (ops.equalize) vs kornia.enhance.equalize.
@@ -21,14 +22,18 @@ import torch
 
 from benchmarks.images import photo_like
 from pretrain.views import batched_ops as ops
-from pretrain.views.batched import BatchedViews, PaddedImages
+from pretrain.views.batched import PaddedImages, run_plan
 from pretrain.views.sampler import crop_boxes, sample
-from pretrain.views.spec import Views, ViewSet, ViewSpec, affine_matrices, blur_kernel_size
+from pretrain.views.spec import Views, ViewSet, ViewSpec, affine_matrices, blur_kernel_size, plan
+
+
+def one_view(size):
+    return ViewSpec(size, (0.2, 1.0))
 
 
 def one_view_params(n, size):
     """The sampler's records of n images for one weak view of `size`."""
-    return sample(ViewSet(Views(ViewSpec(size, (0.2, 1.0)), [], [])), 0, 0, range(n)).key
+    return sample(ViewSet(Views(one_view(size), [], [])), 0, 0, range(n)).key
 
 
 def images_per_second(fn, images, repeats):
@@ -77,7 +82,7 @@ def main():
     )
 
     def ours_weak(x):
-        BatchedViews.weak_stage(x, params)
+        run_plan(x, plan(one_view(size), params))
         return x
 
     def ours_rotate(x):

@@ -1,9 +1,9 @@
 """The batched executor (DATA.AUGMENT batched): every view of a batch made at once on the training device.
 
-It applies the sampler's records (pretrain/views/sampler.py) as the per-image executor does
-(pretrain/views/per_image.py): each op runs once over the images that drew it, with the kernels of
-pretrain/views/batched_ops.py, on float images in [0, 1] brought back to grey levels after every op
-as v2's uint8 kernels leave them. The tests hold the two executors to each other pixel for pixel on
+It runs the steps of `spec.plan` for the sampler's records (pretrain/views/sampler.py), as the per-image
+executor does (pretrain/views/per_image.py): each step runs once over the images that drew it, with the
+kernels of pretrain/views/batched_ops.py, on float images in [0, 1] brought back to grey levels after every
+step as v2's uint8 kernels leave them. The tests hold the two executors to each other pixel for pixel on
 the same records. One difference is by design and bounded there: on a GPU, crops are resized by
 roi_align (a box-filter average where a crop shrinks, where v2 uses a triangle filter); on the CPU,
 one antialiased resize per crop, as the per-image executor.
@@ -12,23 +12,19 @@ The records are drawn on the host before any kernel runs, so which images take w
 without a device-to-host sync.
 """
 
-import itertools
-
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.views import batched_ops as ops
 from pretrain.views.sampler import crop_boxes
-from pretrain.views.spec import JITTER_OPS, STRONG_OPS, Views, affine_matrices, blur_kernel_size
+from pretrain.views.spec import KERNEL_LEVELS, Executor, Views, normalize, plan
 
 
 # After each op the images are brought back to grey levels as v2's uint8 kernel of that op leaves
-# them, so that the batched executor computes what the per-image one computes on uint8: a threshold op
-# or Equalize later in the chain then sees the same levels. Blends, grayscale and autocontrast
-# truncate; hue converts back as v2's to_dtype does (x * 255.999, truncated); resizes and blurs round.
-# The truncations keep a margin of 2^-12 level below each integer for float32's rounding noise.
+# them (spec.KERNEL_LEVELS), so that the batched executor computes what the per-image one computes on
+# uint8: a threshold op or Equalize later in the chain then sees the same levels. The truncations keep
+# a margin of 2^-12 level below each integer for float32's rounding noise.
 def _truncated(images):
     return images.mul(255.0).add_(2.0**-12).floor_().div_(255.0)
 
@@ -41,62 +37,43 @@ def _rounded(images):
     return images.mul(255.0).round_().div_(255.0)
 
 
-def _exact(images):  # the op maps grey levels to grey levels
+def _exact(images):
     return images
 
 
-def _uint8_contrast(images, factors):
-    return ops.contrast(images, factors, grey_levels=True)
+_LEVELS = {"truncate": _truncated, "hue": _hue_levels, "round": _rounded, "exact": _exact}
 
 
-_JITTER_KERNELS = {
-    "brightness": (ops.brightness, _truncated),
-    "contrast": (_uint8_contrast, _truncated),
-    "saturation": (ops.saturation, _truncated),
-    "hue": (ops.hue, _hue_levels),
-}
-_PIXEL_KERNELS = {
-    "AutoContrast": (lambda images, _: ops.autocontrast(images), _truncated),
-    "Invert": (lambda images, _: ops.invert(images), _exact),
-    "Equalize": (lambda images, _: ops.equalize(images), _rounded),
-    "Solarize": (ops.solarize, _exact),
-    "Posterize": (ops.posterize, _rounded),
-    "Contrast": (_uint8_contrast, _truncated),
-    "Color": (ops.saturation, _truncated),
-    "Brightness": (ops.brightness, _truncated),
-    "Sharpness": (ops.sharpness, _truncated),
-}
-_GEOMETRIC = np.array([op.geometric for op in STRONG_OPS])
-_NAMES = np.array([op.name for op in STRONG_OPS])
+def run_plan(images, steps):
+    """Runs `steps` (spec.Step) in order on `images` in place: images[rows] =
+    levels(kernel(images[rows], *args[rows])).
 
-
-def _apply(images, plan):
-    """Runs `plan`, (kernel, rows, params) in order, on `images` in place: images[rows] =
-    levels(fn(images[rows], *params[rows])) for each `kernel` (fn, levels), `rows` a host bool array.
-
-    The rows' indices and parameters of the whole plan go to the device in one int64 and one float64
-    copy (from pinned memory on a GPU), not one or two copies per step: a view makes up to ~70 steps.
+    The rows' indices and parameters of all steps go to the device in one int64 and one float64 copy
+    (from pinned memory on a GPU), not one or two copies per step: a view makes up to ~70 steps.
     """
-    steps = [(kernel, np.flatnonzero(rows), params) for kernel, rows, params in plan]
+    steps = [(kernel, np.flatnonzero(rows), args) for kernel, rows, args in steps]
     steps = [
-        (kernel, index, [np.asarray(p[index], np.float64) for p in params])
-        for kernel, index, params in steps
+        (kernel, index, [np.asarray(a[index], np.float64) if isinstance(a, np.ndarray) else a for a in args])
+        for kernel, index, args in steps
         if len(index)
     ]
     if not steps:
         return
     indices = _to_device(np.concatenate([index for _, index, _ in steps]), images.device)
-    arrays = [array for _, _, params in steps for array in params]
+    arrays = [a for _, _, args in steps for a in args if isinstance(a, np.ndarray)]
     values = _to_device(np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0), images.device)
     index_at = value_at = 0
-    for (fn, levels), index, params in steps:
+    for kernel, index, args in steps:
         rows = indices[index_at : index_at + len(index)]
         index_at += len(index)
-        step_values = []
-        for array in params:
-            step_values.append(values[value_at : value_at + array.size].view(array.shape))
-            value_at += array.size
-        images[rows] = levels(fn(images[rows], *step_values))
+        step_args = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                step_args.append(values[value_at : value_at + a.size].view(a.shape))
+                value_at += a.size
+            else:
+                step_args.append(a)
+        images[rows] = _LEVELS[KERNEL_LEVELS[kernel]](getattr(ops, kernel)(images[rows], *step_args))
 
 
 def _to_device(array, device):
@@ -106,31 +83,6 @@ def _to_device(array, device):
     # Pinned (torch's caching host allocator, which keeps the block until the copy is done), so that
     # the copy does not wait for the host.
     return tensor.pin_memory().to(device, non_blocking=True)
-
-
-def _weak_plan(p, size):
-    """MoCo v2's colour jitter (in each image's order), grayscale, blur and flip, as _apply's steps."""
-    for step in range(len(JITTER_OPS)):
-        for op_index, name in enumerate(JITTER_OPS):
-            rows = p.jitter & (p.jitter_order[:, step] == op_index)
-            yield _JITTER_KERNELS[name], rows, (p.jitter_factors[:, op_index],)
-    yield (ops.grayscale, _truncated), p.grayscale, ()
-    kernel_size = blur_kernel_size(size)
-    yield (lambda x, sigma: ops.gaussian_blur(x, kernel_size, sigma), _rounded), p.blur, (p.blur_sigma,)
-    yield (ops.hflip, _exact), p.flip, ()
-
-
-def _strong_plan(p, height, width):
-    """The rounds of Table 1 ops, as _apply's steps; the geometric ones of a round share one warp."""
-    for round_ in range(p.strong_ops.shape[1]):
-        picks, applied = p.strong_ops[:, round_], p.strong_applied[:, round_]
-        magnitudes = p.strong_magnitudes[:, round_]
-        warped = applied & _GEOMETRIC[picks]
-        matrices_per_image = np.zeros((len(picks), 2, 3))
-        matrices_per_image[warped] = affine_matrices(_NAMES[picks[warped]], magnitudes[warped], height, width)
-        yield (ops.affine, _exact), warped, (matrices_per_image,)
-        for name, kernel in _PIXEL_KERNELS.items():
-            yield kernel, applied & (_NAMES[picks] == name), (magnitudes,)
 
 
 class PaddedImages:
@@ -189,7 +141,7 @@ class PaddedImages:
         return out
 
 
-class BatchedViews:
+class BatchedViews(Executor):
     """Applies a batch's records to its images: `crops` gives the views as float images in [0, 1],
     `__call__` normalised for the model.
 
@@ -199,7 +151,7 @@ class BatchedViews:
     """
 
     def __init__(self, view_set, crop_method=None):
-        self.view_set = view_set
+        super().__init__(view_set)
         self.crop_method = crop_method
 
     def crops(self, images, params):
@@ -209,31 +161,10 @@ class BatchedViews:
         out = []
         for view, p in zip(self.view_set.views.flat(), params.flat()):
             crops = _rounded(padded.crops(crop_boxes(p, padded.heights, padded.widths), view.size))
-            plan = _weak_plan(p, view.size)
-            if view.strong:
-                plan = itertools.chain(plan, _strong_plan(p, view.size, view.size))
-            _apply(crops, plan)
+            run_plan(crops, plan(view, p))
             out.append(crops)
         return Views.from_flat(out, len(params.weak))
 
     def __call__(self, images, params, dtype=torch.float32, memory_format=torch.contiguous_format):
-        """The views normalised with ImageNet's mean and std, in `dtype` and `memory_format`."""
-        views = self.crops(images, params)
-        device = views.key.device
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(device, non_blocking=True)
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(device, non_blocking=True)
-        return views.map(lambda v: ((v - mean) / std).to(dtype=dtype, memory_format=memory_format))
-
-    @staticmethod
-    def weak_stage(images, p):
-        """MoCo v2's colour jitter (in each image's order), grayscale, blur and flip, in place."""
-        _apply(images, _weak_plan(p, images.shape[-1]))
-
-    @staticmethod
-    def strong_stage(images, p):
-        """The rounds of Table 1 ops, in place; the geometric ones of a round share one warp."""
-        _apply(images, _strong_plan(p, *images.shape[-2:]))
-
-    def __repr__(self):
-        views = ", ".join(f"{v.size} strong" if v.strong else str(v.size) for v in self.view_set.views.flat())
-        return f"{type(self).__name__}({views}; num_ops={self.view_set.num_ops}, prob={self.view_set.prob})"
+        """The views normalised for the model (`spec.normalize`), in `dtype` and `memory_format`."""
+        return self.crops(images, params).map(lambda view: normalize(view, dtype, memory_format))

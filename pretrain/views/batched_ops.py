@@ -1,6 +1,7 @@
 """Image ops on a batch (N x 3 x H x W, float in [0, 1]) with one parameter per image.
 
-These are the kernels of the batched executor (pretrain/views/batched.py). Each one computes what
+These are the kernels of the batched executor (pretrain/views/batched.py), under the names of
+spec.KERNEL_LEVELS, as pretrain/views/cpu_ops.py. Each one computes what
 torchvision.transforms.v2.functional computes for one image with a scalar parameter, but for the
 whole batch at once with a parameter tensor of shape (N,), on whatever device the batch lives on.
 Where v2's kernel is already batched and takes no parameter (grayscale, autocontrast, equalize), it
@@ -11,9 +12,6 @@ import torch
 import torch.nn.functional as nnf
 from torchvision.ops import roi_align
 from torchvision.transforms.v2 import functional as F
-
-# v2's own RGB <-> HSV conversions (batched, PIL's formulas); adjust_hue only takes a scalar shift.
-from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 
 def to_device(values, like):
@@ -37,9 +35,9 @@ def brightness(images, factors):
     return _blend(images, torch.zeros((), device=images.device), factors)
 
 
-def contrast(images, factors, grey_levels=False):
-    """v2's adjust_contrast; `grey_levels`: average the grayscale floored to grey levels, as v2 does
-    on uint8 images."""
+def contrast(images, factors, grey_levels=True):
+    """v2's adjust_contrast as on uint8 images, which averages the grayscale floored to grey levels
+    (`grey_levels` False: as on float images)."""
     grey = F.rgb_to_grayscale(images)
     if grey_levels:
         grey = grey.mul_(255.0).add_(2.0**-12).floor_().div_(255.0)
@@ -50,10 +48,51 @@ def saturation(images, factors):
     return _blend(images, F.rgb_to_grayscale(images), factors)
 
 
+# v2's RGB <-> HSV conversions (torchvision.transforms.v2.functional._color, BSD-3-Clause), PIL's formulas
+# on a batch: v2's adjust_hue, which they serve, takes only one shift for all images.
+def rgb_to_hsv(images):
+    """N x 3 x H x W RGB in [0, 1] to HSV, each in [0, 1] (hue in turns)."""
+    r, g, _ = images.unbind(dim=-3)
+    minc, maxc = torch.aminmax(images, dim=-3)
+    # Where maxc == minc, saturation and hue are 0: a denominator of 1 there keeps NaN out.
+    eqc = maxc == minc
+    channels_range = maxc - minc
+    ones = torch.ones_like(maxc)
+    s = channels_range / torch.where(eqc, ones, maxc)
+    channels_range_divisor = torch.where(eqc, ones, channels_range).unsqueeze_(dim=-3)
+    rc, gc, bc = ((maxc.unsqueeze(dim=-3) - images) / channels_range_divisor).unbind(dim=-3)
+    maxc_neq_r = maxc != r
+    maxc_eq_g = maxc == g
+    hg = rc.add(2.0).sub_(bc).mul_(maxc_eq_g & maxc_neq_r)
+    hr = bc.sub_(gc).mul_(~maxc_neq_r)
+    hb = gc.add_(4.0).sub_(rc).mul_(maxc_neq_r.logical_and_(maxc_eq_g.logical_not_()))
+    h = hr.add_(hg).add_(hb).mul_(1.0 / 6.0).add_(1.0).fmod_(1.0)
+    return torch.stack((h, s, maxc), dim=-3)
+
+
+def hsv_to_rgb(images):
+    """The inverse of `rgb_to_hsv`."""
+    h, s, v = images.unbind(dim=-3)
+    h6 = h.mul(6)
+    i = torch.floor(h6)
+    f = h6.sub_(i)
+    i = i.to(dtype=torch.int32).remainder_(6)
+    sxf = s * f
+    one_minus_s = 1.0 - s
+    q = (1.0 - sxf).mul_(v).clamp_(0.0, 1.0)
+    t = sxf.add_(one_minus_s).mul_(v).clamp_(0.0, 1.0)
+    p = one_minus_s.mul_(v).clamp_(0.0, 1.0)
+    vpqt = torch.stack((v, p, q, t), dim=-3)
+    # Which of v, p, q, t each of r, g, b is, by hue sextant i.
+    select = torch.tensor([[0, 2, 1, 1, 3, 0], [3, 0, 0, 2, 1, 1], [1, 1, 3, 0, 0, 2]], dtype=torch.long)
+    select = select.to(device=images.device, non_blocking=True)[:, i].moveaxis(0, -3)
+    return vpqt.gather(-3, select)
+
+
 def hue(images, shifts):
-    h, s, v = _rgb_to_hsv(images).unbind(dim=-3)
+    h, s, v = rgb_to_hsv(images).unbind(dim=-3)
     h = (h + _per_image(shifts, h).view(-1, 1, 1)).remainder_(1.0)
-    return _hsv_to_rgb(torch.stack((h, s, v), dim=-3))
+    return hsv_to_rgb(torch.stack((h, s, v), dim=-3))
 
 
 def sharpness(images, factors):

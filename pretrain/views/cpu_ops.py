@@ -1,10 +1,11 @@
-"""The per-image kernels of the DataLoader-worker views: uint8 RGB images as numpy H x W x 3 arrays.
+"""The per-image executor's kernels (pretrain/views/per_image.py): uint8 RGB images as numpy H x W x 3 arrays,
+under the names of spec.KERNEL_LEVELS, as pretrain/views/batched_ops.py.
 
 torchvision.transforms.v2.functional on uint8 CHW tensors defines what each kernel computes; OpenCV and
 numpy compute it faster (the resized crop: Pillow's crop, then torch's uint8 resize, v2's own kernel).
 Against v2, as tests/pretrain/test_cpu_ops.py measures:
 - equal: resized_crop, brightness, contrast, autocontrast, equalize, invert, solarize, posterize, hflip,
-  and rgb_to_grayscale but for 3 of the 2^24 colours (1 grey level);
+  and grayscale but for 3 of the 2^24 colours (1 grey level);
 - within 1 grey level: hue and gaussian_blur (on under 0.1% of values), sharpness and saturation. These
   two floor the exact blend, where v2's float32 lands just below an exact integer and truncates it a
   level down: up to 6% of values differ at factors such as 0.9 or 1.4, 0.2% on average at random ones;
@@ -63,22 +64,22 @@ def resized_crop(image, top, left, height, width, size):
     return np.ascontiguousarray(resized.permute(1, 2, 0).numpy())
 
 
-def adjust_brightness(image, factor):
+def brightness(image, factor):
     return cv2.LUT(image, _to_uint8(_LEVELS * np.float32(factor)))
 
 
-def adjust_contrast(image, factor):
+def contrast(image, factor):
     # float32 as torch.mean: the sum of integer levels stays exact up to 2^24.
     mean = np.float32(cv2.sumElems(_gray(image))[0]) / np.float32(image.shape[0] * image.shape[1])
     return cv2.LUT(image, _to_uint8(_LEVELS * np.float32(factor) + mean * np.float32(1.0 - factor)))
 
 
-def adjust_saturation(image, factor):
+def saturation(image, factor):
     gray = cv2.cvtColor(_gray(image), cv2.COLOR_GRAY2RGB)
     return cv2.addWeighted(image, factor, gray, 1.0 - factor, _FLOOR)
 
 
-def adjust_hue(image, shift):
+def hue(image, shift):
     """Rotate hues by `shift` turns, in float32 HSV as v2 (OpenCV's float HSV is exact enough; its uint8 HSV
     quantises hue to 2 degrees)."""
     # Levels 0..255 rather than v2's 0..1: hue and saturation are scale-free, value follows the scale.
@@ -89,7 +90,7 @@ def adjust_hue(image, shift):
     return cv2.convertScaleAbs(rgb, alpha=255.999 / 255.0, beta=_FLOOR)
 
 
-def adjust_sharpness(image, factor):
+def sharpness(image, factor):
     height, width = image.shape[:2]
     if height <= 2 or width <= 2:
         return image
@@ -102,7 +103,7 @@ def adjust_sharpness(image, factor):
     return out
 
 
-def rgb_to_grayscale(image):
+def grayscale(image):
     return cv2.cvtColor(_gray(image), cv2.COLOR_GRAY2RGB)
 
 
@@ -172,7 +173,8 @@ def solarize(image, threshold):
 
 
 def posterize(image, bits):
-    """Keep the top `bits` bits of each level."""
+    """Keep the top `bits` bits (an integer, as Table 1 draws it) of each level."""
+    bits = int(bits)
     if bits >= 8:
         return image
     return np.bitwise_and(image, np.uint8((0xFF << (8 - bits)) & 0xFF))

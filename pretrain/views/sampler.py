@@ -45,33 +45,47 @@ class ViewParams:
         return ViewParams(**{name: None if value is None else value[index] for name, value in vars(self).items()})
 
 
-def _uniforms_per_view(view, num_ops):
+def _columns(view, num_ops):
+    """How many uniforms each draw of a view's record takes, in the order they are taken."""
     attempts = WEAK_STAGE.crop_attempts
-    return 2 * attempts + 2 + 1 + 4 + 4 + 4 + (3 * num_ops if view.strong else 0)
+    return {
+        "crop_area": attempts,
+        "crop_log_ratio": attempts,
+        "crop_offset": 2,
+        "jitter": 1,
+        "jitter_order": 4,
+        "jitter_factors": 4,
+        "grayscale": 1,
+        "blur": 1,
+        "blur_sigma": 1,
+        "flip": 1,
+        "strong": 3 * num_ops if view.strong else 0,  # the picks, the applied draws and the magnitudes
+    }
 
 
 def _view_params(view, u, num_ops, prob):
     """Decode one view's N x count uniforms `u` into its ViewParams."""
-    stage, attempts = WEAK_STAGE, WEAK_STAGE.crop_attempts
-    columns = iter(np.split(u, np.cumsum([attempts, attempts, 2, 1, 4, 4, 1, 1, 1, 1]), axis=1))
+    stage = WEAK_STAGE
+    counts = _columns(view, num_ops)
+    u = dict(zip(counts, np.split(u, np.cumsum(list(counts.values()))[:-1], axis=1)))
     low, high = view.scale
     log_low, log_high = np.log(stage.crop_ratio)
     jitter_low, jitter_high = np.array(stage.jitter_low), np.array(stage.jitter_high)
     sigma_low, sigma_high = stage.blur_sigma
     params = ViewParams(
-        crop_area=low + next(columns) * (high - low),
-        crop_log_ratio=log_low + next(columns) * (log_high - log_low),
-        crop_offset=next(columns),
-        jitter=next(columns)[:, 0] < stage.jitter_prob,
-        jitter_order=np.argsort(next(columns), axis=1, kind="stable"),
-        jitter_factors=jitter_low + next(columns) * (jitter_high - jitter_low),
-        grayscale=next(columns)[:, 0] < stage.grayscale_prob,
-        blur=next(columns)[:, 0] < stage.blur_prob,
-        blur_sigma=sigma_low + next(columns)[:, 0] * (sigma_high - sigma_low),
-        flip=next(columns)[:, 0] < stage.flip_prob,
+        crop_area=low + u["crop_area"] * (high - low),
+        crop_log_ratio=log_low + u["crop_log_ratio"] * (log_high - log_low),
+        crop_offset=u["crop_offset"],
+        jitter=u["jitter"][:, 0] < stage.jitter_prob,
+        jitter_order=np.argsort(u["jitter_order"], axis=1, kind="stable"),
+        jitter_factors=jitter_low + u["jitter_factors"] * (jitter_high - jitter_low),
+        grayscale=u["grayscale"][:, 0] < stage.grayscale_prob,
+        blur=u["blur"][:, 0] < stage.blur_prob,
+        blur_sigma=sigma_low + u["blur_sigma"][:, 0] * (sigma_high - sigma_low),
+        flip=u["flip"][:, 0] < stage.flip_prob,
     )
     if view.strong:
-        strong = next(columns)
+        strong = u["strong"]
         picks = np.minimum((strong[:, :num_ops] * len(STRONG_OPS)).astype(np.int64), len(STRONG_OPS) - 1)
         unit = strong[:, 2 * num_ops :]
         low, high, integer = _STRONG_LOW[picks], _STRONG_HIGH[picks], _STRONG_INTEGER[picks]
@@ -86,7 +100,7 @@ def _view_params(view, u, num_ops, prob):
 def sample(view_set, seed, epoch, indices):
     """The parameters of every view of the images `indices` in `epoch`, as Views of ViewParams."""
     specs = view_set.views.flat()
-    counts = [_uniforms_per_view(view, view_set.num_ops) for view in specs]
+    counts = [sum(_columns(view, view_set.num_ops).values()) for view in specs]
     uniforms = np.stack([np.random.default_rng((seed, epoch, int(index))).random(sum(counts)) for index in indices])
     per_view = np.split(uniforms, np.cumsum(counts)[:-1], axis=1)
     params = [_view_params(view, u, view_set.num_ops, view_set.prob) for view, u in zip(specs, per_view)]

@@ -2,8 +2,8 @@
 
 A run's views (sizes and crop scales) come from its config (`ViewSet.from_cfg`); the stages every view
 goes through are fixed by the papers and written here only. The sampler (pretrain/views/sampler.py)
-draws from these definitions and both executors apply its draws, so a number changed here changes
-both paths.
+draws from these definitions, and both executors run the steps that `plan` makes of its draws with
+kernels of the same names (KERNEL_LEVELS), so a number or an op changed here changes both paths.
 
 Weak stage, MoCo v2's "aug_plus" in the order torchvision composes it: RandomResizedCrop, ColorJitter
 (brightness, contrast, saturation 0.4, hue 0.1, its four adjustments in a random order per image)
@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
 import numpy as np
+import torch
+
+from common.constants import IMAGENET_MEAN, IMAGENET_STD
 
 T = TypeVar("T")
 
@@ -63,6 +66,7 @@ class WeakStage:
 
 
 WEAK_STAGE = WeakStage()
+# ColorJitter's adjustments in its op order, by kernel (KERNEL_LEVELS).
 JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 
 
@@ -71,37 +75,66 @@ def blur_kernel_size(size):
     return int(0.1 * size) // 2 * 2 + 1
 
 
+# The kernels both executors run after a view's crop, each defined under this name in
+# pretrain/views/cpu_ops.py (uint8 H x W x 3, one image) and pretrain/views/batched_ops.py (float in [0, 1],
+# N x 3 x H x W), and how v2's uint8 kernel of it returns to grey levels, which the batched executor
+# repeats after the op: "truncate" (blends, grayscale, autocontrast), "round" (blurs, equalize, posterize),
+# "hue" (back from HSV as v2's to_dtype: x * 255.999, truncated) or "exact" (grey levels to grey levels).
+KERNEL_LEVELS = {
+    "brightness": "truncate",
+    "contrast": "truncate",
+    "saturation": "truncate",
+    "hue": "hue",
+    "grayscale": "truncate",
+    "gaussian_blur": "round",
+    "hflip": "exact",
+    "affine": "exact",
+    "autocontrast": "truncate",
+    "invert": "exact",
+    "equalize": "round",
+    "solarize": "exact",
+    "posterize": "round",
+    "sharpness": "truncate",
+}
+
+
 @dataclass(frozen=True)
 class StrongOp:
-    """One op of Table 1. `low`/`high` are None for ops without a magnitude (Table 1's "0 or 1": on or
-    off, decided by the round's `prob` draw). Integer ops draw uniformly from the integers low..high."""
+    """One op of Table 1, run by `kernel` (of KERNEL_LEVELS). `low`/`high` are None for ops without a
+    magnitude (Table 1's "0 or 1": on or off, decided by the round's `prob` draw). Integer ops draw
+    uniformly from the integers low..high. The geometric ops are warps by `affine_matrices`."""
 
     name: str
+    kernel: str
     low: float | None = None
     high: float | None = None
     integer: bool = False
-    geometric: bool = False
+
+    @property
+    def geometric(self):
+        return self.kernel == "affine"
 
 
 # Table 1 in the paper's order; an op's position is its id in the sampler's records.
 STRONG_OPS = (
-    StrongOp("ShearX", -0.3, 0.3, geometric=True),
-    StrongOp("ShearY", -0.3, 0.3, geometric=True),
-    StrongOp("TranslateX", -0.3, 0.3, geometric=True),
-    StrongOp("TranslateY", -0.3, 0.3, geometric=True),
-    StrongOp("Rotate", -30.0, 30.0, geometric=True),
-    StrongOp("AutoContrast"),
-    StrongOp("Invert"),
-    StrongOp("Equalize"),
-    StrongOp("Solarize", 0, 256, integer=True),  # threshold in grey levels; 256 inverts nothing
-    StrongOp("Posterize", 4, 8, integer=True),  # bits kept
+    StrongOp("ShearX", "affine", -0.3, 0.3),
+    StrongOp("ShearY", "affine", -0.3, 0.3),
+    StrongOp("TranslateX", "affine", -0.3, 0.3),
+    StrongOp("TranslateY", "affine", -0.3, 0.3),
+    StrongOp("Rotate", "affine", -30.0, 30.0),
+    StrongOp("AutoContrast", "autocontrast"),
+    StrongOp("Invert", "invert"),
+    StrongOp("Equalize", "equalize"),
+    StrongOp("Solarize", "solarize", 0, 256, integer=True),  # threshold in grey levels; 256 inverts nothing
+    StrongOp("Posterize", "posterize", 4, 8, integer=True),  # bits kept
     # Enhancement factors as in PIL.ImageEnhance: 1 is the identity, 0 the degenerate image.
-    StrongOp("Contrast", 0.05, 0.95),
-    StrongOp("Color", 0.05, 0.95),
-    StrongOp("Brightness", 0.05, 0.95),
-    StrongOp("Sharpness", 0.05, 0.95),
+    StrongOp("Contrast", "contrast", 0.05, 0.95),
+    StrongOp("Color", "saturation", 0.05, 0.95),
+    StrongOp("Brightness", "brightness", 0.05, 0.95),
+    StrongOp("Sharpness", "sharpness", 0.05, 0.95),
 )
-STRONG_OP_NAMES = tuple(op.name for op in STRONG_OPS)
+_NAMES = np.array([op.name for op in STRONG_OPS])
+_GEOMETRIC = np.array([op.geometric for op in STRONG_OPS])
 
 
 def affine_matrices(names, magnitudes, height, width):
@@ -130,6 +163,65 @@ def affine_matrices(names, magnitudes, height, width):
         else:
             raise ValueError(f"{name!r} is not a geometric op of Table 1")
     return out
+
+
+class Step(NamedTuple):
+    """One op of a view for N images: images[rows] = kernel(images[rows], *args), where each array in
+    `args` holds one row per image and anything else is the same for every image."""
+
+    kernel: str  # a key of KERNEL_LEVELS
+    rows: np.ndarray  # N bools: the images that drew the op
+    args: tuple
+
+
+def plan(view, p):
+    """The ops of `view` after its crop, in order, for the records `p` (ViewParams of N images): MoCo v2's
+    colour jitter (in each image's order), grayscale, blur and flip, then for a strong view its rounds of
+    Table 1 ops, the geometric ones of a round as one warp. Both executors run these steps; a jitter or
+    Table 1 op that no image drew has none (the per-image executor walks a plan per view and image)."""
+    # N x step x op: whether the image's jitter runs op at that step.
+    jittered = p.jitter[:, None, None] & (p.jitter_order[:, :, None] == np.arange(len(JITTER_OPS)))
+    for step, op_index in np.argwhere(jittered.any(axis=0)).tolist():
+        yield Step(JITTER_OPS[op_index], jittered[:, step, op_index], (p.jitter_factors[:, op_index],))
+    yield Step("grayscale", p.grayscale, ())
+    yield Step("gaussian_blur", p.blur, (blur_kernel_size(view.size), p.blur_sigma))
+    yield Step("hflip", p.flip, ())
+    if not view.strong:
+        return
+    # N x round x op: whether the image applies op in that round.
+    picked = p.strong_applied[:, :, None] & (p.strong_ops[:, :, None] == np.arange(len(STRONG_OPS)))
+    warped = picked[:, :, _GEOMETRIC].any(axis=2)
+    warped_round = None
+    for round_, index in np.argwhere(picked.any(axis=0)).tolist():  # by round, then in STRONG_OPS' order
+        op, magnitudes = STRONG_OPS[index], p.strong_magnitudes[:, round_]
+        if not op.geometric:
+            yield Step(op.kernel, picked[:, round_, index], () if op.low is None else (magnitudes,))
+        elif round_ != warped_round:  # the round's first geometric op: one warp for all of them
+            warped_round, rows = round_, warped[:, round_]
+            matrices = np.zeros((len(rows), 2, 3))
+            picks = p.strong_ops[rows, round_]
+            matrices[rows] = affine_matrices(_NAMES[picks], magnitudes[rows], view.size, view.size)
+            yield Step("affine", rows, (matrices,))
+
+
+class Executor:
+    """What the two executors of `plan` (pretrain/views/per_image.py, pretrain/views/batched.py) share: the
+    run's ViewSet and how they print."""
+
+    def __init__(self, view_set):
+        self.view_set = view_set
+
+    def __repr__(self):
+        views = ", ".join(f"{v.size} strong" if v.strong else str(v.size) for v in self.view_set.views.flat())
+        return f"{type(self).__name__}({views}; num_ops={self.view_set.num_ops}, prob={self.view_set.prob})"
+
+
+def normalize(images, dtype=torch.float32, memory_format=torch.contiguous_format):
+    """Float N x 3 x H x W images in [0, 1] as the model takes them: normalised with ImageNet's mean and
+    std, in `dtype` and `memory_format`."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1).to(images.device, non_blocking=True)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1).to(images.device, non_blocking=True)
+    return ((images - mean) / std).to(dtype=dtype, memory_format=memory_format)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The batched executor's kernels against torchvision.transforms.v2.functional on float images, image by image."""
 
+import functools
 import math
 
 import numpy as np
@@ -46,7 +47,7 @@ FACTORS = torch.tensor([0.05, 0.5, 0.95, 1.3, 1.0])
     "batched, reference, params",
     [
         (ops.brightness, F.adjust_brightness, FACTORS),
-        (ops.contrast, F.adjust_contrast, FACTORS),
+        (functools.partial(ops.contrast, grey_levels=False), F.adjust_contrast, FACTORS),
         (ops.saturation, F.adjust_saturation, FACTORS),
         (ops.sharpness, F.adjust_sharpness, FACTORS),
         (ops.hue, F.adjust_hue, torch.tensor([-0.1, -0.03, 0.0, 0.05, 0.1])),
@@ -139,3 +140,11 @@ def test_padding_and_grouping_never_change_a_crop(crop_method):
     assert len(one_group.groups) == 1 and len(several.groups) >= 2
     torch.testing.assert_close(one_group.crops(boxes, 32), alone, atol=1e-6, rtol=0)
     torch.testing.assert_close(several.crops(boxes, 32), alone, atol=1e-6, rtol=0)
+
+
+def test_hsv_conversion_of_hand_checked_colours_and_its_round_trip(batch):
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5], [0.5, 0.25, 0.0]])
+    hsv = ops.rgb_to_hsv(rgb.view(5, 3, 1, 1)).view(5, 3)
+    expected = [[0.0, 1.0, 1.0], [1 / 3, 1.0, 1.0], [2 / 3, 1.0, 1.0], [0.0, 0.0, 0.5], [1 / 12, 1.0, 0.5]]
+    torch.testing.assert_close(hsv, torch.tensor(expected))
+    torch.testing.assert_close(ops.hsv_to_rgb(ops.rgb_to_hsv(batch)), batch, atol=1e-6, rtol=0)

@@ -47,8 +47,8 @@ def differences(out, expected):
 @pytest.mark.parametrize(
     "kernel, reference, params",
     [
-        (cpu_ops.adjust_brightness, F.adjust_brightness, FACTORS),
-        (cpu_ops.adjust_contrast, F.adjust_contrast, FACTORS),
+        (cpu_ops.brightness, F.adjust_brightness, FACTORS),
+        (cpu_ops.contrast, F.adjust_contrast, FACTORS),
         (cpu_ops.solarize, F.solarize, [0, 1, 128, 255]),
         (cpu_ops.posterize, F.posterize, [4, 5, 6, 7, 8]),
     ],
@@ -61,7 +61,7 @@ def test_point_ops_equal_v2(image, kernel, reference, params):
 @pytest.mark.parametrize(
     "kernel, reference",
     [
-        (cpu_ops.rgb_to_grayscale, lambda t: F.rgb_to_grayscale(t, num_output_channels=3)),
+        (cpu_ops.grayscale, lambda t: F.rgb_to_grayscale(t, num_output_channels=3)),
         (cpu_ops.hflip, F.horizontal_flip),
         (cpu_ops.autocontrast, F.autocontrast),
         (cpu_ops.equalize, F.equalize),
@@ -88,7 +88,7 @@ def test_solarize_at_256_and_posterize_at_8_bits_return_the_image(image):
 def test_grayscale_equals_v2_on_all_but_three_of_the_2_24_colours():
     codes = np.arange(1 << 24, dtype=np.uint32)
     colours = np.stack([codes >> 16, (codes >> 8) & 255, codes & 255], axis=-1).astype(np.uint8).reshape(4096, 4096, 3)
-    mine = cpu_ops.rgb_to_grayscale(colours)[..., 0]
+    mine = cpu_ops.grayscale(colours)[..., 0]
     theirs = F.rgb_to_grayscale(torch.from_numpy(colours).permute(2, 0, 1))[0].numpy()
     assert np.abs(mine.astype(np.int16) - theirs).max() == 1
     assert np.count_nonzero(mine != theirs) <= 3
@@ -99,9 +99,9 @@ def test_grayscale_equals_v2_on_all_but_three_of_the_2_24_colours():
     [
         # v2 truncates float32 blends that land just below an exact integer, which factors such as 0.9
         # and 1.4 make common (up to 6.4% of values); test_blends_floor_the_exact_blend pins ours.
-        (cpu_ops.adjust_saturation, F.adjust_saturation, FACTORS, 0.07),
-        (cpu_ops.adjust_sharpness, F.adjust_sharpness, FACTORS, 0.01),
-        (cpu_ops.adjust_hue, F.adjust_hue, [-0.5, -0.1, -0.03, 0.0, 0.1, 0.5], 1e-3),
+        (cpu_ops.saturation, F.adjust_saturation, FACTORS, 0.07),
+        (cpu_ops.sharpness, F.adjust_sharpness, FACTORS, 0.01),
+        (cpu_ops.hue, F.adjust_hue, [-0.5, -0.1, -0.03, 0.0, 0.1, 0.5], 1e-3),
     ],
 )
 def test_colour_ops_are_within_one_grey_level_of_v2(image, kernel, reference, params, max_fraction):
@@ -129,7 +129,7 @@ def exact_sharpness(image, percent):
 
 
 @pytest.mark.parametrize(
-    "kernel, exact", [(cpu_ops.adjust_saturation, exact_saturation), (cpu_ops.adjust_sharpness, exact_sharpness)]
+    "kernel, exact", [(cpu_ops.saturation, exact_saturation), (cpu_ops.sharpness, exact_sharpness)]
 )
 def test_blends_floor_the_exact_blend(image, kernel, exact):
     for factor in FACTORS:
@@ -139,7 +139,7 @@ def test_blends_floor_the_exact_blend(image, kernel, exact):
 
 @pytest.mark.parametrize(
     "kernel, reference",
-    [(cpu_ops.adjust_saturation, F.adjust_saturation), (cpu_ops.adjust_sharpness, F.adjust_sharpness)],
+    [(cpu_ops.saturation, F.adjust_saturation), (cpu_ops.sharpness, F.adjust_sharpness)],
 )
 def test_blends_at_random_factors_rarely_differ_from_v2(kernel, reference):
     image = make_image("photo", 96, 96)

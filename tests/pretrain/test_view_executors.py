@@ -19,7 +19,7 @@ from benchmarks.images import photo_like
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.config import preset_cfg
 from pretrain.views.batched import BatchedViews
-from pretrain.views.per_image import PerImageViews, normalize
+from pretrain.views.per_image import PerImageViews, to_model
 from pretrain.views.sampler import ViewParams, sample
 from pretrain.views.spec import JITTER_OPS, STRONG_OPS, Views, ViewSet, ViewSpec
 
@@ -165,7 +165,7 @@ def test_per_image_views_are_normalised_on_the_device_as_the_batched_ones():
         per_image(Image.fromarray(x), params.map(lambda p, i=i: p.rows(slice(i, i + 1)))) for i, x in enumerate(images)
     ]
     batch = Views(torch.stack([views.key for views in made]), [], [])
-    ours = normalize(batch, torch.device("cpu"), torch.bfloat16, torch.channels_last).key
+    ours = to_model(batch, torch.device("cpu"), torch.bfloat16, torch.channels_last).key
     theirs = BatchedViews(view_set)(
         [torch.from_numpy(x).permute(2, 0, 1) for x in images], params, torch.bfloat16, torch.channels_last
     ).key
@@ -235,6 +235,6 @@ def test_the_batched_views_copy_a_fixed_handful_of_host_arrays_whatever_the_batc
         counts.append(copies.count)
     views = len(view_set.views.flat())
     assert counts[0] == counts[1], counts  # with these seeds, every op drew an image in both batches
-    # Per view: indices, parameters, crop boxes and their images, and 4 constants of torchvision's
+    # Per view: indices, parameters, crop boxes and their images, and the constants of the
     # HSV conversion in each of up to 4 hue jitter steps; 2 for the normalisation's mean and std.
     assert counts[1] <= (4 + 16) * views + 2, counts

@@ -10,8 +10,17 @@ import yaml
 from PIL import Image
 
 from pretrain.config import get_cfg
-from pretrain.views import batched_ops
-from pretrain.views.spec import STRONG_OPS, WEAK_STAGE, ViewSet, ViewSpec, affine_matrices, blur_kernel_size
+from pretrain.views import batched_ops, cpu_ops
+from pretrain.views.spec import (
+    JITTER_OPS,
+    KERNEL_LEVELS,
+    STRONG_OPS,
+    WEAK_STAGE,
+    ViewSet,
+    ViewSpec,
+    affine_matrices,
+    blur_kernel_size,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "pretrain" / "configs"
 
@@ -41,6 +50,13 @@ def test_strong_ops_are_the_14_of_table_1_with_their_ranges():
         assert (None if op.low is None else (op.low, op.high)) == TABLE_1[op.name], op.name
     assert {op.name for op in STRONG_OPS if op.geometric} == {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
     assert {op.name for op in STRONG_OPS if op.integer} == {"Solarize", "Posterize"}
+
+
+def test_every_op_names_a_kernel_that_both_kernel_modules_define():
+    kernels = {*JITTER_OPS, "grayscale", "gaussian_blur", "hflip", *(op.kernel for op in STRONG_OPS)}
+    assert kernels == set(KERNEL_LEVELS)
+    for kernel in kernels:
+        assert callable(getattr(cpu_ops, kernel)) and callable(getattr(batched_ops, kernel)), kernel
 
 
 def test_weak_stage_is_moco_v2_aug_plus():

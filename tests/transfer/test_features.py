@@ -83,11 +83,11 @@ def test_l2_normalise_matches_goyal_formula():
 
 def test_normalisation_and_voc_classes_come_from_one_place():
     from common import constants, synthetic
-    from pretrain.views import batched, per_image
+    from pretrain.views import spec
     from transfer import voc
 
-    assert features.IMAGENET_MEAN is per_image.IMAGENET_MEAN is batched.IMAGENET_MEAN is constants.IMAGENET_MEAN
-    assert features.IMAGENET_STD is per_image.IMAGENET_STD is batched.IMAGENET_STD is constants.IMAGENET_STD
+    assert features.IMAGENET_MEAN is spec.IMAGENET_MEAN is constants.IMAGENET_MEAN
+    assert features.IMAGENET_STD is spec.IMAGENET_STD is constants.IMAGENET_STD
     assert voc.VOC_CLASSES is synthetic.VOC_CLASSES is constants.VOC_CLASSES and len(constants.VOC_CLASSES) == 20
 
 
