@@ -18,9 +18,3 @@ def test_requirements_txt_lists_exactly_the_declared_dependencies():
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     installed = _by_name([line for line in lines if line])
     assert installed == declared
-
-
-def test_license_and_citation_are_shipped():
-    assert "Apache License" in (ROOT / "LICENSE").read_text().splitlines()[0]
-    citation = (ROOT / "CITATION.cff").read_text()
-    assert "Contrastive Learning with Stronger Augmentations" in citation and "2104.07713" in citation
