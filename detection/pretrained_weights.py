@@ -1,11 +1,13 @@
 """Loading pretrained weights into a detectron2 model: safely, and never silently from random init."""
 
 import logging
+import os
 import pickle
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import PathManager
 
+from common.checkpoint_files import unloadable_reason
 from common.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -84,13 +86,7 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
                 }
             return super()._load_file(filename)
         except Exception as err:
-            raise CheckpointError(
-                filename,
-                f"not a readable detectron2 checkpoint ({type(err).__name__}: {err}). A "
-                "pretraining checkpoint must be converted first (python converters/to_d2.py CKPT); a "
-                "detection model_*.pth that fails here is damaged: put the name of an earlier one in "
-                "OUTPUT_DIR/last_checkpoint to resume from it",
-            ) from err
+            raise CheckpointError(filename, _unreadable_reason(filename, err)) from err
 
     def _load_model(self, checkpoint):
         incompatible = super()._load_model(checkpoint)
@@ -109,3 +105,21 @@ class PretrainedWeightsCheckpointer(DetectionCheckpointer):
                 "random init. Pass a file written by converters/to_d2.py",
             )
         return incompatible
+
+
+_FIX = (
+    "a pretraining checkpoint must be converted first (python converters/to_d2.py CKPT); for a damaged "
+    "detection model_*.pth, put the name of an earlier one in OUTPUT_DIR/last_checkpoint to resume from it"
+)
+
+
+def _unreadable_reason(filename, err):
+    """Why `filename` could not be read: objects that safe loading refuses (never called damaged, and
+    without torch's advice to load unsafely), a damaged file, or no checkpoint at all."""
+    if filename.endswith(".pkl"):
+        if isinstance(err, pickle.UnpicklingError):
+            return f"holds objects that safe loading refuses ({err}); pass a .pkl written by converters/to_d2.py"
+        return f"not a readable detectron2 checkpoint ({type(err).__name__}: {err}); {_FIX}"
+    if os.path.isfile(filename):
+        return unloadable_reason(filename, err, _FIX)
+    return f"not a readable detectron2 checkpoint ({type(err).__name__}: {err})"
