@@ -1,5 +1,7 @@
 """Checks that the data sets a config names exist on disk and parse, before any model is built."""
 
+import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 
@@ -8,6 +10,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from common.datasets import detectron2_datasets_root
 from common.errors import ConfigError, DatasetError
+
+logger = logging.getLogger(__name__)
+_BOX = ("xmin", "ymin", "xmax", "ymax")
 
 
 def expected_paths(name):
@@ -36,20 +41,64 @@ def check_datasets(names):
                 )
         meta = MetadataCatalog.get(name)
         if hasattr(meta, "dirname") and hasattr(meta, "split"):
-            check_voc_annotations(meta.dirname, meta.split)
+            check_voc_annotations(meta.dirname, meta.split, meta.thing_classes)
 
 
-def check_voc_annotations(dirname, split):
-    """Parses Annotations/<id>.xml of every image of ImageSets/Main/<split>.txt, as detectron2's VOC
-    loader will (which names neither the file nor the fix when one is damaged)."""
+def check_voc_annotations(dirname, split, class_names):
+    """Reads Annotations/<id>.xml of every image of ImageSets/Main/<split>.txt as detectron2's VOC
+    loader will (which names neither the file nor the fix when one is wrong), and raises DatasetError,
+    naming the file, for what it cannot use: unparsable XML, no image size, a class not among
+    `class_names`, a missing <bndbox> or coordinate, a coordinate that is not a finite number, an
+    inverted box. A box reaching outside its image is clipped by detectron2's data loader;
+    those are counted in one warning. Returns that count."""
     with open(os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")) as f:
         ids = f.read().split()
+    outside, first_outside = 0, None
     for image_id in ids:
         path = os.path.join(dirname, "Annotations", f"{image_id}.xml")
+        fix = f"correct the file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt"
         try:
-            ET.parse(path)
+            tree = ET.parse(path)
         except (ET.ParseError, OSError) as error:
-            raise DatasetError(
-                f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); restore the "
-                f"file, or remove {image_id} from {dirname}/ImageSets/Main/{split}.txt"
-            ) from None
+            raise DatasetError(f"{path}: unreadable VOC annotation ({type(error).__name__}: {error}); {fix}") from None
+        try:
+            width, height = (int(tree.findtext(f"size/{side}")) for side in ("width", "height"))
+        except (TypeError, ValueError):
+            raise DatasetError(f"{path}: no <size> with an integer <width> and <height>; {fix}") from None
+        for number, obj in enumerate(tree.iter("object"), 1):
+            name = obj.findtext("name")
+            if name not in class_names:
+                raise DatasetError(
+                    f"{path}: object {number} is of class {name!r}, not one of the {len(class_names)} classes "
+                    f"({', '.join(class_names)}); {fix}"
+                )
+            box = _box(obj.find("bndbox"))
+            if isinstance(box, str):
+                raise DatasetError(f"{path}: object {number} ({name}): {box}; {fix}")
+            # VOC counts pixels from 1: (1, 1, width, height) covers the image (detectron2 subtracts 1).
+            if not (1 <= box[0] and 1 <= box[1] and box[2] <= width and box[3] <= height):
+                outside += 1
+                first_outside = first_outside or f"{path}, object {number}: {box} in a {width}x{height} image"
+    if outside:
+        logger.warning(
+            "%s: %d boxes reach outside their image and are clipped to it in training (first: %s)",
+            dirname,
+            outside,
+            first_outside,
+        )
+    return outside
+
+
+def _box(bndbox):
+    """The 4 coordinates of a <bndbox>, or why it cannot be used."""
+    if bndbox is None:
+        return "no <bndbox>"
+    try:
+        box = [float(bndbox.findtext(side)) for side in _BOX]
+    except (TypeError, ValueError):
+        return f"<bndbox> needs 4 numbers {', '.join(_BOX)}, got {[bndbox.findtext(side) for side in _BOX]}"
+    if not all(math.isfinite(v) for v in box):
+        return f"<bndbox> {box} has a coordinate that is not a finite number"
+    if not (box[0] <= box[2] and box[1] <= box[3]):
+        return f"<bndbox> {box} has xmax < xmin or ymax < ymin"
+    return box
