@@ -226,7 +226,8 @@ class CLSA(nn.Module):
 
         Returns a dict of scalars: "loss" (to minimise), its parts "loss_contrastive" (eq. 1 summed
         over weak queries), "loss_ddm" or "loss_strong_contrastive" (summed over strong queries), and
-        "top1" (how often the first query's positive has the highest logit).
+        "instance_acc" (the instance-discrimination accuracy: how often the first query's positive key
+        has the highest logit among the keys and the queue).
         """
         if strong and not weak and self.strong_loss == "ddm":
             raise ValueError("the DDM loss needs at least one weak view as its target")
@@ -251,6 +252,6 @@ class CLSA(nn.Module):
             out["loss"] = out.get("loss_contrastive", 0.0) + self.ddm_weight * out.get(
                 "loss_ddm", out.get("loss_strong_contrastive", 0.0)
             )
-            out["top1"] = (similarities[0].argmax(dim=1) == labels).float().mean()
+            out["instance_acc"] = (similarities[0].argmax(dim=1) == labels).float().mean()
         self.dequeue_and_enqueue(keys)
         return out

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from common.environment import startup_line
 from common.errors import DatasetError
 from common.io import atomic_path, remove_stale_temp_files
 from pretrain.batches import DeviceBatches, PretrainData, build_data
@@ -21,7 +22,7 @@ from pretrain.builder import CLSA
 from pretrain.config import split_bn_groups
 from pretrain.divergence import DivergenceGuard
 from pretrain.knn_monitor import KnnMonitor
-from pretrain.metrics import MetricsWriter, MetricWindow, setup_logging
+from pretrain.metrics import MetricsWriter, MetricWindow, peak_memory, progress_line, setup_logging, wandb_project
 from pretrain.preemption import StopRequest
 from pretrain.run_state import check_same_run, find_resume_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from pretrain.schedule import CheckpointSchedule, learning_rate
@@ -138,8 +139,10 @@ def _compile(cfg, model):
 def build_training(cfg, resume, rank, world_size, local_rank):
     """Sets up one process: output folder, logging, device, model, optimizer, data, resume, compile, DDP."""
     output_dir = Path(cfg.OUTPUT_DIR)
+    project = wandb_project(cfg) if rank == 0 else None
     output_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(output_dir, rank)
+    logger.info(startup_line(cfg.dump()))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
@@ -205,6 +208,9 @@ def build_training(cfg, resume, rank, world_size, local_rank):
             gradient_as_bucket_view=True,  # gradients live in DDP's buckets: no copy in and out per step
         )
     )  # the queue is identical by construction
+    writer = None
+    if rank == 0:
+        writer = MetricsWriter(output_dir, start_iter, iters_per_epoch, project, yaml.safe_load(cfg.dump()))
     return Training(
         cfg=cfg,
         rank=rank,
@@ -221,34 +227,25 @@ def build_training(cfg, resume, rank, world_size, local_rank):
         iters_per_epoch=iters_per_epoch,
         checkpoints=CheckpointSchedule(s, iters_per_epoch, max_iter),
         guard=DivergenceGuard(model, device, amp, control, output_dir),
-        writer=MetricsWriter(output_dir, start_iter) if rank == 0 else None,
+        writer=writer,
         monitor=KnnMonitor(cfg, device, iters_per_epoch, amp) if cfg.KNN.ROOT else None,
     )
 
 
-def _report(t, window, iteration, lr, bar):
-    """Checks for divergence, then logs the window's means to metrics.json, TensorBoard and the bar."""
+def _report(t, window, iteration, lr):
+    """Checks for divergence, then logs the window's means to the log, metrics.json and TensorBoard."""
     t.guard.check(iteration)
-    metrics = {
-        **window.report(t.control, t.world_size, t.cfg.SOLVER.BATCH_SIZE),
-        "lr": lr,
-        "skipped_images": t.data.dataset.num_skipped,
-    }
+    batch = t.cfg.SOLVER.BATCH_SIZE
+    metrics = {**window.report(t.control, t.world_size, batch), "lr": lr, "skipped_images": t.data.dataset.num_skipped}
     if t.writer:
         t.writer.write(iteration, metrics)
-    bar.set_postfix(
-        loss=f"{metrics['loss']:.3f}",
-        lr=f"{lr:.4g}",
-        img_s=f"{metrics['img_per_s']:.1f}",
-        data=f"{metrics['data_time_share']:.0%}",
-    )
+    logger.info(progress_line(metrics, iteration, t.max_iter, t.iters_per_epoch, batch, peak_memory(t.device)))
 
 
 def train_loop(t, stop):
     """Trains from t.start_iter to t.max_iter, or until `stop` (a StopRequest) is agreed on."""
     if t.monitor and t.start_iter == 0:
         t.monitor.evaluate(t.model.encoder_q, -1, t.writer)
-    bar = tqdm(total=t.max_iter, initial=t.start_iter, disable=t.rank != 0, dynamic_ncols=True, desc="pretrain")
     window = MetricWindow()
     iteration, done = t.start_iter, t.start_iter >= t.max_iter
     t.model.train()
@@ -266,12 +263,11 @@ def train_loop(t, stop):
             out = train_step(t.net, t.optimizer, views, t.amp)
             window.add(out, data_time)
             t.guard.record(out["loss"], iteration)
-            bar.update(1)
 
             last = iteration + 1 == t.max_iter
             reporting = (iteration + 1) % t.cfg.LOG_PERIOD == 0 or last
             if reporting:
-                _report(t, window, iteration, lr, bar)
+                _report(t, window, iteration, lr)
             # Several processes agree on a stop at each report: a vote every step would cost a gloo
             # round trip per step for a signal that comes once a run.
             stopping = stop.agreed(t.control) if t.control is None or reporting else False
@@ -288,7 +284,6 @@ def train_loop(t, stop):
                 done = True
                 break
             fetch_start = time.perf_counter()
-    bar.close()
 
 
 def train(cfg, resume, rank, world_size, local_rank):

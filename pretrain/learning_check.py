@@ -7,11 +7,11 @@ not already good), and reads the kNN monitor's top-1 at k = 20 on the set's val 
 first step and after the last, from metrics.json.
 """
 
-import json
 from pathlib import Path
 
 from common.synthetic import generate_shapes
 from pretrain.main import main, parse_args
+from pretrain.metrics import read_metrics
 
 RECIPE = Path(__file__).resolve().parent / "configs" / "cpu" / "learning_check.yaml"
 METRIC = "knn/top1_k20"
@@ -21,7 +21,7 @@ MARGIN = 10.0
 
 def knn_before_and_after(metrics_path, metric=METRIC):
     """(`metric` before the first step, at the last evaluation) from a run's metrics.json."""
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines()]
+    rows = read_metrics(metrics_path)
     scores = [(row["iteration"], row[metric]) for row in rows if metric in row]
     if not scores or scores[0][0] != -1:
         raise ValueError(f"{metrics_path} holds no {metric} of the initial backbone (KNN.ROOT unset, or resumed)")

@@ -4,6 +4,7 @@ checkpoint of another run refused."""
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,12 +27,14 @@ def test_run_writes_detectron2_style_outputs(train_root, tiny_pretrain, tmp_path
     log = (tmp_path / "log.txt").read_text()
     assert "views made per image in DataLoader workers" in log  # auto, no GPU
     assert "shuffle-BN" in log and "no-op" in log
+    assert "environment: torch" in log and "config sha256" in log
+    assert re.search(r"eta: 0:00:00  epoch: \d+/\d+  iter: 3/4  instance_acc: .* img/s: .* max_rss: \d+M", log)
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
     assert (tmp_path / "model_0000001.pth").exists() and (tmp_path / "config.yaml").exists()
     assert list(tmp_path.glob("events.out.tfevents.*"))
     lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 3]
-    assert {"loss", "loss_contrastive", "loss_ddm", "top1", "lr", "img_per_s", "data_time"} <= set(lines[0])
+    assert {"loss", "loss_contrastive", "loss_ddm", "instance_acc", "lr", "img_per_s", "data_time"} <= set(lines[0])
     checkpoint = tiny_pretrain.final_state(tmp_path)
     assert checkpoint["iteration"] == 3 and checkpoint["model"]["queue_ptr"].item() == 0  # 4 x 8 keys, K 16
     assert "resnet18" in checkpoint["config"]

@@ -61,7 +61,7 @@ def worker(rank, init_file, results):
     torch.save(
         {
             "loss": out["loss"].detach(),
-            "top1": out["top1"],
+            "instance_acc": out["instance_acc"],
             "queue": model.queue.clone(),
             "queue_ptr": model.queue_ptr.clone(),
             "fc": model.encoder_q.fc[2].weight.detach().clone(),
@@ -88,7 +88,7 @@ def test_two_processes_give_the_one_process_loss_with_bn_on_running_statistics(r
     mean_loss = sum(r["loss"] for r in ranks) / WORLD
     assert mean_loss.item() == pytest.approx(single["loss"].item(), rel=1e-5)
     # Each rank's own positives are found as often as in the single process (labels = rank * N + i).
-    assert (sum(r["top1"] for r in ranks) / WORLD).item() == pytest.approx(single["top1"].item())
+    assert (sum(r["instance_acc"] for r in ranks) / WORLD).item() == pytest.approx(single["instance_acc"].item())
 
 
 def test_queue_is_identical_on_every_rank_and_holds_the_global_batch(runs):
