@@ -1,11 +1,12 @@
 """The paper's Table 3 for evaluated checkpoints, next to the paper's own rows.
 
-    python tools/report.py SUITE_DIR [SUITE_DIR ...] [--out DIR]
+    python tools/report.py SUITE_DIR [SUITE_DIR ...] [--out DIR] [--pretrain-dir OUTPUT_DIR]
 
 Each SUITE_DIR is one checkpoint's `tools/run_suite.py` output: stage folders voc07_svm/,
 voc07_linear/, imagenet_linear/, imagenet_knn/, voc_det/ and coco_det/, each with a results.json
 (several seeds: mean and std are shown). Writes report.md, report.json and report.png (bar chart) to --out
-(default: the first SUITE_DIR) and prints the markdown.
+(default: the first SUITE_DIR) and prints the markdown. With --pretrain-dir, also curves.png: the
+losses, kNN top-1, lr, img/s and data-wait share of that pretraining run against the epoch.
 """
 
 import argparse
@@ -13,11 +14,12 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
-
 from common.cli import exit_on_user_error, one_line_errors
+from common.errors import UserError
+from common.figures import report_bars, save_png, training_curves
 from common.io import atomic_path, atomic_write_json
 from common.synthetic import MARKER
+from pretrain.metrics import read_metrics
 
 # Table 3 of the paper: VOC07 accuracy, VOC07+12 AP50, COCO AP, COCO APs.
 PAPER_ROWS = {
@@ -82,6 +84,25 @@ def _lookup(metrics, path):
     return metrics
 
 
+def _read_results(path):
+    """A stage's results.json; a file cut short or not a JSON object is refused, naming it."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON ({error}); rerun that stage, or remove its folder") from None
+    if not isinstance(results, dict):
+        raise UserError(f"{path} holds a {type(results).__name__}, not a stage's results; rerun that stage")
+    return results
+
+
+def check_is_suite(suite_dir):
+    """Refuses a folder in which no stage of tools/run_suite.py has run (nor failed)."""
+    if not any((Path(suite_dir) / stage).is_dir() for stage in STAGE_NAMES):
+        raise UserError(
+            f"{suite_dir} holds no stage folder ({', '.join(STAGE_NAMES)}); pass a tools/run_suite.py output folder"
+        )
+
+
 def cell(suite_dir, column):
     """{"mean", "std", "n"} of a column for one checkpoint, or {"missing": reason}.
 
@@ -95,7 +116,7 @@ def cell(suite_dir, column):
         failed = stage_dir / "FAILED"
         reason = f"failed: {failed.read_text().strip()[:80]}" if failed.is_file() else f"{STAGE_NAMES[stage]} not run"
         return {"missing": reason}
-    results = json.loads(path.read_text())
+    results = _read_results(path)
     value = _lookup(results.get("metrics", {}), column.path)
     if value is None:
         return {"missing": f"{STAGE_NAMES[stage]} has no {'.'.join(column.path)}"}
@@ -109,7 +130,7 @@ def cell(suite_dir, column):
 def _uses_synthetic_data(suite_dir):
     roots = set()
     for path in Path(suite_dir).glob("*/results.json"):
-        root = json.loads(path.read_text()).get("data_root")
+        root = _read_results(path).get("data_root")
         if root:
             roots.add(Path(root))
     return any((r / MARKER).is_file() or any(r.glob(f"*/{MARKER}")) for r in roots)
@@ -191,33 +212,22 @@ def build_report(suite_dirs):
     return markdown, data
 
 
-def plot(data, path):
-    import matplotlib
+def figure(data):
+    """report.png's figure of `data` (build_report's): the paper's Table 3 rows and ours, bar by bar."""
+    rows = [(f"{k} (paper)", [{"mean": v} for v in values]) for k, values in data["paper"].items()]
+    rows += [(f"{name} (ours)", [row["table3"][c] for c in data["columns"]]) for name, row in data["ours"].items()]
+    synthetic = any(r["synthetic_data"] for r in data["ours"].values())
+    title = "Transfer results against the CLSA paper's Table 3" + (" (ours: synthetic smoke test)" if synthetic else "")
+    return report_bars(data["columns"], rows, title)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    rows = [(f"{k} (paper)", v, [0] * len(v)) for k, v in data["paper"].items()]
-    for name, row in data["ours"].items():
-        cells = [row["table3"][c] for c in data["columns"]]
-        rows.append((f"{name} (ours)", [c.get("mean", np.nan) for c in cells], [c.get("std", 0) for c in cells]))
-    columns = data["columns"]
-    width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(2.4 * len(columns) + 2, 4))
-    x = np.arange(len(columns))
-    for i, (label, values, errors) in enumerate(rows):
-        ax.bar(x + i * width, values, width, yerr=errors, label=label, hatch="//" if "(ours)" in label else None)
-    ax.set_xticks(x + width * (len(rows) - 1) / 2, columns)
-    ax.set_ylabel("%")
-    ax.set_title(
-        "Transfer results against the CLSA paper's Table 3"
-        + (" (ours: synthetic smoke test)" if any(r["synthetic_data"] for r in data["ours"].values()) else "")
-    )
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+def curves(pretrain_dir):
+    """curves.png's figure of the pretraining run in `pretrain_dir`, or None when it has no metrics.json
+    (a checkpoint copied without its run folder)."""
+    path = Path(pretrain_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    return training_curves(read_metrics(path), title=f"pretraining {Path(pretrain_dir).resolve().name}")
 
 
 def main(argv=None):
@@ -226,19 +236,37 @@ def main(argv=None):
     )
     parser.add_argument("suite_dirs", nargs="+", type=Path, help="run_suite.py output folders, one per checkpoint")
     parser.add_argument("--out", type=Path, help="where report.md/.json/.png go (default: the first suite dir)")
+    parser.add_argument(
+        "--pretrain-dir", type=Path, help="the checkpoints' pretraining OUTPUT_DIR: also write curves.png from it"
+    )
     args = parser.parse_args(argv)
     for d in args.suite_dirs:
         if not d.is_dir():
             parser.error(f"{d} is not a folder; pass run_suite.py output folders")
+        check_is_suite(d)
+    if args.pretrain_dir and not args.pretrain_dir.is_dir():
+        parser.error(f"--pretrain-dir {args.pretrain_dir} is not a folder; pass a pretraining OUTPUT_DIR")
     out = args.out or args.suite_dirs[0]
     markdown, data = build_report(args.suite_dirs)
+    training = curves(args.pretrain_dir) if args.pretrain_dir else None
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text(markdown)
     atomic_write_json(data, out / "report.json")
-    plot(data, out / "report.png")
+    save_png(figure(data), out / "report.png")
+    written = [out / "report.md", out / "report.json", out / "report.png"]
+    if training:
+        save_png(training, out / "curves.png")
+        written.append(out / "curves.png")
     print(markdown)
-    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'report.png'}")
+    if args.pretrain_dir and not training:
+        print(f"no curves.png: {args.pretrain_dir} has no metrics.json")
+    print(f"wrote {', '.join(map(str, written))}")
+
+
+def cli_main():
+    """`python tools/report.py`, and the `clsa-report` command of an installed package."""
+    exit_on_user_error(main)
 
 
 if __name__ == "__main__":
-    exit_on_user_error(main)
+    cli_main()

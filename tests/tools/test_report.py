@@ -3,6 +3,7 @@ import re
 
 import pytest
 
+from common.cli import exit_on_user_error
 from detection.results import aggregate_trials
 from tools import report
 
@@ -115,3 +116,50 @@ def test_main_writes_markdown_json_and_a_png(suite, capsys):
     assert (suite / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((suite / "report.json").read_text())["paper"]["CLSA"] == [93.6, 83.2, 42.3, 24.4]
     assert (suite / "report.md").read_text() in capsys.readouterr().out
+
+
+def _error_line(argv, capsys):
+    with pytest.raises(SystemExit) as exit:
+        exit_on_user_error(report.main, argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    return err
+
+
+def test_a_truncated_results_json_is_one_error_line_naming_it(suite, capsys):
+    results = suite / "voc07_linear" / "results.json"
+    results.write_text(results.read_text()[:20])
+    assert str(results) in _error_line([str(suite)], capsys)
+    assert not (suite / "report.md").exists()
+
+
+def test_a_folder_without_any_stage_is_refused(tmp_path, capsys):
+    (tmp_path / "somewhere" / "notes").mkdir(parents=True)
+    err = _error_line([str(tmp_path / "somewhere")], capsys)
+    assert "holds no stage folder" in err and "run_suite.py" in err
+    assert not list((tmp_path / "somewhere").glob("report.*"))
+
+
+def test_pretrain_dir_adds_the_curves_of_its_metrics_also_of_an_older_run(suite, tmp_path, capsys):
+    run = tmp_path / "pretrain"
+    run.mkdir()
+    # An older run's lines: its instance accuracy under "top1", and no "epoch".
+    lines = [{"iteration": 19, "loss": 8.0, "top1": 0.1}, {"iteration": 39, "loss": 7.0, "top1": 0.3}]
+    (run / "metrics.json").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    report.main([str(suite), "--pretrain-dir", str(run)])
+    assert (suite / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    panel = next(ax for ax in report.curves(run).axes if ax.get_title() == "instance-discrimination accuracy")
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in panel.get_lines()] == [([19, 39], [0.1, 0.3])]
+
+    (run / "metrics.json").unlink()  # a checkpoint's folder without its run's metrics
+    (suite / "curves.png").unlink()
+    report.main([str(suite), "--pretrain-dir", str(run)])
+    assert f"no curves.png: {run} has no metrics.json" in capsys.readouterr().out
+    assert not (suite / "curves.png").exists()
+
+
+def test_report_png_shows_our_missing_cells_as_not_run(suite):
+    _, data = report.build_report([suite])
+    ax = report.figure(data).axes[0]
+    ours = [(t.get_text(), t.get_color()) for t in ax.texts][-4:]  # our row comes after the paper's four
+    assert ours == [("90.0", "black"), ("81.0", "black"), ("not run", "red"), ("not run", "red")]
