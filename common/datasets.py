@@ -12,6 +12,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from common.errors import DatasetError
+from common.image_folder import ScanReport, image_folders, is_regular_image
 
 # detectron2's builtin layout under $DETECTRON2_DATASETS: the VOC image lists and the COCO annotations.
 VOC2007_SPLITS = ("ImageSets/Main/*.txt",)
@@ -32,8 +33,9 @@ UNREADABLE_IMAGE = (OSError, SyntaxError, ValueError, RuntimeError, Image.Decomp
 
 def check_image_root(root, flag="DATA.ROOT"):
     """Raises DatasetError, naming `flag` (where the user set `root`) and the fix, unless `root` is an
-    ImageFolder root holding at least one readable image. Images are decoded in walk order until one
-    reads: one file in a healthy data set."""
+    ImageFolder root holding at least one readable image. Images are decoded in scan order
+    (common/image_folder.py's, which neither loops nor opens a FIFO) until one reads: one file in a
+    healthy data set."""
     root = os.fspath(root)
     if not os.path.exists(root):
         raise DatasetError(f"Image root {root!r} does not exist; point {flag} at a folder laid out as {_LAYOUT}")
@@ -44,17 +46,17 @@ def check_image_root(root, flag="DATA.ROOT"):
         loose = any(name.lower().endswith(IMG_EXTENSIONS) for name in os.listdir(root))
         hint = " It holds images directly: move them into class sub-folders." if loose else ""
         raise DatasetError(f"Image root {root!r} has no class folders; expected {_LAYOUT}.{hint}")
-    unreadable = []
+    unreadable, report, visited = [], ScanReport(), set()
     for class_dir in class_dirs:
-        for dirpath, _, filenames in os.walk(class_dir, followlinks=True):
-            for name in sorted(filenames):
-                if name.lower().endswith(IMG_EXTENSIONS):
+        for dirpath, filenames in image_folders(class_dir, root, report, visited):
+            for path in (os.path.join(dirpath, name) for name in filenames):
+                if is_regular_image(path, report):
                     try:
-                        with Image.open(os.path.join(dirpath, name)) as image:
+                        with Image.open(path) as image:
                             image.load()
                         return
                     except UNREADABLE_IMAGE as error:
-                        unreadable.append((os.path.join(dirpath, name), error))
+                        unreadable.append((path, error))
     if unreadable:
         path, error = unreadable[0]
         raise DatasetError(
