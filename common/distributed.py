@@ -55,7 +55,14 @@ class Plan:
     processes: int
     master_addr: str
     master_port: int
+    nodes: int = 1
     job: str = ""  # what the error line names as missing when the world does not form
+
+    def describe(self):
+        """The first line of a launcher that starts its processes through another library."""
+        last = self.first_rank + self.processes - 1
+        ranks = f"rank {self.first_rank}" if self.processes == 1 else f"ranks {self.first_rank}-{last}"
+        return f"launch: {self.mode}, {ranks} of world size {self.world_size} on {self.nodes} node(s)"
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,8 @@ def _per_node(mode, tasks, nodes, node, rank, local, num_gpus, addr, port, job):
     that sees several GPUs, else the task itself."""
     gpus = num_gpus or _visible_gpus()
     if tasks == nodes and gpus > 1:
-        return Plan(mode, tasks * gpus, node * gpus, 0, gpus, addr, port, job)
-    return Plan(mode, tasks, rank, local, 1, addr, port, job)
+        return Plan(mode, tasks * gpus, node * gpus, 0, gpus, addr, port, nodes, job)
+    return Plan(mode, tasks, rank, local, 1, addr, port, nodes, job)
 
 
 def detect(num_gpus=None, environ=None):
@@ -163,6 +170,7 @@ def detect(num_gpus=None, environ=None):
             1,
             env.get("MASTER_ADDR", "127.0.0.1"),
             int(env.get("MASTER_PORT", 29500)),
+            max(int(env["WORLD_SIZE"]) // int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])), 1),
             "the other processes of the torchrun (RANK/WORLD_SIZE)",
         )
     if "SLURM_PROCID" in env and "SLURM_NTASKS" in env and "SUBMITIT_EXECUTOR" not in env:
@@ -212,6 +220,15 @@ def _timeout_s():
     return value
 
 
+def _agent_store(plan):
+    """Whether torchrun's agent serves the store at the master's address (as torch's env:// reads it)."""
+    return (
+        os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        and os.environ.get("MASTER_ADDR") == plan.master_addr
+        and os.environ.get("MASTER_PORT") == str(plan.master_port)
+    )
+
+
 def _rendezvous(plan, rank, timeout_s):
     """The store every process of `plan` has joined; LaunchError naming the missing ones otherwise."""
     where = f"{plan.master_addr}:{plan.master_port}"
@@ -222,14 +239,17 @@ def _rendezvous(plan, rank, timeout_s):
             plan.master_addr,
             plan.master_port,
             plan.world_size,
-            is_master=rank == 0,
+            is_master=rank == 0 and not _agent_store(plan),
             timeout=timedelta(seconds=timeout_s),
             wait_for_workers=False,
+            multi_tenant=True,
         )
-        joined = store.add("launch/joined", 1)
+        # torchrun's store outlives a restart of its workers: count each attempt apart.
+        key = f"launch/{os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)}/joined"
+        joined = store.add(key, 1)
         while joined < plan.world_size and time.monotonic() < deadline:
             time.sleep(0.05)
-            joined = store.add("launch/joined", 0)
+            joined = store.add(key, 0)
     except (RuntimeError, OSError) as error:  # torch's DistError family derives from RuntimeError
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LaunchError(
@@ -262,6 +282,8 @@ def _run_process(plan, index, fn, args):
     grouped = plan.world_size > 1
     if grouped:
         store = _rendezvous(plan, rank, _timeout_s())
+        # The prefix torch's own rendezvous gives the default group's keys in a store others may share.
+        store = dist.PrefixStore("default_pg", store)
         dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=plan.world_size)
     try:
         return fn(Process(plan.mode, rank, plan.world_size, local_rank, device), *args)

@@ -1,7 +1,7 @@
 """Weighted kNN accuracy of the query encoder during pretraining (solo-learn's online kNN monitor).
 
-The query encoder's backbone (its res5 map, global-average-pooled) is evaluated with
-transfer/knn.py's protocol on KNN.ROOT/train and KNN.ROOT/val (the first KNN.TRAIN_PER_CLASS and
+The query encoder's backbone (its res5 map, global-average-pooled) is scored with transfer/knn.py's
+weighted vote (common/knn.py) on KNN.ROOT/train and KNN.ROOT/val (the first KNN.TRAIN_PER_CLASS and
 KNN.VAL_PER_CLASS images of each class): before the first step of a fresh run (written as iteration
 -1), every KNN.PERIOD_EPOCHS epochs or KNN.PERIOD_ITERS iterations, and after the last step. Every
 process extracts its share. The evaluation draws nothing from the training's random streams and
@@ -15,9 +15,9 @@ import time
 import torch
 
 from common.errors import DatasetError
-from transfer.features import pooled_trunk
-from transfer.imagenet_linear import center_crop_transform, image_folders
-from transfer.knn import knn_accuracy
+from common.imagenet import center_crop_transform, image_folders
+from common.knn import knn_accuracy
+from common.trunk import pooled_trunk
 
 logger = logging.getLogger("pretrain")
 

@@ -17,28 +17,29 @@ summed over all test images and divided by their number (an image without a posi
 the reference code computes its "VOC07 accuracy"; voc07_mAP is VOC's all-point AP per class with
 difficult objects left out.
 
-Under torchrun the batch is split over the GPUs and the BatchNorm layers are SyncBatchNorm, so each
-step normalises over the whole batch, as one process does.
+With several processes (common/distributed.py's launcher: --num-gpus, torchrun, srun or submitit)
+the batch is split over the GPUs and the BatchNorm layers are SyncBatchNorm, so each step normalises
+over the whole batch, as one process does.
 """
 
-import os
 import re
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from common import distributed
 from common.datasets import VOC2007_SPLITS
 from common.errors import ConfigError
-from common.io import atomic_torch_save, fingerprint_files
-from transfer import cli
-from transfer.imagenet_linear import all_reduce_sum, build_model, check_backbone_unchanged, init_distributed
+from transfer import results
+from transfer.epoch_checkpoint import EpochCheckpoint
+from transfer.frozen_resnet import build_model, check_backbone_unchanged
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES, read_split, voc2007_root
 
@@ -91,6 +92,19 @@ def load_adapted_state(model, state):
     model.load_state_dict({**model.state_dict(), **state})
 
 
+class AdaptedState:
+    """The adapted state of a model, as the checkpoint saves and resumes it."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def state_dict(self):
+        return adapted_state(self.model)
+
+    def load_state_dict(self, state):
+        load_adapted_state(self.model, state)
+
+
 def epoch_seed(seed, epoch, rank):
     """One seed per (run seed, epoch, process): shuffling and augmentation of an epoch do not depend on
     whether the run resumed before it."""
@@ -109,34 +123,23 @@ def train_one_epoch(net, loader, optimizer, device, world, show, desc):
         (loss * world).backward()
         optimizer.step()
         total += loss.item()
-    return all_reduce_sum([total], device)[0]
+    return distributed.all_reduce_sum([total], device)[0]
 
 
 @torch.no_grad()
-def predict(model, dataset, device, batch_size, workers, rank=0, world=1, show=True, desc="eval"):
+def predict(model, dataset, device, batch_size, workers, show=True, desc="eval"):
     """Logits (images x classes) of `dataset` in eval mode, on every process; an item of 4 dimensions is
-    several crops of one image, whose logits are averaged. Each process scores a disjoint slice."""
+    several crops of one image, whose logits are averaged. Each process scores its rank slice."""
     model.eval()
-    indices = list(range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, indices),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
+        distributed.rank_slice(dataset), batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
     )
     chunks = []
     for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
         crops = images.shape[1] if images.dim() == 5 else 1
         logits = model(images.flatten(0, images.dim() - 4).to(device, non_blocking=True))
-        chunks.append(logits.view(len(images), crops, -1).mean(1).float().cpu())
-    logits = torch.cat(chunks)
-    if world > 1:
-        gathered = [None] * world
-        dist.all_gather_object(gathered, logits)
-        logits = torch.empty(len(dataset), logits.shape[1])
-        for r, part in enumerate(gathered):
-            logits[r::world] = part
-    return logits
+        chunks.append(logits.view(len(images), crops, -1).mean(1).float())
+    return distributed.gather_slices(torch.cat(chunks), len(dataset)).cpu()
 
 
 def sigmoid_scores(logits):
@@ -144,42 +147,71 @@ def sigmoid_scores(logits):
     return torch.sigmoid(logits.float()).numpy()
 
 
-def main(args):
-    start = time.perf_counter()
-    world = int(os.environ.get("WORLD_SIZE", 1))
+def check_flags(args, world_size):
+    """ConfigError for flags this protocol cannot run with on `world_size` processes, before any work."""
     if args.resize < args.crop_size:
         raise ConfigError(
             f"--resize {args.resize} is smaller than --crop-size {args.crop_size}: the val and test "
             "crops would be padded; resize to at least the crop (the reference: 330 for 300)"
         )
-    if args.batch_size % world:
+    if args.batch_size % world_size:
         raise ConfigError(
-            f"--batch-size {args.batch_size} is the total over {world} processes and must "
+            f"--batch-size {args.batch_size} is the total over {world_size} processes and must "
             "divide evenly; use a number of processes that divides it"
         )
-    if world > 1 and not torch.cuda.is_available():
+    if world_size > 1 and not torch.cuda.is_available():
         raise ConfigError(
             "several processes need GPUs: the protocol's BatchNorm statistics are synchronised "
             "with SyncBatchNorm, which runs on GPUs only; run one process on the CPU"
         )
-    rank, world, device = init_distributed()
-    show = rank == 0
-    backbone, weights = cli.load_weights(args.weights)
+
+
+@dataclass
+class VocTraining:
+    """What the epoch loop needs, built once by setup()."""
+
+    process: distributed.Process
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper with SyncBatchNorm
+    frozen_weights: dict  # the backbone's weights, for check_backbone_unchanged
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: torch.utils.data.DistributedSampler | None
+    train_loader: torch.utils.data.DataLoader
+    datasets: dict
+    splits: dict
+    root: object
+    weights: dict
+    checkpoint: EpochCheckpoint
+
+    @property
+    def show(self):
+        return self.process.rank == 0
+
+    def predict(self, split, args, desc):
+        return predict(
+            self.model, self.datasets[split], self.process.device, args.batch_size // self.process.world_size,
+            args.workers, self.show, desc,
+        )  # fmt: skip
+
+
+def setup(process, args):
+    backbone, weights = results.load_weights(args.weights)
     root = voc2007_root(args.data_root)
     transforms = build_transforms(args.crop_size, args.resize)
     splits = {name: read_split(root, name) for name in ("train", "val", "test")}
     datasets = {name: VocImages(*splits[name], transforms[name]) for name in splits}
-
     torch.manual_seed(args.seed)
-    model, frozen_weights = build_model(backbone, len(VOC_CLASSES))
-    frozen_weights = {name: frozen_weights[name] for name, p in model.named_parameters() if not p.requires_grad}
-    net = model.to(device)
-    if world > 1:
-        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model), [device])
+    model, reference = build_model(backbone, len(VOC_CLASSES))
+    frozen_weights = {name: reference[name] for name, p in model.named_parameters() if not p.requires_grad}
+    net = model.to(process.device)
+    if process.world_size > 1:
+        net = nn.parallel.DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model), [process.device])
         model = net.module
     optimizer = torch.optim.SGD(model.fc.parameters(), lr=args.lr, momentum=0.9, weight_decay=0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.t_max, eta_min=0)
     # DistributedSampler pads the split to a multiple of the processes with a few repeated images.
+    world = process.world_size
     sampler = torch.utils.data.DistributedSampler(datasets["train"], seed=args.seed) if world > 1 else None
     train_loader = torch.utils.data.DataLoader(
         datasets["train"],
@@ -187,115 +219,100 @@ def main(args):
         shuffle=sampler is None,
         sampler=sampler,
         num_workers=args.workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=process.device.type == "cuda",
     )
-    eval_args = dict(
-        device=device, batch_size=args.batch_size // world, workers=args.workers, rank=rank, world=world, show=show
+    flags = ("epochs", "lr", "batch_size", "t_max", "crop_size", "resize", "seed")
+    checkpoint = EpochCheckpoint(
+        args.output_dir, weights["sha256"], protocol=NAME, **{flag: getattr(args, flag) for flag in flags}
     )
+    return VocTraining(
+        process, model, net, frozen_weights, optimizer, scheduler, sampler, train_loader, datasets, splits, root,
+        weights, checkpoint,
+    )  # fmt: skip
 
-    checkpoint_path = args.output_dir / "checkpoint.pth"
-    run_settings = dict(
-        protocol=NAME,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        t_max=args.t_max,
-        crop_size=args.crop_size,
-        resize=args.resize,
-        seed=args.seed,
-    )
-    history, best, first_epoch = [], None, 0
-    if checkpoint_path.is_file():
-        state = cli.load_resume_state(checkpoint_path, weights["sha256"], **run_settings)
-        load_adapted_state(model, state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, first_epoch = state["history"], state["best"], state["epoch"]
-        if show:
-            print(f"resumed from {checkpoint_path} at epoch {first_epoch}")
 
-    train_start = time.perf_counter()
-    for epoch in range(first_epoch, args.epochs):
-        with warnings.catch_warnings():  # stepping before optimizer.step() is the reference's schedule
-            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
-            scheduler.step()  # epoch e (from 0) trains at the cosine's step e + 1
-        torch.manual_seed(epoch_seed(args.seed, epoch, rank))
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        loss = train_one_epoch(net, train_loader, optimizer, device, world, show, f"epoch {epoch + 1}/{args.epochs}")
-        val_ap = 100 * per_image_ap(
-            sigmoid_scores(predict(model, datasets["val"], desc="val", **eval_args)), splits["val"][1]
-        )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss_sum": loss,
-                "val_per_image_AP": val_ap,
-            }
-        )
-        if best is None or val_ap > best["val_per_image_AP"]:  # ties keep the earlier epoch
-            best = {"epoch": epoch + 1, "val_per_image_AP": val_ap, "model": adapted_state(model)}
-        if show:
-            print(
-                f"epoch {epoch + 1}: lr {history[-1]['lr']:.5f}  val per-image AP {val_ap:.2f}  "
-                f"(best {best['val_per_image_AP']:.2f} at epoch {best['epoch']})"
-            )
-            atomic_torch_save(
-                {
-                    "model": adapted_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "best": best,
-                    "weights_sha256": weights["sha256"],
-                    **run_settings,
-                },
-                checkpoint_path,
-            )
-    check_backbone_unchanged(model, frozen_weights)
-    train_seconds = time.perf_counter() - train_start
+def train_and_validate(t, epoch, args):
+    """One epoch of training, then val's per-image AP: the row of the run's history."""
+    with warnings.catch_warnings():  # stepping before optimizer.step() is the reference's schedule
+        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"))
+        t.scheduler.step()  # epoch e (from 0) trains at the cosine's step e + 1
+    torch.manual_seed(epoch_seed(args.seed, epoch, t.process.rank))
+    if t.sampler is not None:
+        t.sampler.set_epoch(epoch)
+    desc = f"epoch {epoch + 1}/{args.epochs}"
+    loss = train_one_epoch(t.net, t.train_loader, t.optimizer, t.process.device, t.process.world_size, t.show, desc)
+    val_ap = 100 * per_image_ap(sigmoid_scores(t.predict("val", args, "val")), t.splits["val"][1])
+    lr = t.optimizer.param_groups[0]["lr"]
+    return {"epoch": epoch + 1, "lr": lr, "train_loss_sum": loss, "val_per_image_AP": val_ap}
 
-    load_adapted_state(model, best["model"])
-    test_logits = predict(model, datasets["test"], desc="test (5 crops)", **eval_args)
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    if not show:
-        return None
-    test_labels = splits["test"][1]
+
+def report(t, test_logits, best, history, args, start, train_seconds):
+    test_labels = t.splits["test"][1]
     image_ap = 100 * per_image_ap(sigmoid_scores(test_logits), test_labels)
     class_ap = 100 * per_class_voc_ap(test_logits.numpy(), test_labels)
     print(f"VOC07, CLSA reference protocol (best epoch {best['epoch']} of {args.epochs} on val):")
     print(f"  voc07_per_image_AP (CLSA Table 3 'VOC07 accuracy', {len(test_labels)} images): {image_ap:.2f}")
     print(f"  voc07_mAP (per-class, the same classifier):                            {class_ap.mean():.2f}")
-    results = {
-        "task": "voc07_linear",
-        "protocol_name": NAME,
-        "metrics": {
-            "voc07_per_image_AP": image_ap,
-            "voc07_mAP": float(class_ap.mean()),
-            "best_epoch": best["epoch"],
-            "val_per_image_AP_at_best": best["val_per_image_AP"],
-        },
-        "comparable_with": {
+    metrics = {
+        "voc07_per_image_AP": image_ap,
+        "voc07_mAP": float(class_ap.mean()),
+        "best_epoch": best["epoch"],
+        "val_per_image_AP_at_best": best["val_per_image_AP"],
+    }
+    settings = (
+        f"--lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}, --t-max {args.t_max}, "
+        f"--crop-size {args.crop_size}, --resize {args.resize}"
+    )
+    return results.write_results(
+        args.output_dir,
+        "voc07_linear",
+        metrics,
+        results.protocol(__doc__, settings),
+        t.weights,
+        t.root,
+        VOC2007_SPLITS,
+        {name: len(labels) for name, (_, labels) in t.splits.items()},
+        start,
+        t.process.world_size,
+        {"train_and_val": train_seconds},
+        protocol_name=NAME,
+        comparable_with={
             "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' of CLSA (93.6): the same protocol and metric",
             "voc07_mAP": "per-class VOC07 mAP, but of this protocol's classifier (train split only, adapted BN)",
         },
-        "per_class_AP": dict(zip(VOC_CLASSES, map(float, class_ap))),
-        "history": history,
-        "protocol": cli.protocol(
-            __doc__,
-            f"--lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}, --t-max {args.t_max}, "
-            f"--crop-size {args.crop_size}, --resize {args.resize}",
-        ),
-        "weights": weights,
-        "seed": args.seed,
-        "data_root": str(root),
-        "data": fingerprint_files(root, VOC2007_SPLITS),
-        "split_sizes": {name: len(labels) for name, (_, labels) in splits.items()},
-        "processes": world,
-        "wall_time_s": {"train_and_val": train_seconds, "total": time.perf_counter() - start},
-    }
-    cli.write_results(args.output_dir, results)
-    return results
+        per_class_AP=dict(zip(VOC_CLASSES, map(float, class_ap))),
+        history=history,
+        seed=args.seed,
+    )
+
+
+def run(process, args):
+    start = time.perf_counter()
+    t = setup(process, args)
+    stateful = {"model": AdaptedState(t.model), "optimizer": t.optimizer, "scheduler": t.scheduler}
+    saved = t.checkpoint.resume(**stateful)
+    history, best, first_epoch = (saved["history"], saved["best"], saved["epoch"]) if saved else ([], None, 0)
+    train_start = time.perf_counter()
+    for epoch in range(first_epoch, args.epochs):
+        history.append(train_and_validate(t, epoch, args))
+        val_ap = history[-1]["val_per_image_AP"]
+        if best is None or val_ap > best["val_per_image_AP"]:  # ties keep the earlier epoch
+            best = {"epoch": epoch + 1, "val_per_image_AP": val_ap, "model": adapted_state(t.model)}
+        if t.show:
+            print(
+                f"epoch {epoch + 1}: lr {history[-1]['lr']:.5f}  val per-image AP {val_ap:.2f}  "
+                f"(best {best['val_per_image_AP']:.2f} at epoch {best['epoch']})"
+            )
+        t.checkpoint.save(stateful, epoch=epoch + 1, history=history, best=best)
+    check_backbone_unchanged(t.model, t.frozen_weights)
+    train_seconds = time.perf_counter() - train_start
+    load_adapted_state(t.model, best["model"])
+    test_logits = t.predict("test", args, "test (5 crops)")
+    return report(t, test_logits, best, history, args, start, train_seconds) if t.show else None
+
+
+def main(args):
+    """The protocol on the processes of this launch; results.json's record on the first of them."""
+    plan = distributed.detect(args.num_gpus)
+    check_flags(args, plan.world_size)
+    return distributed.launch(run, args, plan=plan)

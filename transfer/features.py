@@ -6,9 +6,7 @@ is ImageNet's. The cache holds the raw pooled features; the SVM protocol L2-norm
 `l2_normalise` (f / (||f|| + 1e-5), Goyal et al. 2019), while the paper's linear classifier sees them
 as the backbone's fc layer would.
 
-Layers of the res5 (layer4) map, 7 x 7 at 224 px:
-- "res5": global average pool, 2048-d for ResNet-50 (512-d for ResNet-18);
-- "res5_2x2": AvgPool2d(6, stride 1) -> 2 x 2 x 2048 = 8192-d, the original benchmark's feature.
+The layers ("res5", "res5_2x2") are common/trunk.py's.
 """
 
 import hashlib
@@ -17,9 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
-from torch import nn
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -27,36 +23,14 @@ from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.datasets import UNREADABLE_IMAGE
 from common.errors import DatasetError
 from common.io import atomic_path
+from common.trunk import LAYERS, build_trunk
 
-LAYERS = {
-    "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
-    "res5_2x2": lambda: nn.Sequential(nn.AvgPool2d(6, stride=1), nn.Flatten()),
-}
 # Part of every cache key: bump it when the transform or the pooling changes.
 FEATURE_VERSION = 2
 
 
 def default_cache_dir():
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clsa-suite" / "features"
-
-
-def build_resnet(backbone):
-    """torchvision ResNet holding a common.backbone.Backbone's weights (fc left at its init)."""
-    model = getattr(torchvision.models, backbone.arch)()
-    missing, unexpected = model.load_state_dict(backbone.state_dict, strict=False)
-    assert not unexpected and all(k.startswith("fc.") for k in missing), (missing, unexpected)
-    return model
-
-
-def pooled_trunk(resnet, layer):
-    """conv1 .. layer4 of a torchvision ResNet (its own modules: the weights are shared) plus the
-    pooling of `layer`."""
-    return nn.Sequential(*list(resnet.children())[:-2], LAYERS[layer]())
-
-
-def build_trunk(backbone, layer):
-    """Frozen conv trunk (conv1 .. layer4) plus the pooling of `layer`, in eval mode."""
-    return pooled_trunk(build_resnet(backbone), layer).eval().requires_grad_(False)
 
 
 class ImageList(torch.utils.data.Dataset):

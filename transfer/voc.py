@@ -7,6 +7,8 @@ import numpy as np
 from common.constants import VOC_CLASSES
 from common.datasets import detectron2_datasets_root
 from common.errors import DatasetError
+from transfer.features import cached_features
+from transfer.results import load_weights
 
 LAYOUT = "VOC2007/{JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.txt}"
 
@@ -45,3 +47,18 @@ def read_split(root, split):
     if missing:
         raise DatasetError(f"{missing[0]} not found ({len(missing)} images of {split} missing)")
     return paths, np.array(columns, np.int8).T
+
+
+def load_voc07(args, layer, **extract_args):
+    """What both VOC07 feature protocols start from: the checkpoint (read once), the VOC2007 folder,
+    the trainval/test (paths, labels) and their frozen features (through the cache)."""
+    backbone, weights = load_weights(args.weights)
+    root = voc2007_root(args.data_root)
+    splits = {name: read_split(root, name) for name in ("trainval", "test")}
+    features = {
+        name: cached_features(
+            backbone, weights["sha256"], name, paths, layer, args.cache_dir, num_workers=args.workers, **extract_args
+        )
+        for name, (paths, _) in splits.items()
+    }
+    return weights, root, splits, features

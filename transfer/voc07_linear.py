@@ -3,6 +3,7 @@
     python transfer/voc07_linear.py --weights CKPT                     # --protocol features
     python transfer/voc07_linear.py --weights CKPT --protocol clsa     # the reference code's protocol
     torchrun --nproc-per-node 2 transfer/voc07_linear.py --weights CKPT --protocol clsa
+    srun --ntasks-per-node 2 python transfer/voc07_linear.py --weights CKPT --protocol clsa
 
 --protocol clsa is the CLSA reference code's protocol (transfer/clsa_voc.py), the one that produced
 Table 3's "VOC07 accuracy" 93.6: fine-tuning fc on augmented images with the backbone's BN statistics
@@ -37,12 +38,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common import distributed
 from common.cli import at_least, exit_on_user_error, positive
 from common.datasets import VOC2007_SPLITS
-from common.io import fingerprint_files
-from transfer import cli, clsa_voc
+from transfer import cli, clsa_voc, results
 from transfer.metrics import per_class_voc_ap, per_image_ap
-from transfer.voc import VOC_CLASSES
+from transfer.voc import VOC_CLASSES, load_voc07
 
 # The defaults that differ between the protocols.
 PROTOCOL_DEFAULTS = {"features": {"batch_size": 256, "workers": 2}, clsa_voc.NAME: {"batch_size": 16, "workers": 8}}
@@ -73,7 +74,7 @@ def get_parser():
     p.add_argument(
         "--resize", type=at_least(1), default=330, help="clsa: shorter side of val/test images before the crop"
     )
-    return p
+    return distributed.add_arguments(p)
 
 
 def parse_args(argv=None):
@@ -100,44 +101,48 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
     return layer
 
 
+def report(args, weights, root, splits, features, ap, image_ap, start, train_seconds):
+    test_labels = splits["test"][1]
+    print(f"VOC07 linear (res5, {features['test'].shape[1]}-d, {args.epochs} epochs):")
+    print(f"  voc07_mAP (per-class, comparable with MoCo/PIRL/SwAV/VISSL VOC07 mAP):   {ap.mean():.2f}")
+    print(f"  voc07_per_image_AP (CLSA Table 3 'VOC07 accuracy', over {len(test_labels)} images): {100 * image_ap:.2f}")
+    settings = f"--protocol features, --lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}"
+    return results.write_results(
+        args.output_dir,
+        "voc07_linear",
+        {"voc07_mAP": float(ap.mean()), "voc07_per_image_AP": 100 * image_ap},
+        results.protocol(__doc__, settings),
+        weights,
+        root,
+        VOC2007_SPLITS,
+        {"trainval": len(splits["trainval"][1]), "test": len(test_labels)},
+        start,
+        wall_time_s={"train": train_seconds},
+        protocol_name="features",
+        comparable_with={
+            "voc07_mAP": "per-class VOC07 mAP of MoCo/PIRL/SwAV/VISSL and transfer/voc07_svm.py",
+            "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' (CLSA's 93.6; the reference CLSA code)",
+        },
+        per_class_AP=dict(zip(VOC_CLASSES, map(float, ap))),
+        feature_layer="res5",
+        feature_dim=int(features["test"].shape[1]),
+        seed=args.seed,
+    )
+
+
 def main(args):
     if args.protocol == clsa_voc.NAME:
         return clsa_voc.main(args)
     start = time.perf_counter()
-    weights, root, splits, features = cli.load_voc07(args, "res5")
+    weights, root, splits, features = load_voc07(args, "res5")
     train_start = time.perf_counter()
     layer = train_linear(features["trainval"], splits["trainval"][1], args.epochs, args.lr, args.batch_size, args.seed)
+    train_seconds = time.perf_counter() - train_start
     with torch.no_grad():
         scores = layer(torch.from_numpy(features["test"])).numpy()
-    test_labels = splits["test"][1]
-    ap = 100 * per_class_voc_ap(scores, test_labels)
-    image_ap = per_image_ap(scores, test_labels)
-    print(f"VOC07 linear (res5, {features['test'].shape[1]}-d, {args.epochs} epochs):")
-    print(f"  voc07_mAP (per-class, comparable with MoCo/PIRL/SwAV/VISSL VOC07 mAP):   {ap.mean():.2f}")
-    print(f"  voc07_per_image_AP (CLSA Table 3 'VOC07 accuracy', over {len(test_labels)} images): {100 * image_ap:.2f}")
-    results = {
-        "task": "voc07_linear",
-        "protocol_name": "features",
-        "metrics": {"voc07_mAP": float(ap.mean()), "voc07_per_image_AP": 100 * image_ap},
-        "comparable_with": {
-            "voc07_mAP": "per-class VOC07 mAP of MoCo/PIRL/SwAV/VISSL and transfer/voc07_svm.py",
-            "voc07_per_image_AP": "CLSA paper Table 3 'VOC07 Accuracy' (CLSA's 93.6; the reference CLSA code)",
-        },
-        "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
-        "protocol": cli.protocol(
-            __doc__, f"--protocol features, --lr {args.lr}, --batch-size {args.batch_size}, --epochs {args.epochs}"
-        ),
-        "feature_layer": "res5",
-        "feature_dim": int(features["test"].shape[1]),
-        "weights": weights,
-        "seed": args.seed,
-        "data_root": str(root),
-        "data": fingerprint_files(root, VOC2007_SPLITS),
-        "split_sizes": {"trainval": len(splits["trainval"][1]), "test": len(test_labels)},
-        "wall_time_s": {"train": time.perf_counter() - train_start, "total": time.perf_counter() - start},
-    }
-    cli.write_results(args.output_dir, results)
-    return results
+    ap = 100 * per_class_voc_ap(scores, splits["test"][1])
+    image_ap = per_image_ap(scores, splits["test"][1])
+    return report(args, weights, root, splits, features, ap, image_ap, start, train_seconds)
 
 
 if __name__ == "__main__":

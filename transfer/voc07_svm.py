@@ -15,18 +15,19 @@ mAP of PIRL, SwAV and VISSL (check their feature layer), not with CLSA Table 3's
 every other image negative), each class at its full-trainval cost, mean and std over 5 samples.
 
 The fits are in transfer/svm.py, the metric in transfer/metrics.py (voc_ap), the features in
-transfer/features.py.
+transfer/features.py (common/trunk.py's layers).
 """
 
 import time
 
 from common.cli import at_least, exit_on_user_error, joblib_jobs, positive
 from common.datasets import VOC2007_SPLITS
-from common.io import fingerprint_files
-from transfer import cli, svm
-from transfer.features import LAYERS, l2_normalise
+from common.errors import DatasetError
+from common.trunk import LAYERS
+from transfer import cli, results, svm
+from transfer.features import l2_normalise
 from transfer.metrics import per_class_voc_ap
-from transfer.voc import VOC_CLASSES, DatasetError
+from transfer.voc import VOC_CLASSES, load_voc07
 
 
 def get_parser():
@@ -58,66 +59,79 @@ def get_parser():
     return p
 
 
-def main(args):
-    start = time.perf_counter()
-    weights, root, splits, raw = cli.load_voc07(args, args.layer, batch_size=args.batch_size)
-    features = {name: l2_normalise(f) for name, f in raw.items()}
-    train_labels, test_labels = splits["trainval"][1], splits["test"][1]
-    for name, labels, need in (("trainval", train_labels, svm.FOLDS), ("test", test_labels, 1)):
-        counts = (labels == 1).sum(0)
+def check_positives(root, splits):
+    """DatasetError naming a class with too few positives for the cross-validation or the test AP."""
+    for name, need in (("trainval", svm.FOLDS), ("test", 1)):
+        counts = (splits[name][1] == 1).sum(0)
         if counts.min() < need:
             raise DatasetError(
                 f"{root}: class {VOC_CLASSES[counts.argmin()]} has {counts.min()} positive "
                 f"images in {name}; the protocol needs at least {need}"
             )
 
-    sweep_start = time.perf_counter()
-    targets = svm.training_targets(train_labels)
+
+def sweep_costs(args, features, splits):
+    """(per-class test AP x 100, chosen costs, CV AP, fits stopped at max_iter): the cost chosen per
+    class by cross-validated AP, then refit on all of trainval."""
+    targets = svm.training_targets(splits["trainval"][1])
     costs = sorted(args.costs)  # ascending, so that a tie in CV AP picks the smaller cost
     cv_ap, unconverged = svm.cross_validate_costs(features["trainval"], targets, costs, args.jobs, progress=True)
     best = [costs[i] for i in cv_ap.argmax(1)]
     svms = svm.fit_per_class(features["trainval"], targets, best, n_jobs=args.jobs)
-    ap = 100 * per_class_voc_ap(svm.decision_scores(svms, features["test"]), test_labels)
-    sweep_seconds = time.perf_counter() - sweep_start
+    ap = 100 * per_class_voc_ap(svm.decision_scores(svms, features["test"]), splits["test"][1])
+    return ap, best, cv_ap, unconverged
 
+
+def low_shot(args, features, splits, best):
+    shots = svm.low_shot(
+        features["trainval"], splits["trainval"][1], features["test"], splits["test"][1], best,
+        seed=args.seed, n_jobs=args.jobs,
+    )  # fmt: skip
+    for k, row in shots.items():
+        capped = f" (capped at {row['k_used']}: the rarest class has no more)" if row["k_used"] < k else ""
+        print(f"  low-shot k={k:3d}: mAP {row['mean']:.2f} ± {row['std']:.2f}{capped}")
+    return {"seed": args.seed, "per_k": {str(k): row for k, row in shots.items()}}
+
+
+def main(args):
+    start = time.perf_counter()
+    weights, root, splits, raw = load_voc07(args, args.layer, batch_size=args.batch_size)
+    features = {name: l2_normalise(f) for name, f in raw.items()}
+    check_positives(root, splits)
+    sweep_start = time.perf_counter()
+    ap, best, cv_ap, unconverged = sweep_costs(args, features, splits)
+    wall_time_s = {"svm": time.perf_counter() - sweep_start}
     print(
         f"VOC07 SVM ({args.layer}, {features['trainval'].shape[1]}-d): mAP {ap.mean():.2f} "
-        f"over {len(VOC_CLASSES)} classes; cost sweep + refit {sweep_seconds:.1f} s; "
+        f"over {len(VOC_CLASSES)} classes; cost sweep + refit {wall_time_s['svm']:.1f} s; "
         f"{unconverged} of {cv_ap.size * svm.FOLDS} CV fits stopped at max_iter 2000"
     )
     for name, value, cost in zip(VOC_CLASSES, ap, best):
         print(f"  {name:12s} AP {value:6.2f}  cost {cost:g}")
-    results = {
-        "task": "voc07_svm",
-        "metrics": {"voc07_svm_mAP": float(ap.mean())},
-        "per_class_AP": dict(zip(VOC_CLASSES, map(float, ap))),
-        "chosen_cost": dict(zip(VOC_CLASSES, best)),
-        "cv_ap": {"costs": costs, "fits_at_max_iter": unconverged, "per_class": dict(zip(VOC_CLASSES, cv_ap.tolist()))},
-        "protocol": cli.protocol(__doc__, f"--layer {args.layer}, {len(costs)} costs"),
-        "feature_layer": args.layer,
-        "feature_dim": int(features["trainval"].shape[1]),
-        "weights": weights,
-        "data_root": str(root),
-        "data": fingerprint_files(root, VOC2007_SPLITS),
-        "split_sizes": {"trainval": len(train_labels), "test": len(test_labels)},
-        "wall_time_s": {"svm": sweep_seconds},
-    }
+    details = {}
     if args.low_shot:
         low_start = time.perf_counter()
-        shots = svm.low_shot(
-            features["trainval"], train_labels, features["test"], test_labels, best, seed=args.seed, n_jobs=args.jobs
-        )
-        for k, row in shots.items():
-            capped = f" (capped at {row['k_used']}: the rarest class has no more)" if row["k_used"] < k else ""
-            print(f"  low-shot k={k:3d}: mAP {row['mean']:.2f} ± {row['std']:.2f}{capped}")
-        results["low_shot"] = {
-            "seed": args.seed,
-            "per_k": {str(k): row for k, row in shots.items()},
-        }
-        results["wall_time_s"]["low_shot"] = time.perf_counter() - low_start
-    results["wall_time_s"]["total"] = time.perf_counter() - start
-    cli.write_results(args.output_dir, results)
-    return results
+        details["low_shot"] = low_shot(args, features, splits, best)
+        wall_time_s["low_shot"] = time.perf_counter() - low_start
+    costs = sorted(args.costs)
+    return results.write_results(
+        args.output_dir,
+        "voc07_svm",
+        {"voc07_svm_mAP": float(ap.mean())},
+        results.protocol(__doc__, f"--layer {args.layer}, {len(costs)} costs"),
+        weights,
+        root,
+        VOC2007_SPLITS,
+        {name: len(labels) for name, (_, labels) in splits.items()},
+        start,
+        wall_time_s=wall_time_s,
+        per_class_AP=dict(zip(VOC_CLASSES, map(float, ap))),
+        chosen_cost=dict(zip(VOC_CLASSES, best)),
+        cv_ap={"costs": costs, "fits_at_max_iter": unconverged, "per_class": dict(zip(VOC_CLASSES, cv_ap.tolist()))},
+        feature_layer=args.layer,
+        feature_dim=int(features["trainval"].shape[1]),
+        **details,
+    )
 
 
 if __name__ == "__main__":

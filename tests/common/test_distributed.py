@@ -33,7 +33,8 @@ def free_port():
 
 
 def srun_task(procid, ntasks, port, out, timeout_s):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_")) and k not in LAUNCH_VARIABLES}
+    scheduler = ("SLURM_", "SUBMITIT_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(scheduler) and k not in LAUNCH_VARIABLES}
     env.update(
         SLURM_PROCID=str(procid),
         SLURM_NTASKS=str(ntasks),

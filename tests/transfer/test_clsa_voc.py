@@ -12,7 +12,7 @@ from PIL import Image
 from common.backbone import load_backbone
 from common.errors import ConfigError, RecordMismatchError
 from transfer import clsa_voc, voc07_linear
-from transfer.imagenet_linear import build_model
+from transfer.frozen_resnet import build_model
 from transfer.voc import read_split
 
 # The reference's VOC normalisation.
@@ -139,12 +139,12 @@ def test_chooses_the_epoch_on_val_tests_it_and_resumes_to_the_same_result(r18_we
 
 
 def test_several_cpu_processes_are_refused_before_any_work(r18_weights, synthetic_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="SyncBatchNorm"):
-        run_protocol(r18_weights, synthetic_root, tmp_path)
+        run_protocol(r18_weights, synthetic_root, tmp_path, "--num-gpus", "2")
     with pytest.raises(ConfigError, match="--batch-size 15 is the total over 2 processes"):
-        run_protocol(r18_weights, synthetic_root, tmp_path, "--batch-size", "15")
+        run_protocol(r18_weights, synthetic_root, tmp_path, "--batch-size", "15", "--num-gpus", "2")
+    assert not list(tmp_path.iterdir())
 
 
 def _predict_in_process_group(rank, world, port, weights, root, out):
@@ -152,7 +152,7 @@ def _predict_in_process_group(rank, world, port, weights, root, out):
     torch.manual_seed(0)
     model, _ = build_model(load_backbone(weights), 20)
     dataset = clsa_voc.VocImages(*read_split(root / "VOC2007", "test"), clsa_voc.build_transforms(64, 72)["test"])
-    logits = clsa_voc.predict(model, dataset, torch.device("cpu"), 8, 0, rank, world, show=False)
+    logits = clsa_voc.predict(model, dataset, torch.device("cpu"), 8, 0, show=False)
     if rank == 0:
         torch.save(logits, out)
     torch.distributed.destroy_process_group()

@@ -4,7 +4,7 @@ import torchvision
 from torch import nn
 
 from common import backbone as backbone_module
-from common.backbone import Backbone, load_backbone
+from common.backbone import load_backbone
 from transfer import features, voc07_linear
 
 
@@ -50,30 +50,6 @@ def test_feature_cache_misses_when_an_image_is_replaced_in_place(tmp_path, synth
     np.testing.assert_array_equal(after[1], before[1])
     assert not np.allclose(after[0], before[0])
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
-
-
-def test_layers_give_gap_and_2x2_features_of_the_res5_map():
-    res5 = torch.arange(2 * 4 * 7 * 7, dtype=torch.float32).reshape(2, 4, 7, 7)
-    gap = features.LAYERS["res5"]()(res5)
-    torch.testing.assert_close(gap, res5.mean((2, 3)))
-    pooled = features.LAYERS["res5_2x2"]()(res5)
-    assert pooled.shape == (2, 4 * 2 * 2)
-    torch.testing.assert_close(pooled.reshape(2, 4, 2, 2)[:, :, 1, 0], res5[:, :, 1:7, 0:6].mean((2, 3)))
-
-
-def test_res5_trunk_is_torchvision_resnet_without_its_classifier():
-    weights = torchvision.models.resnet18()
-    torch.manual_seed(0)
-    for module in weights.modules():  # BN statistics other than the identity init, so eval mode shows
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_()
-            module.running_var.uniform_(0.5, 2.0)
-    backbone = Backbone(weights.state_dict(), "torchvision", "resnet18", [])
-    reference = weights.eval()
-    reference.fc = nn.Identity()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        torch.testing.assert_close(features.build_trunk(backbone, "res5")(x), reference(x))
 
 
 def test_l2_normalise_matches_goyal_formula():
