@@ -62,37 +62,52 @@ def _existing(path):
 
 
 @contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; renames it onto `path` only if the block succeeds.
-
-    On any error the temporary file is removed and an existing `path` is left untouched. A read-only
-    or full folder raises OutputFolderError. The temporary file's name holds this process's pid and
-    host, so that the next writer into the folder removes what a killed writer (kill -9) left behind,
-    while a live writer's file is kept.
-    """
+def temporary_sibling(path, folder=False):
+    """Yields a new temporary file (or, with `folder`, folder) beside `path`, removed at the end of the
+    block. Its name holds this process's pid and host, so that the next writer into the folder removes
+    what a killed process (kill -9) left behind, while a live writer's file is kept. A read-only or
+    full folder raises OutputFolderError."""
     path = Path(path)
     check_output_folder(path.parent)
     with writing_into(path.parent):
         _remove_dead_writers_files(path.parent)
-        writer = f"{os.getpid()}@{socket.gethostname()}"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{writer}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        prefix, suffix = f".{path.name}.{os.getpid()}@{socket.gethostname()}.", ".tmp"
+        if folder:
+            tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=path.parent)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
+            os.close(fd)
+            # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
         try:
             yield Path(tmp)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            _remove(Path(tmp))
+
+
+@contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (temporary_sibling); renames it onto `path` only if the
+    block succeeds. On any error the temporary file is removed and an existing `path` is left untouched.
+    """
+    with temporary_sibling(path) as tmp, writing_into(Path(path).parent):
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _remove_dead_writers_files(folder):
-    """Removes atomic_path's temporary files in `folder` whose writer, a process on this host, has ended."""
+    """Removes temporary_sibling's files and folders in `folder` whose process, on this host, has ended."""
     host = socket.gethostname()
     for tmp in Path(folder).glob(".*@*.tmp"):
         writer = tmp.name.rsplit("@", 1)[0].rsplit(".", 1)[-1]  # ".<name>.<pid>@<host>.<random>.tmp"
@@ -101,7 +116,7 @@ def _remove_dead_writers_files(folder):
         try:
             os.kill(int(writer), 0)
         except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
         except PermissionError:  # alive, another user's
             pass
 

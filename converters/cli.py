@@ -2,12 +2,12 @@
 
 import argparse
 import filecmp
-import tempfile
 from pathlib import Path
 
 from common.backbone import ENCODERS, load_backbone
 from common.cli import exit_on_user_error, one_line_errors
 from common.errors import CheckpointError, ConfigError
+from common.io import temporary_sibling
 
 
 def _same_bytes(a, b):
@@ -44,9 +44,9 @@ def _convert(argv, description, default_suffix, write, same):
         if out.resolve() == args.ckpt.resolve():
             raise CheckpointError(args.ckpt, "the output would overwrite the input; pass a different OUT")
         if out.exists() and not args.overwrite:
-            with tempfile.TemporaryDirectory(dir=out.parent) as folder:
-                write(backbone, args.ckpt, Path(folder) / out.name)
-                if not same(Path(folder) / out.name, out):
+            with temporary_sibling(out) as converted:
+                write(backbone, args.ckpt, converted)
+                if not same(converted, out):
                     raise CheckpointError(
                         out, "exists and holds something else; pass --overwrite to replace it, or another OUT"
                     )
