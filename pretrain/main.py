@@ -1,4 +1,4 @@
-"""CLSA / MoCo v2 pretraining.
+r"""CLSA / MoCo v2 pretraining.
 
     python pretrain/main.py --config-file pretrain/configs/clsa_single.yaml DATA.ROOT /imagenet/train
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
@@ -158,5 +158,10 @@ def submit_or_run(args):
         main(args, configured)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python pretrain/main.py`, and the `clsa-pretrain` command of an installed package."""
     exit_on_user_error(submit_or_run, parse_args())
+
+
+if __name__ == "__main__":
+    cli_main()

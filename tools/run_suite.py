@@ -333,7 +333,8 @@ def main(argv=None):
         raise SystemExit(f"[suite] failed stages: {', '.join(failed)} (see their log.txt)")
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python tools/run_suite.py`, and the `clsa-suite` command of an installed package."""
     try:
         exit_on_user_error(main)
     except KeyboardInterrupt:
@@ -341,3 +342,7 @@ if __name__ == "__main__":
             "\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
             "command again to resume"
         )
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -16,6 +16,9 @@ import subprocess
 import sys
 import weakref
 
+import common  # noqa: F401  (before detectron2: quiets fvcore's import-time warning)
+
+# isort: split
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultTrainer, default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -175,7 +178,8 @@ def run_slurm_task(argv):
     run_argv([*slurm.detectron2_launch_args(), *argv])
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python tools/train_net.py`, and the `clsa-train-net` command of an installed package."""
     args = parse_args()
     exit_on_user_error(check_inputs, args)
     if args.slurm:
@@ -189,3 +193,7 @@ if __name__ == "__main__":
         )
     else:
         run_argv(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    cli_main()

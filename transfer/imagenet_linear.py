@@ -198,5 +198,10 @@ def main(args):
     distributed.launch(run, args, plan=plan)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python transfer/imagenet_linear.py`, and the `clsa-imagenet-linear` command of an installed package."""
     exit_on_user_error(main, get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -90,5 +90,10 @@ def main(args):
     distributed.launch(run, args, num_gpus=args.num_gpus)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python transfer/knn.py`, and the `clsa-knn` command of an installed package."""
     exit_on_user_error(main, get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    cli_main()

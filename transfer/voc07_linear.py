@@ -145,5 +145,10 @@ def main(args):
     return report(args, weights, root, splits, features, ap, image_ap, start, train_seconds)
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python transfer/voc07_linear.py`, and the `clsa-voc07-linear` command of an installed package."""
     exit_on_user_error(main, parse_args())
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -134,5 +134,10 @@ def main(args):
     )
 
 
-if __name__ == "__main__":
+def cli_main():
+    """`python transfer/voc07_svm.py`, and the `clsa-voc07-svm` command of an installed package."""
     exit_on_user_error(main, get_parser().parse_args())
+
+
+if __name__ == "__main__":
+    cli_main()
