@@ -6,6 +6,7 @@ model, queue and momentum encoder are MoCo's (He et al., 2020; Chen et al., 2020
 
 import contextlib
 import copy
+import functools
 
 import torch
 import torch.distributed as dist
@@ -17,9 +18,47 @@ from torch.utils.checkpoint import checkpoint
 from common.distributed import rank_and_world
 
 
-def build_encoder(arch, dim=128, mlp_hidden=2048):
-    """torchvision `arch` whose `fc` is the projection head Linear(d, hidden)-ReLU-Linear(hidden, dim)."""
-    encoder = torchvision.models.get_model(arch, weights=None)
+class SplitBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of `num_splits` sub-batches, as if each were
+    on its own GPU (MoCo's one-GPU demo): sample i is in sub-batch i % num_splits. The running
+    statistics are the mean over the sub-batches', so evaluation is plain BatchNorm2d, and the
+    parameters and buffers keep BatchNorm2d's names.
+    """
+
+    def __init__(self, num_features, num_splits, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, input):
+        if not self.training:
+            return super().forward(input)
+        n, c, h, w = input.shape
+        g = self.num_splits
+        if n % g:
+            raise ValueError(f"split batch norm: a batch of {n} does not split into {g} equal sub-batches")
+        self.num_batches_tracked.add_(1)
+        # One channel per (sub-batch, channel): BN's batch statistics are then each sub-batch's own.
+        mean, var = self.running_mean.repeat(g), self.running_var.repeat(g)
+        out = F.batch_norm(
+            input.reshape(n // g, g * c, h, w),
+            mean,
+            var,
+            self.weight.repeat(g),
+            self.bias.repeat(g),
+            True,
+            self.momentum,
+            self.eps,
+        )
+        self.running_mean.copy_(mean.view(g, c).mean(dim=0))
+        self.running_var.copy_(var.view(g, c).mean(dim=0))
+        return out.view(n, c, h, w)
+
+
+def build_encoder(arch, dim=128, mlp_hidden=2048, split_bn_groups=1):
+    """torchvision `arch` whose `fc` is the projection head Linear(d, hidden)-ReLU-Linear(hidden, dim),
+    with SplitBatchNorm over `split_bn_groups` sub-batches when that is more than 1."""
+    norm = {"norm_layer": functools.partial(SplitBatchNorm, num_splits=split_bn_groups)} if split_bn_groups > 1 else {}
+    encoder = torchvision.models.get_model(arch, weights=None, **norm)
     encoder.fc = nn.Sequential(
         nn.Linear(encoder.fc.in_features, mlp_hidden), nn.ReLU(inplace=True), nn.Linear(mlp_hidden, dim)
     )
@@ -74,7 +113,10 @@ class CLSA(nn.Module):
         strong_loss (str): "ddm" (CLSA) or "contrastive" (Table 4 ablations: eq. 1 on the strong
             queries). Default "ddm".
         shuffle_bn (bool): shuffle the key batch across processes before the key encoder (MoCo's
-            shuffle-BN); a no-op with one process. Default True.
+            shuffle-BN), and across the split-BN sub-batches within a process. Default True.
+        split_bn_groups (int): BN statistics of both encoders over this many sub-batches of each
+            process's batch (SplitBatchNorm; 1: the whole batch). With shuffle_bn, one process keeps
+            the BN regime of as many GPUs. Default 1.
         checkpoint_strong (bool): keep no activations of the strong queries' forward pass and recompute
             them in the backward pass (activation checkpointing): CLSA-Multi's five strong views hold
             about half its activation memory. Same gradients and BN statistics. Default False.
@@ -95,6 +137,7 @@ class CLSA(nn.Module):
         ddm_weight=1.0,
         strong_loss="ddm",
         shuffle_bn=True,
+        split_bn_groups=1,
         checkpoint_strong=False,
     ):
         super().__init__()
@@ -106,9 +149,10 @@ class CLSA(nn.Module):
         self.ddm_weight = ddm_weight
         self.strong_loss = strong_loss
         self.shuffle_bn = shuffle_bn
+        self.split_bn_groups = split_bn_groups
         self.checkpoint_strong = checkpoint_strong
 
-        self.encoder_q = build_encoder(arch, dim, mlp_hidden)
+        self.encoder_q = build_encoder(arch, dim, mlp_hidden, split_bn_groups)
         self.encoder_k = copy.deepcopy(self.encoder_q)
         for param in self.encoder_k.parameters():
             param.requires_grad_(False)  # updated by momentum only
@@ -138,13 +182,14 @@ class CLSA(nn.Module):
     def global_keys(self, im_k):
         """Normalised keys of the whole global batch, in global sample order."""
         rank, world = rank_and_world()
-        if world == 1 or not self.shuffle_bn:
+        if not self.shuffle_bn or world * self.split_bn_groups == 1:
             return _all_gather(F.normalize(self.encoder_k(im_k).float(), dim=1))
-        # Shuffle-BN: each process's BN sees a random part of the global batch, so batch statistics
-        # cannot tell the positive key from the others (MoCo, section 3.3).
+        # Shuffle-BN: each process's BN (each sub-batch's, under split BN) sees a random part of the
+        # global batch, so batch statistics cannot tell the positive key from the others (MoCo, section 3.3).
         images = _all_gather(im_k)
         perm = torch.randperm(images.shape[0], device=images.device)
-        dist.broadcast(perm, src=0)
+        if world > 1:
+            dist.broadcast(perm, src=0)
         n = im_k.shape[0]
         mine = images[perm[rank * n : (rank + 1) * n]]
         if not im_k.is_contiguous():
@@ -181,7 +226,8 @@ class CLSA(nn.Module):
 
         Returns a dict of scalars: "loss" (to minimise), its parts "loss_contrastive" (eq. 1 summed
         over weak queries), "loss_ddm" or "loss_strong_contrastive" (summed over strong queries), and
-        "top1" (how often the first query's positive has the highest logit).
+        "instance_acc" (the instance-discrimination accuracy: how often the first query's positive key
+        has the highest logit among the keys and the queue).
         """
         if strong and not weak and self.strong_loss == "ddm":
             raise ValueError("the DDM loss needs at least one weak view as its target")
@@ -206,6 +252,6 @@ class CLSA(nn.Module):
             out["loss"] = out.get("loss_contrastive", 0.0) + self.ddm_weight * out.get(
                 "loss_ddm", out.get("loss_strong_contrastive", 0.0)
             )
-            out["top1"] = (similarities[0].argmax(dim=1) == labels).float().mean()
+            out["instance_acc"] = (similarities[0].argmax(dim=1) == labels).float().mean()
         self.dequeue_and_enqueue(keys)
         return out
