@@ -1,6 +1,6 @@
 """How long the batched path's training process waits to receive one batch of encoded images from the
 DataLoader workers: the batch as one shared tensor per image (the collate before) against one flat
-buffer with the images' shapes (pretrain.data.collate_encoded), in one run.
+buffer with the images' shapes (pretrain.image_folders.collate_encoded), in one run.
 
 The workers only hand over bytes already in memory (500x375 JPEGs of about 95 KiB), so the time per
 batch is the hand-over itself: each shared tensor costs a file descriptor and its own mapping in the
@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.images import photo_like_jpegs
-from pretrain.data import collate_encoded
+from pretrain.image_folders import collate_encoded
 
 
 class InMemoryJpegs(Dataset):

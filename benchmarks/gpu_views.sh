@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU row of the views (benchmarks.md, "Views on one GPU") in one run of under 10 minutes on one
 # H100/H200 with 16 cores, with the set-up's .venv:
-#   - step only and both paths end to end (workers, batched) for clsa_single and mocov2 at batch 256;
+#   - step only and both paths end to end (per_image, batched) for clsa_single and mocov2 at batch 256;
 #   - clsa_single at 32 per GPU (the README's 8-GPU command: global 256), with a profiler trace of 3
 #     batched iterations split into IPC, decode, views and step ($OUT/single_32_trace.json);
 #   - clsa_multi with --checkpoint-strong (bf16 Multi at 256 fits without it only on ~140 GB cards);

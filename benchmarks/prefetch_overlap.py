@@ -5,7 +5,7 @@ workers, decodes them and makes every view in the training process. On a GPU the
 while the step's kernels run. Here a fake step that waits a fixed time (time.sleep releases the GIL,
 as a wait for the GPU does) stands for those kernels. Two rows, in one run:
 - "serial" (depth 0): each batch is made when the loop asks for it, so a batch costs make + step;
-- "producer" (pretrain.prefetch.DEPTH): the producer thread makes the next batches during the step,
+- "producer" (pretrain.data.DEPTH): the producer thread makes the next batches during the step,
   so a batch costs max(make, step) if the two really overlap.
 By default the step lasts as long as making a batch, measured first. That is the case where overlap
 matters most: the ideal ratio is then 2x.
@@ -22,19 +22,19 @@ import time
 import torch
 
 from benchmarks.pretrain_speed import write_jpeg_folder
-from pretrain.batches import DeviceBatches, build_data
 from pretrain.config import preset_cfg
-from pretrain.prefetch import DEPTH
+from pretrain.data import DEPTH, DeviceBatches, build_data
+from pretrain.views.spec import ViewSet
 
 
 def ms_per_batch(cfg, depth, step_s, warmup, steps):
     """Wall milliseconds per batch after `warmup` batches, with a step of `step_s` seconds."""
     device = torch.device("cpu")
-    data = build_data(cfg, device, 0, 1)
+    data = build_data(cfg, ViewSet.from_cfg(cfg), device, 0, 1)
     data.sampler.set_epoch(0)
     data.dataset.set_epoch(0)
     start = None
-    for index, _ in enumerate(DeviceBatches(data, device, depth)):
+    for index, _ in enumerate(DeviceBatches(data, depth)):
         if index == warmup:
             start = time.perf_counter()
         time.sleep(step_s)

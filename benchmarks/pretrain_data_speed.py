@@ -1,4 +1,4 @@
-"""Per-core speed of the per-image views (DATA.AUGMENT workers) against the reference systems' pipelines.
+"""Per-core speed of the per-image views (DATA.AUGMENT per_image) against the reference systems' pipelines.
 
 One process and one thread, as one DataLoader worker; each image is decoded from JPEG bytes and turned
 into all its views. Rounds interleave the pipelines on the same JPEGs and each row reports its median

@@ -3,8 +3,8 @@
 Rows (images/s counts source images, each with its key and query views):
 - "step fp32", "step bf16": pretrain.engine.train_step on random views already on the device, in fp32
   and in bf16 autocast + channels_last (the run's default on a GPU);
-- "workers", "batched": DATA.AUGMENT's two paths end to end, with the run's own code
-  (pretrain.batches.build_data): JPEG files -> DataLoader -> views on the device -> bf16 train_step.
+- "per_image", "batched": DATA.AUGMENT's two paths end to end, with the run's own code
+  (pretrain.data.build_data): JPEG files -> DataLoader -> views on the device -> bf16 train_step.
   "vs step" is their share of "step bf16": 100% means the data path costs nothing.
 - with --augment-only (the default without a GPU), the two data paths without the model, on the same
   cores: DataLoader workers per image vs the batched path in the training process.
@@ -36,13 +36,12 @@ import torch
 from PIL import Image
 
 from benchmarks.images import photo_like_jpegs
-from pretrain.batches import DeviceBatches, build_data
 from pretrain.builder import CLSA
 from pretrain.config import preset_cfg
-from pretrain.data import decode_batch
+from pretrain.data import DEPTH as PREFETCH_DEPTH
+from pretrain.data import DeviceBatches, build_data
 from pretrain.engine import train_step
-from pretrain.prefetch import DEPTH as PREFETCH_DEPTH
-from pretrain.views.batched import BatchedViews
+from pretrain.image_folders import decode_batch
 from pretrain.views.spec import ViewSet
 
 UNIQUE_JPEGS = 256
@@ -151,9 +150,9 @@ def end_to_end(preset, augment, args, device, root):
     """Images/s of DATA.AUGMENT `augment` through the bf16 step (or without it, --augment-only)."""
     fast = device.type == "cuda"
     memory_format = torch.channels_last if fast else torch.contiguous_format
-    data = build_data(
-        run_config(preset, augment, args, root), device, 0, 1, torch.bfloat16 if fast else torch.float32, memory_format
-    )
+    cfg = run_config(preset, augment, args, root)
+    dtype = torch.bfloat16 if fast else torch.float32
+    data = build_data(cfg, ViewSet.from_cfg(cfg), device, 0, 1, dtype, memory_format)
     data.sampler.set_epoch(0)
     data.dataset.set_epoch(0)
     model = None if args.augment_only else make_model(args, device, fast)
@@ -161,7 +160,7 @@ def end_to_end(preset, augment, args, device, root):
     # window starts once those batches are used up, so that it counts only batches made in it.
     warmup = args.warmup + prefetched(args)
     timer = Timer(device, warmup)
-    for step, views in enumerate(DeviceBatches(data, device)):
+    for step, views in enumerate(DeviceBatches(data)):
         timer.tick(step)
         if model:
             train_step(*model, views, fast)
@@ -182,10 +181,9 @@ def profile_batched(preset, args, device, root, trace):
     fast = device.type == "cuda"
     memory_format = torch.channels_last if fast else torch.contiguous_format
     cfg = run_config(preset, "batched", args, root)
-    data = build_data(cfg, device, 0, 1)
+    data = build_data(cfg, ViewSet.from_cfg(cfg), device, 0, 1)
     data.sampler.set_epoch(0)
     data.dataset.set_epoch(0)
-    batched_views = BatchedViews(ViewSet.from_cfg(cfg))
     model = None if args.augment_only else make_model(args, device, fast)
     loader, totals = iter(data.loader), dict.fromkeys(PROFILED_PARTS, 0.0)
 
@@ -203,7 +201,7 @@ def profile_batched(preset, args, device, root, trace):
         images, indices = timed("decode", decode_batch, encoded, indices, data.dataset, device)
         params = data.dataset.view_params(indices)
         dtype = torch.bfloat16 if fast else torch.float32
-        views = timed("views", batched_views, images, params, dtype, memory_format)
+        views = timed("views", data.batched_views, images, params, dtype, memory_format)
         if model:
             timed("step", train_step, *model, views, fast)
 
@@ -281,7 +279,7 @@ def main():
             if not args.augment_only:
                 rows["step fp32"] = measured(step_only, preset, args, device, False)
                 rows["step bf16"] = measured(step_only, preset, args, device, device.type == "cuda")
-            for augment in ("workers", "batched"):
+            for augment in ("per_image", "batched"):
                 rows[augment] = measured(end_to_end, preset, augment, args, device, root)
             step = rows.get("step bf16")
             step = None if isinstance(step, Exception) else step
@@ -293,7 +291,7 @@ def main():
                 share = f"{row[0] / step[0]:.0%}" if step else "-"
                 print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1][0]:>9.1f} {row[1][1]:>9.1f}")
             if args.augment_only and not any(isinstance(row, Exception) for row in rows.values()):
-                print(f"{preset:<12} batched / workers: {rows['batched'][0] / rows['workers'][0]:.2f}x")
+                print(f"{preset:<12} batched / per_image: {rows['batched'][0] / rows['per_image'][0]:.2f}x")
         if args.trace:
             parts = measured(profile_batched, args.presets[0], args, device, root, args.trace)
             if isinstance(parts, Exception):

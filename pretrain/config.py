@@ -63,9 +63,10 @@ _C.DATA = CN()
 _C.DATA.ROOT = ""
 # DataLoader worker processes per training process.
 _C.DATA.NUM_WORKERS = 8
-# Where the views are made: "workers" (each image decoded and augmented in a DataLoader worker, on
-# the CPU), "batched" (workers only read the files; decoding and every view of the batch at once on
-# the training device, pretrain/views/batched.py), or "auto": batched on a GPU, workers without one.
+# Where the views are made: "per_image" (each image decoded and augmented in a DataLoader worker, on
+# the CPU, pretrain/views/per_image.py), "batched" (workers only read the files; decoding and every
+# view of the batch at once on the training device, pretrain/views/batched.py), or "auto": batched on
+# a GPU, per image without one.
 _C.DATA.AUGMENT = "auto"
 # The views of each image (pretrain/views/spec.py defines what each view goes through). Each view is
 # [crop size, min scale, max scale]: a RandomResizedCrop of that size from that fraction of the image
@@ -226,8 +227,10 @@ def load_config(config_file, opts, world_size):
             f"MODEL.QUEUE_SIZE ({queue}) must be a multiple of SOLVER.BATCH_SIZE ({batch}); "
             f"e.g. MODEL.QUEUE_SIZE {max(queue // batch, 1) * batch}"
         )
-    if cfg.DATA.AUGMENT not in ("auto", "workers", "batched"):
-        raise ConfigError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'workers', 'batched'")
+    if cfg.DATA.AUGMENT == "workers":
+        raise ConfigError("DATA.AUGMENT 'workers' is now called 'per_image'; set DATA.AUGMENT per_image")
+    if cfg.DATA.AUGMENT not in ("auto", "per_image", "batched"):
+        raise ConfigError(f"DATA.AUGMENT {cfg.DATA.AUGMENT!r} is not one of 'auto', 'per_image', 'batched'")
     if cfg.MODEL.SYNC_BN and not torch.cuda.is_available():
         raise ConfigError(
             "MODEL.SYNC_BN needs GPUs (torch's SyncBatchNorm has no CPU kernel); use MODEL.SHUFFLE_BN on the CPU"

@@ -1,224 +1,192 @@
-"""The pretraining data sets: ImageFolders (ImageNet train layout) that yield each image's views
-(DATA.AUGMENT workers) or its encoded bytes for decoding in batches on the training device (batched).
-Either way an item carries the index of the image actually used, which, with the seed and the epoch,
-determines its views (pretrain/views/sampler.py).
+"""The data a pretraining process trains on: the data set, the loader and the view executor that
+DATA.AUGMENT selects, and each batch's views delivered on the training device.
 
-A corrupt or unreadable image is skipped, not fatal: one bad file in 1.28M must not end a run of
-days. It is logged once per file and process, counted in a counter shared by the DataLoader workers,
-and replaced by the next readable image so that every batch keeps its size.
+A producer thread makes the next batches while the training thread runs its step. The training thread
+spends most of a step waiting: for the GPU in backward, or in the optimizer. The producer uses that time
+to receive the next batch from the DataLoader workers, decode it and make its views, so that by
+construction, not by luck of kernel queueing, the next batch is ready when the step ends. PyTorch
+releases the GIL in its kernels and in its waits, so both threads make progress on the host.
 """
 
-import logging
-import math
-import multiprocessing
+import queue
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
-from torchvision.datasets import ImageFolder
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-from common.datasets import UNREADABLE_IMAGE, check_image_root
-from pretrain.views.per_image import PerImageViews
-from pretrain.views.sampler import sample
+from pretrain.image_folders import (
+    EncodedImageFolder,
+    PerImageFolder,
+    PretrainImageFolder,
+    collate_encoded,
+    decode_batch,
+)
+from pretrain.loader import ResumableDistributedSampler, build_loader, fit_shared_memory
+from pretrain.views.batched import BatchedViews
+from pretrain.views.per_image import to_model
 
-logger = logging.getLogger(__name__)
+# Batches made ahead of the step: one hides a batch's preparation behind a step, a second absorbs
+# the jitter of slow batches (a large JPEG, a worker that falls behind) without holding much memory.
+DEPTH = 2
+_DONE = object()
+_POLL_S = 0.05
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
+
+def executor_of(augment, device):
+    """The executor DATA.AUGMENT `augment` names on `device`: "per_image" or "batched" ("auto": batched
+    on a GPU, per image without one)."""
+    if augment == "auto":
+        return "batched" if device.type == "cuda" else "per_image"
+    return augment
 
 
-class PretrainImageFolder(ImageFolder):
-    """ImageFolder whose items are (views, index): the views (pretrain.views.spec.Views of uint8
-    H x W x 3 tensors) of the image actually used, made by the per-image executor, and its index.
+@dataclass
+class PretrainData:
+    """One process's data set, loader and view executor, and how its views reach the model."""
 
-    An image's views are a function of (seed, epoch, index) only: `set_epoch` before each epoch,
-    before the DataLoader starts its workers. `num_skipped` counts how many times an unreadable image
-    was replaced by the next one, summed over this data set and its DataLoader workers (each epoch
-    counts a bad file again).
+    dataset: PretrainImageFolder  # a PerImageFolder or, for the batched executor, an EncodedImageFolder
+    loader: torch.utils.data.DataLoader
+    sampler: ResumableDistributedSampler
+    executor: str  # "per_image" or "batched"
+    device: torch.device
+    view_dtype: torch.dtype
+    memory_format: torch.memory_format
+    batched_views: BatchedViews | None  # the batched executor; the per-image one runs in the data set
+    stream: torch.cuda.Stream | None  # where the views are made on a GPU
+
+    def views_on_device(self, batch, indices):
+        """The views of a loader batch (and its image indices), normalised for the model on the device."""
+        if self.executor == "per_image":
+            return to_model(batch, self.device, self.view_dtype, self.memory_format)
+        images, indices = decode_batch(batch, indices, self.dataset, self.device)
+        return self.batched_views(images, self.dataset.view_params(indices), self.view_dtype, self.memory_format)
+
+
+def build_data(
+    cfg, view_set, device, rank, world_size, view_dtype=torch.float32, memory_format=torch.contiguous_format
+):
+    """The data set, loader and view executor of DATA.AUGMENT for one process of `world_size`, making
+    the views of `view_set` (the run's ViewSet)."""
+    executor = executor_of(cfg.DATA.AUGMENT, device)
+    if executor == "batched":
+        dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED), BatchedViews(view_set)
+        image_bytes = 128 * 1024  # JPEG bytes: ImageNet's average is ~110 KiB
+    else:
+        dataset, batched_views = PerImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED), None
+        image_bytes = sum(3 * view.size**2 for view in view_set.views.flat())  # uint8 views
+    # A batch in the workers' shared memory.
+    fit_shared_memory(image_bytes * cfg.SOLVER.BATCH_SIZE // world_size, cfg.DATA.NUM_WORKERS)
+    # Pinned memory speeds up the copy of finished views; JPEG bytes are read by the decoder on the host.
+    loader, sampler = build_loader(
+        dataset,
+        cfg.SOLVER.BATCH_SIZE // world_size,
+        rank,
+        world_size,
+        cfg.SEED,
+        cfg.DATA.NUM_WORKERS,
+        pin_memory=device.type == "cuda" and executor == "per_image",
+        collate_fn=collate_encoded if executor == "batched" else None,
+    )
+    # One stream for the whole run: the caching allocator keeps freed blocks per stream.
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    return PretrainData(dataset, loader, sampler, executor, device, view_dtype, memory_format, batched_views, stream)
+
+
+class _Failed:
+    def __init__(self, error):
+        self.error = error
+
+
+class DeviceBatches:
+    """The views of each batch of one epoch of `data.loader`, on the device (build it after
+    data.sampler.set_epoch and data.dataset.set_epoch, and iterate it once).
+
+    A producer thread receives, decodes and makes the views of up to `depth` batches ahead while the
+    training thread runs its step; `depth` 0 makes each batch only when the loop asks for it. An error
+    in the producer is raised in the loop. Leaving the loop early (a `break`, an error) stops the
+    producer, waits for it and ends the loader's iterator, so no batch is made after the loop. On a GPU
+    the views are made on `data.stream`, and the training stream waits for an event recorded after
+    them, not for whatever that stream queued since.
     """
 
-    def __init__(self, root, view_set, seed):
-        check_image_root(root)
-        super().__init__(root)
-        self.view_set, self.seed, self.epoch = view_set, seed, 0
-        self.make_views = PerImageViews(view_set)
-        # A lock-protected shared integer. Made in a spawn context because its lock then also pickles
-        # into spawned/forkserver DataLoader workers, while forked workers simply inherit it.
-        self._skipped = multiprocessing.get_context("spawn").Value("q", 0)
-        self._warned = set()
+    def __init__(self, data, depth=DEPTH):
+        self.data, self.depth = data, depth
+        # The loader's workers start here, in the training thread, not in the producer.
+        self.batches = _views_made(data, iter(data.loader))
+        self._making = threading.Lock()  # held by the producer while it makes a batch
 
-    def set_epoch(self, epoch):
-        self.epoch = epoch
+    @contextmanager
+    def paused(self):
+        """Within this block the producer makes nothing: for work that must not run beside it, such
+        as forking DataLoader workers, which is safe only while no other thread is inside a library."""
+        with self._making:
+            yield
 
-    def view_params(self, indices):
-        """The records of the views of images `indices` in the current epoch."""
-        return sample(self.view_set, self.seed, self.epoch, indices)
+    def __iter__(self):
+        for views, made in self._produced() if self.depth else self.batches:
+            if made is not None:
+                training = torch.cuda.current_stream(self.data.device)
+                training.wait_event(made)
+                for view in views.flat():
+                    view.record_stream(training)  # made on the side stream, freed after their use on `training`
+            yield views
 
-    def read(self, path, index):
-        return self.make_views(self.loader(path), self.view_params([index]))
-
-    def __getitem__(self, index):
-        return self._first_readable(index, self.read)
-
-    def _first_readable(self, index, read):
-        for offset in range(len(self.samples)):
-            candidate = (index + offset) % len(self.samples)
-            path = self.samples[candidate][0]
-            try:
-                return read(path, candidate), candidate
-            except UNREADABLE_IMAGE as error:
-                self._skip(path, error)
-        raise RuntimeError(f"No image under {self.root!r} could be read; see the warnings above")
-
-    @property
-    def num_skipped(self):
-        return self._skipped.value
-
-    def _skip(self, path, error):
-        with self._skipped.get_lock():
-            self._skipped.value += 1
-        if path not in self._warned:
-            self._warned.add(path)
-            logger.warning(
-                "Skipping unreadable image %s (%s: %s); using the next image instead", path, type(error).__name__, error
-            )
-
-
-def _read_bytes(path):
-    # Not torchvision.io.read_file: its tensor maps the file, and a DataLoader worker cannot pass
-    # such a tensor to the training process ("Bad file descriptor"), which then waits forever.
-    with open(path, "rb") as file:
-        return torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
-
-
-def _decode_rgb(path):
-    return decode_image(_read_bytes(path), mode=ImageReadMode.RGB)
-
-
-class EncodedImageFolder(PretrainImageFolder):
-    """Items are (payload, index), for decoding in batches on the training device (`decode_batch`),
-    whose views the batched executor makes from `view_params(indices)`.
-
-    The payload of a JPEG is its bytes as on disk (1-D uint8), so DataLoader workers only read
-    files. Other formats are decoded by the worker on the CPU (uint8 3 x H x W, RGB).
-    """
-
-    def read(self, path, index):
-        data = _read_bytes(path)
-        if bytes(data[:3].tolist()) == _JPEG_MAGIC:
-            return data
-        return decode_image(data, mode=ImageReadMode.RGB)
-
-    def replace_undecodable(self, index, error):
-        """Image `index` did not decode: warn and count it, and return the next image that decodes
-        (on the CPU) as (pixels, index)."""
-        self._skip(self.samples[index][0], error)
-        return self._first_readable(index + 1, lambda path, _: _decode_rgb(path))
-
-
-def collate_encoded(items):
-    """A batch of EncodedImageFolder items as ((buffer, shapes), indices): the payloads concatenated
-    into one flat uint8 buffer and each payload's shape (N x 3; a JPEG's bytes are (length, 0, 0)).
-
-    One buffer rather than one shared tensor per image: each shared tensor costs a file descriptor and
-    a mapping of its own in the training process (benchmarks/batch_transfer_speed.py).
-    """
-    payloads, indices = zip(*items)
-    shapes = torch.tensor([list(p.shape) + [0] * (3 - p.ndim) for p in payloads], dtype=torch.int64)
-    return (torch.cat([p.reshape(-1) for p in payloads]), shapes), torch.tensor(indices)
-
-
-def split_encoded(buffer, shapes):
-    """The payloads of a `collate_encoded` batch, as views into its buffer."""
-    shapes = [[dim for dim in shape if dim] for shape in shapes.tolist()]
-    return [part.view(shape) for part, shape in zip(torch.split(buffer, [math.prod(s) for s in shapes]), shapes)]
-
-
-def _is_decode_error(error):
-    """A decoder's refusal of the bytes. Running out of memory and device faults are RuntimeErrors too,
-    but must propagate: caught here, they would log good images as unreadable and replace them."""
-    return not isinstance(error, (torch.OutOfMemoryError, torch.AcceleratorError)) and "CUDA error" not in str(error)
-
-
-# Start-of-frame markers, each followed by length (2 bytes), precision (1), height (2), width (2) and
-# the number of components (1).
-_START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-
-
-def jpeg_components(data):
-    """The number of colour components in a JPEG's frame header (3 for YCbCr, 4 for CMYK/YCCK, 1 for
-    grey), or None if no frame header is found."""
-    header = data[:65536].numpy().tobytes() if torch.is_tensor(data) else bytes(data[:65536])
-    position = 2
-    while position + 9 < len(header):
-        if header[position] != 0xFF:
-            return None
-        marker = header[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _START_OF_FRAME:
-            return header[position + 9]
-        position += 2 + int.from_bytes(header[position + 2 : position + 4], "big")
-    return None
-
-
-def _decode_one(data, device):
-    try:
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError as error:
-        if device.type == "cpu" or not _is_decode_error(error):
-            raise
-    # nvjpeg rejects some valid JPEGs; the CPU decoder takes them.
-    return decode_jpeg(data, mode=ImageReadMode.RGB).to(device)
-
-
-def _decode_jpegs(datas, device):
-    """The decoded images, together if possible, else one by one; the RuntimeError for each image
-    that no decoder reads."""
-    if device.type == "cuda":
-        # nvjpeg writes its output on a stream of its own that does not wait for ours, into memory our
-        # stream may have just freed with kernels still queued on it: let them finish first.
-        torch.cuda.current_stream(device).synchronize()
-    try:
-        return decode_jpeg(datas, mode=ImageReadMode.RGB, device=device)
-    except RuntimeError as error:
-        if not _is_decode_error(error):
-            raise
-        if device.type == "cuda":
-            # The failed batch may still be writing into buffers that are freed on return.
-            torch.cuda.synchronize(device)
-    images = []
-    for data in datas:
+    def _produced(self):
+        """self.batches, made by a producer thread that stays up to `depth` batches ahead."""
+        ready = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+        producer = threading.Thread(target=self._produce, args=(ready, stop), name="batch-producer", daemon=True)
+        producer.start()
         try:
-            images.append(_decode_one(data, device))
-        except RuntimeError as error:
-            if not _is_decode_error(error):
-                raise
-            images.append(error)
-    return images
+            while (item := ready.get()) is not _DONE:
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item
+        finally:
+            stop.set()
+            while producer.is_alive():  # a producer blocked on a full queue: make room until it sees `stop`
+                try:
+                    ready.get(timeout=_POLL_S)
+                except queue.Empty:
+                    pass
+            producer.join()
+            # Now that no thread runs it, end the source: dropping the loader's iterator stops its workers.
+            self.batches.close()
+
+    def _produce(self, ready, stop):
+        try:
+            if self.data.device.type == "cuda":
+                torch.cuda.set_device(self.data.device)  # thread-local
+            while not stop.is_set():
+                with self._making:
+                    item = next(self.batches, _DONE)
+                if not _put(ready, item, stop) or item is _DONE:
+                    return
+        except BaseException as error:  # handed to the loop, which raises it with its traceback
+            _put(ready, _Failed(error), stop)
 
 
-def decode_batch(batch, indices, dataset, device):
-    """The images of a `collate_encoded` batch as uint8 3 x H x W RGB tensors on `device`, and the
-    indices actually used.
+def _put(ready, item, stop):
+    """Puts `item` into `ready` unless `stop` is set first; returns whether it was put."""
+    while not stop.is_set():
+        try:
+            ready.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            pass
+    return False
 
-    JPEGs are decoded together (nvjpeg on a GPU), except CMYK ones, which nvjpeg does not take and which
-    the CPU decodes (ImageNet's train set has 22), so that one of them does not send the whole batch
-    down one decode per image. If the batch decode fails, each image is decoded alone, on the CPU
-    where the device's decoder rejects it; an image no decoder reads is replaced through
-    `dataset.replace_undecodable`, so the batch keeps its size.
-    """
-    payloads = split_encoded(*batch)
-    images, indices = list(payloads), indices.tolist()
-    jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
-    on_host = [i for i in jpegs if device.type != "cpu" and jpeg_components(payloads[i]) == 4]
-    on_device = [i for i in jpegs if i not in on_host]
-    decoded = []
-    if on_device:  # none in a batch of, say, PNGs, which the workers decoded
-        decoded += zip(on_device, _decode_jpegs([payloads[i] for i in on_device], device))
-    if on_host:
-        decoded += zip(on_host, _decode_jpegs([payloads[i] for i in on_host], torch.device("cpu")))
-    for i, image in decoded:
-        if isinstance(image, RuntimeError):
-            image, indices[i] = dataset.replace_undecodable(indices[i], image)
-        images[i] = image
-    return [image.to(device, non_blocking=True) for image in images], indices
+
+def _views_made(data, loader):
+    """(views, event recorded after them on the side stream, or None on the CPU) of each batch of `loader`."""
+    side = data.stream
+    for batch, indices in loader:
+        if side is None:
+            yield data.views_on_device(batch, indices), None
+            continue
+        with torch.cuda.stream(side):
+            views = data.views_on_device(batch, indices)
+            made = torch.cuda.Event()
+            made.record(side)
+        yield views, made

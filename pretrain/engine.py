@@ -17,9 +17,9 @@ from torch.nn.parallel import DistributedDataParallel
 from common.environment import startup_line
 from common.errors import DatasetError
 from common.io import atomic_path, remove_stale_temp_files
-from pretrain.batches import DeviceBatches, PretrainData, build_data
 from pretrain.builder import CLSA
 from pretrain.config import split_bn_groups
+from pretrain.data import DeviceBatches, PretrainData, build_data
 from pretrain.divergence import DivergenceGuard
 from pretrain.knn_monitor import KnnMonitor
 from pretrain.metrics import MetricsWriter, MetricWindow, peak_memory, progress_line, setup_logging, wandb_project
@@ -125,12 +125,12 @@ def _build_model(cfg, device, memory_format, world_size):
     return model.to(device, memory_format=memory_format)
 
 
-def _compile(cfg, model):
+def _compile(model, view_set):
     # The encoders are compiled, not the DDP module: the forward between them holds shuffle-BN's
     # collectives and the queue's in-place update, which would break the graph. One graph per view
     # size, twice for strong views under MODEL.CHECKPOINT_STRONG: raise dynamo's limit to fit them,
     # or it falls back to eager for the rest without an error.
-    sizes = {view.size for view in ViewSet.from_cfg(cfg).views.flat()}
+    sizes = {view.size for view in view_set.views.flat()}
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(sizes) + 2)
     model.encoder_q.compile(dynamic=False)
     model.encoder_k.compile(dynamic=False)
@@ -178,8 +178,12 @@ def build_training(cfg, resume, rank, world_size, local_rank):
         fused=True if cuda else None,
     )
     view_dtype = torch.bfloat16 if amp else torch.float32
-    data = build_data(cfg, device, rank, world_size, view_dtype=view_dtype, memory_format=memory_format)
-    logger.info("views made %s", f"in batches on {device.type}" if data.batched else "per image in DataLoader workers")
+    view_set = ViewSet.from_cfg(cfg)
+    data = build_data(cfg, view_set, device, rank, world_size, view_dtype=view_dtype, memory_format=memory_format)
+    logger.info(
+        "views made %s",
+        f"in batches on {device.type}" if data.executor == "batched" else "per image in DataLoader workers",
+    )
     iters_per_epoch = data.sampler.batches_per_epoch
     if iters_per_epoch == 0:
         raise DatasetError(
@@ -197,7 +201,7 @@ def build_training(cfg, resume, rank, world_size, local_rank):
         start_iter = checkpoint["iteration"] + 1
         logger.info("resumed from %s at iteration %d", path, start_iter)
     if s.COMPILE:
-        _compile(cfg, model)
+        _compile(model, view_set)
     net = (
         model
         if world_size == 1
@@ -253,7 +257,7 @@ def train_loop(t, stop):
         epoch, start_batch = divmod(iteration, t.iters_per_epoch)
         t.data.sampler.set_epoch(epoch, start_batch)
         t.data.dataset.set_epoch(epoch)
-        batches = DeviceBatches(t.data, t.device)
+        batches = DeviceBatches(t.data)
         fetch_start = time.perf_counter()
         for views in batches:
             data_time = time.perf_counter() - fetch_start

@@ -1,6 +1,5 @@
 import io
 import logging
-import os
 import subprocess
 import sys
 
@@ -11,16 +10,15 @@ from PIL import Image
 
 from common.datasets import check_image_root
 from common.errors import DatasetError
-from pretrain import data as data_module
-from pretrain import loader
-from pretrain.data import EncodedImageFolder, PretrainImageFolder, collate_encoded, decode_batch
+from pretrain import image_folders
+from pretrain.image_folders import EncodedImageFolder, PerImageFolder, collate_encoded, decode_batch
 from pretrain.views.spec import Views, ViewSet, ViewSpec
 
 # A cheap stand-in for a preset: key, one weak and one strong view.
 SMALL_VIEWS = ViewSet(Views(ViewSpec(32, (0.2, 1.0)), [ViewSpec(32, (0.2, 1.0))], [ViewSpec(16, (0.1, 0.5), True)]))
 
 
-def dataset_of(root, cls=PretrainImageFolder):
+def dataset_of(root, cls=PerImageFolder):
     return cls(root, SMALL_VIEWS, seed=0)
 
 
@@ -67,7 +65,7 @@ def test_items_are_the_views_and_the_index(synthetic_root):
 
 def test_corrupt_image_is_replaced_by_the_next_one_warned_once_and_counted(tree_with_corrupt_images, caplog):
     dataset = dataset_of(tree_with_corrupt_images)
-    with caplog.at_level(logging.WARNING, logger="pretrain.data"):
+    with caplog.at_level(logging.WARNING, logger="pretrain.image_folders"):
         views, index = dataset[0]
         assert index == 1 and len(views.flat()) == 3
         assert dataset.num_skipped == 1
@@ -158,7 +156,7 @@ def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batc
     tree_with_corrupt_images, caplog
 ):
     dataset = dataset_of(tree_with_corrupt_images, EncodedImageFolder)
-    with caplog.at_level(logging.WARNING, logger="pretrain.data"):
+    with caplog.at_level(logging.WARNING, logger="pretrain.image_folders"):
         payloads, indices = collate_encoded([dataset[i] for i in range(5)])
         # The garbage file is not a JPEG: the worker tried to decode it and moved on to the next image.
         assert indices.tolist() == [0, 1, 3, 3, 4] and dataset.num_skipped == 1
@@ -183,7 +181,7 @@ def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monke
     """nvjpeg rejects some valid JPEGs; stand in for it with a decoder that fails off the CPU."""
     root = make_tree(tmp_path / "train", {f"a/{i}.JPEG": jpeg_bytes(i) for i in range(3)})
     dataset = dataset_of(root, EncodedImageFolder)
-    real_decode = data_module.decode_jpeg
+    real_decode = image_folders.decode_jpeg
     calls = []
 
     def device_rejects(data, mode, device="cpu"):
@@ -192,7 +190,7 @@ def test_jpegs_the_device_decoder_rejects_are_decoded_on_the_cpu(tmp_path, monke
             raise RuntimeError("nvjpeg: unsupported")
         return real_decode(data, mode=mode)
 
-    monkeypatch.setattr(data_module, "decode_jpeg", device_rejects)
+    monkeypatch.setattr(image_folders, "decode_jpeg", device_rejects)
     payloads, indices = collate_encoded([dataset[i] for i in range(3)])
     images, used = decode_batch(payloads, indices, dataset, torch.device("meta"))
     assert used == [0, 1, 2] and dataset.num_skipped == 0
@@ -216,11 +214,11 @@ def encoded(seed, mode="RGB", **save):
 
 
 def test_jpeg_components_reads_the_frame_header():
-    assert data_module.jpeg_components(encoded(0)) == 3
-    assert data_module.jpeg_components(encoded(0, progressive=True)) == 3
-    assert data_module.jpeg_components(encoded(0, "CMYK")) == 4
-    assert data_module.jpeg_components(encoded(0, "L")) == 1
-    assert data_module.jpeg_components(b"not a jpeg at all") is None
+    assert image_folders.jpeg_components(encoded(0)) == 3
+    assert image_folders.jpeg_components(encoded(0, progressive=True)) == 3
+    assert image_folders.jpeg_components(encoded(0, "CMYK")) == 4
+    assert image_folders.jpeg_components(encoded(0, "L")) == 1
+    assert image_folders.jpeg_components(b"not a jpeg at all") is None
 
 
 def test_cmyk_and_progressive_jpegs_decode_as_pil_decodes_them(tmp_path):
@@ -237,7 +235,7 @@ def test_cmyk_and_progressive_jpegs_decode_as_pil_decodes_them(tmp_path):
 
 def device_decoder(monkeypatch, fail_with=None):
     """Stand in for nvjpeg on the meta device: it rejects CMYK, as nvjpeg does, or raises `fail_with`."""
-    real_decode = data_module.decode_jpeg
+    real_decode = image_folders.decode_jpeg
     calls = []
 
     def decode(data, mode, device="cpu"):
@@ -246,13 +244,13 @@ def device_decoder(monkeypatch, fail_with=None):
         if str(device) != "cpu":
             if fail_with is not None:
                 raise fail_with
-            if any(data_module.jpeg_components(x) == 4 for x in batch):
+            if any(image_folders.jpeg_components(x) == 4 for x in batch):
                 raise RuntimeError("nvjpeg: unsupported colour space")
             decoded = [real_decode(x, mode=mode).to("meta") for x in batch]
             return decoded if isinstance(data, list) else decoded[0]
         return real_decode(data, mode=mode)
 
-    monkeypatch.setattr(data_module, "decode_jpeg", decode)
+    monkeypatch.setattr(image_folders, "decode_jpeg", decode)
     return calls
 
 
@@ -284,9 +282,9 @@ def test_workers_forked_after_the_training_process_made_views_do_not_hang(synthe
     after the parent made views must still make its own (this hung with a per-worker setNumThreads)."""
     script = f"""
 import torch
-from pretrain.data import PretrainImageFolder
-from tests.pretrain.test_pretrain_data import SMALL_VIEWS
-dataset = PretrainImageFolder({str(synthetic_root / "imagenet" / "train")!r}, SMALL_VIEWS, seed=0)
+from pretrain.image_folders import PerImageFolder
+from tests.pretrain.test_image_folders import SMALL_VIEWS
+dataset = PerImageFolder({str(synthetic_root / "imagenet" / "train")!r}, SMALL_VIEWS, seed=0)
 dataset[0]  # the parent runs every kernel once
 loader = torch.utils.data.DataLoader(dataset, batch_size=4, num_workers=2, multiprocessing_context="fork")
 views, indices = next(iter(loader))
@@ -302,36 +300,7 @@ def test_a_batch_travels_as_one_buffer_and_splits_back_into_its_payloads(tmp_pat
     items = [dataset[i] for i in range(3)]
     (buffer, shapes), indices = collate_encoded(items)
     assert buffer.dtype == torch.uint8 and buffer.ndim == 1 and indices.tolist() == [0, 1, 2]
-    payloads = data_module.split_encoded(buffer, shapes)
+    payloads = image_folders.split_encoded(buffer, shapes)
     for payload, (expected, _) in zip(payloads, items):
         assert payload.shape == expected.shape and torch.equal(payload, expected)
         assert payload.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()  # views, no copies
-
-
-@pytest.fixture
-def sharing_strategy():
-    before = torch.multiprocessing.get_sharing_strategy()
-    yield
-    torch.multiprocessing.set_sharing_strategy(before)
-
-
-def fake_statvfs(total_bytes):
-    return lambda path: os.statvfs_result((4096, 4096, total_bytes // 4096, 0, 0, 0, 0, 0, 0, 255))
-
-
-def test_a_small_dev_shm_switches_to_file_sharing_and_says_how_to_grow_it(monkeypatch, sharing_strategy, caplog):
-    # Docker's default 64 MB against 8 workers prefetching batches of 256 CLSA-Single views (~55 MiB each).
-    monkeypatch.setattr(loader.os, "statvfs", fake_statvfs(64 * 2**20))
-    with caplog.at_level(logging.WARNING, logger="pretrain.loader"):
-        assert loader.fit_shared_memory(256 * 3 * (224**2 * 2 + 96**2), num_workers=8)
-    assert torch.multiprocessing.get_sharing_strategy() == "file_system"
-    assert "/dev/shm holds 64 MiB" in caplog.text and "--shm-size" in caplog.text
-
-
-def test_a_large_dev_shm_or_no_workers_changes_nothing(monkeypatch, sharing_strategy):
-    before = torch.multiprocessing.get_sharing_strategy()
-    monkeypatch.setattr(loader.os, "statvfs", fake_statvfs(64 * 2**30))
-    assert not loader.fit_shared_memory(256 * 3 * (224**2 * 2 + 96**2), num_workers=8)
-    monkeypatch.setattr(loader.os, "statvfs", fake_statvfs(64 * 2**20))
-    assert not loader.fit_shared_memory(256 * 3 * (224**2 * 2 + 96**2), num_workers=0)
-    assert torch.multiprocessing.get_sharing_strategy() == before
