@@ -11,6 +11,7 @@ has the real extension module. Code that can use a compiled op when present asks
 import hashlib
 import importlib.machinery
 import importlib.util
+import json
 import subprocess
 from pathlib import Path
 
@@ -63,12 +64,15 @@ def git_commit(root=REPO):
     return commit.stdout.strip() + ("+uncommitted changes" if dirty.returncode else "")
 
 
-def config_hash(config_text):
-    """A short digest of a resolved config's text: two logs with the same hash ran the same config."""
-    return hashlib.sha256(config_text.encode()).hexdigest()[:12]
+def config_hash(config):
+    """A short digest of a resolved config: its YAML text, or a script's flags as a dict (vars(args));
+    two logs with the same hash ran the same config."""
+    text = config if isinstance(config, str) else json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def startup_line(config_text):
-    """What an entry point logs first: the stack and GPUs, the git commit and the config's hash."""
+def startup_line(config):
+    """What an entry point logs first: the stack and GPUs, the git commit and the hash of `config` (see
+    config_hash)."""
     commit = git_commit() or "none (not a git checkout)"
-    return f"environment: {describe()}; git commit {commit}; config sha256 {config_hash(config_text)}"
+    return f"environment: {describe()}; git commit {commit}; config sha256 {config_hash(config)}"

@@ -1,5 +1,6 @@
 import importlib.machinery
 import subprocess
+from pathlib import Path
 
 from common import environment
 
@@ -43,3 +44,6 @@ def test_startup_line_names_the_stack_and_tells_configs_apart():
     assert line.startswith(f"environment: torch {torch.__version__},") and "git commit " in line
     digest = line.rsplit("config sha256 ", 1)[1]
     assert len(digest) == 12 and environment.startup_line("SEED: 1\n").rsplit(" ", 1)[1] != digest
+    flags = {"weights": Path("a.pth"), "lr": 0.1}
+    assert environment.config_hash(flags) == environment.config_hash({"lr": 0.1, "weights": Path("a.pth")})
+    assert environment.config_hash(flags) != environment.config_hash({**flags, "lr": 0.2})
