@@ -13,10 +13,10 @@ import math
 import multiprocessing
 
 import torch
-from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
 from common.datasets import UNREADABLE_IMAGE, check_image_root
+from common.image_folder import ScannedImageFolder, check_pixel_limit
 from pretrain.views.per_image import PerImageViews
 from pretrain.views.sampler import sample
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
-class PretrainImageFolder(ImageFolder):
+class PretrainImageFolder(ScannedImageFolder):
     """ImageFolder whose items are (`read(path, index)`, index) of the image actually used: the base of
     PerImageFolder and EncodedImageFolder.
 
@@ -93,8 +93,11 @@ class PerImageFolder(PretrainImageFolder):
 def _read_bytes(path):
     # Not torchvision.io.read_file: its tensor maps the file, and a DataLoader worker cannot pass
     # such a tensor to the training process ("Bad file descriptor"), which then waits forever.
+    # The pixel limit of the per-image path's PIL, from the header: torchvision.io has none.
     with open(path, "rb") as file:
-        return torch.frombuffer(bytearray(file.read()), dtype=torch.uint8)
+        data = bytearray(file.read())
+    check_pixel_limit(data)
+    return torch.frombuffer(data, dtype=torch.uint8)
 
 
 def _decode_rgb(path):

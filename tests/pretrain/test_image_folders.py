@@ -304,3 +304,14 @@ def test_a_batch_travels_as_one_buffer_and_splits_back_into_its_payloads(tmp_pat
     for payload, (expected, _) in zip(payloads, items):
         assert payload.shape == expected.shape and torch.equal(payload, expected)
         assert payload.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr()  # views, no copies
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+@pytest.mark.parametrize("folder", [PerImageFolder, EncodedImageFolder])
+def test_both_executors_skip_an_image_beyond_pils_pixel_limit_before_decoding_it(tmp_path, monkeypatch, folder):
+    """A limit of 1000 pixels: PIL decodes up to 2000, so the 40 x 40 JPEG is read and the 50 x 50 one
+    (2500 pixels) is replaced by the next image, by either executor."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    root = make_tree(tmp_path / "train", {"a/0_large.JPEG": jpeg_bytes(0, side=50), "a/1.JPEG": jpeg_bytes(1)})
+    dataset = dataset_of(root, folder)
+    assert dataset[0][1] == 1 and dataset[1][1] == 1 and dataset.num_skipped == 1
