@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 from common.cli import exit_on_user_error, one_line_errors
+from common.environment import startup_line
 from common.errors import UserError
 from common.figures import report_bars, save_png, training_curves
 from common.io import atomic_path, atomic_write_json
@@ -246,6 +247,7 @@ def main(argv=None):
         check_is_suite(d)
     if args.pretrain_dir and not args.pretrain_dir.is_dir():
         parser.error(f"--pretrain-dir {args.pretrain_dir} is not a folder; pass a pretraining OUTPUT_DIR")
+    print(startup_line(vars(args)), flush=True)
     out = args.out or args.suite_dirs[0]
     markdown, data = build_report(args.suite_dirs)
     training = curves(args.pretrain_dir) if args.pretrain_dir else None

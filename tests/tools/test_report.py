@@ -115,7 +115,8 @@ def test_main_writes_markdown_json_and_a_png(suite, capsys):
     report.main([str(suite)])
     assert (suite / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((suite / "report.json").read_text())["paper"]["CLSA"] == [93.6, 83.2, 42.3, 24.4]
-    assert (suite / "report.md").read_text() in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert (suite / "report.md").read_text() in out and out.startswith("environment: torch")
 
 
 def _error_line(argv, capsys):
