@@ -112,20 +112,78 @@ def test_run_suite_submits_one_node_and_its_job_runs_the_stages(tmp_path):
     torch.save(torchvision.models.resnet50().state_dict(), checkpoint)
     with pytest.raises(SystemExit):
         run_suite.main(["--slurm", "--nodes", "2", "--weights", str(checkpoint), "--out", str(tmp_path / "s")])
-    job = run_suite.main(
-        [
-            *LOCAL_JOB,
-            "--weights",
-            str(checkpoint),
-            "--out",
-            str(tmp_path / "suite"),
-            "--only",
-            "convert",
-        ]
-    )
+    args = [*LOCAL_JOB, "--weights", str(checkpoint), "--out", str(tmp_path / "suite"), "--only", "convert"]
+    job = run_suite.main(args)["convert"]
     assert Path(job.paths.stdout).parent.parent == tmp_path / "suite" / "slurm"
+    assert run_suite.main(args) == {}, "a job still running is not submitted again"
     job.result()
     assert (tmp_path / "suite" / "convert" / "model_d2.pkl").is_file()
+
+
+@pytest.fixture
+def slurm_commands(tmp_path, monkeypatch):
+    """A PATH whose srun, squeue and sacct are scripts: write_command(name, output) sets what one prints."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+
+    def write_command(name, output=""):
+        (bin_dir / name).write_text(f"#!/bin/sh\nprintf '{output}'\n")
+        (bin_dir / name).chmod(0o755)
+
+    write_command("srun")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return write_command
+
+
+def test_slurm_extra_options_and_dependencies_reach_the_sbatch_script(slurm_commands, tmp_path):
+    flags, _ = slurm.split_argv(
+        ["--slurm", "--slurm-extra", "qos=high", "--slurm-extra", "mem=64G", "--slurm-extra", "mail-type=END"]
+    )
+    after = [slurm.recorded_job("slurm", tmp_path, "12"), slurm.recorded_job("slurm", tmp_path, "13")]
+    executor = slurm.make_executor(flags, tmp_path, "test", tasks_per_node=1, gpus_per_node=8, after=after)
+    script = executor._executor._make_submission_file_text("python job.py", "uid").splitlines()
+    for option in ("qos=high", "mem=64G", "mail-type=END", "dependency=afterok:12:13", "kill-on-invalid-dep=yes"):
+        assert f"#SBATCH --{option}" in script
+    flags, _ = slurm.split_argv(["--slurm", "--slurm-extra", "dependency=afterany:7"])
+    executor = slurm.make_executor(flags, tmp_path, "test", tasks_per_node=1, gpus_per_node=8, after=after[:1])
+    assert "#SBATCH --dependency=afterany:7,afterok:12" in executor._executor._make_submission_file_text("j", "u")
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("qos", "'qos' is not KEY=VALUE of an sbatch option"),
+        ("=high", "'=high' is not KEY=VALUE"),
+        ("mem=", "'mem=' is not KEY=VALUE"),
+        ("qos=a\n#SBATCH --x=y", "is not KEY=VALUE"),
+        ("partition=p", "partition has a flag of its own: use --partition"),
+    ],
+)
+def test_a_malformed_slurm_extra_is_one_error_line(value, message, capsys):
+    from tools import run_suite
+
+    with pytest.raises(SystemExit) as exit_code:
+        run_suite.main(["--slurm", "--weights", "w.pth", "--out", "o", "--slurm-extra", value])
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 2 and err.startswith("error: argument --slurm-extra: ") and message in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "squeue, sacct, state",
+    [
+        ("PENDING\n", "", "queued"),
+        ("RUNNING\n", "", "running"),
+        ("", "RUNNING\n", "running"),
+        ("", "FAILED\n", "ended"),
+        ("", "CANCELLED by 42\n", "ended"),
+        ("", "", "ended"),
+    ],
+)
+def test_a_recorded_job_state_is_read_from_squeue_then_sacct(slurm_commands, tmp_path, squeue, sacct, state):
+    slurm_commands("squeue", squeue)
+    slurm_commands("sacct", sacct)
+    assert slurm.job_state(slurm.recorded_job("slurm", tmp_path, "12")) == state
 
 
 def test_detectron2_launch_flags_come_from_slurm_variables(monkeypatch):
