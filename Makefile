@@ -8,10 +8,12 @@ PYTEST_ARGS ?=
 setup:
 	@bash tools/setup_env.sh
 
-# Lint and format check first (rules in pyproject.toml; `make format` applies them). pytest exits 5
+# Lint and format check first (rules in pyproject.toml; `make format` applies them), then the import
+# layers (lint-imports, the contracts in pyproject.toml; it prints only a broken one). pytest exits 5
 # when it collected no test: that is a broken suite, not a pass.
 test: setup
 	@.venv/bin/ruff check . && .venv/bin/ruff format --check .
+	@out=$$(.venv/bin/lint-imports --no-cache 2>&1) || { echo "$$out"; exit 1; }
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; exit 1; fi; \
 	exit $$rc
