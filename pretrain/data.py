@@ -15,13 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.image_folders import (
-    EncodedImageFolder,
-    PerImageFolder,
-    PretrainImageFolder,
-    collate_encoded,
-    decode_batch,
-)
+from pretrain.image_folders import EncodedImageFolder, PerImageFolder, collate_encoded, decode_batch
 from pretrain.loader import ResumableDistributedSampler, build_loader, fit_shared_memory
 from pretrain.views.batched import BatchedViews
 from pretrain.views.per_image import to_model
@@ -33,19 +27,11 @@ _DONE = object()
 _POLL_S = 0.05
 
 
-def executor_of(augment, device):
-    """The executor DATA.AUGMENT `augment` names on `device`: "per_image" or "batched" ("auto": batched
-    on a GPU, per image without one)."""
-    if augment == "auto":
-        return "batched" if device.type == "cuda" else "per_image"
-    return augment
-
-
 @dataclass
 class PretrainData:
     """One process's data set, loader and view executor, and how its views reach the model."""
 
-    dataset: PretrainImageFolder  # a PerImageFolder or, for the batched executor, an EncodedImageFolder
+    dataset: PerImageFolder | EncodedImageFolder  # the latter for the batched executor
     loader: torch.utils.data.DataLoader
     sampler: ResumableDistributedSampler
     executor: str  # "per_image" or "batched"
@@ -68,7 +54,8 @@ def build_data(
 ):
     """The data set, loader and view executor of DATA.AUGMENT for one process of `world_size`, making
     the views of `view_set` (the run's ViewSet)."""
-    executor = executor_of(cfg.DATA.AUGMENT, device)
+    # "auto": batched on a GPU, per image without one.
+    executor = cfg.DATA.AUGMENT if cfg.DATA.AUGMENT != "auto" else "batched" if device.type == "cuda" else "per_image"
     if executor == "batched":
         dataset, batched_views = EncodedImageFolder(cfg.DATA.ROOT, view_set, cfg.SEED), BatchedViews(view_set)
         image_bytes = 128 * 1024  # JPEG bytes: ImageNet's average is ~110 KiB

@@ -81,20 +81,10 @@ def blur_kernel_size(size):
 # repeats after the op: "truncate" (blends, grayscale, autocontrast), "round" (blurs, equalize, posterize),
 # "hue" (back from HSV as v2's to_dtype: x * 255.999, truncated) or "exact" (grey levels to grey levels).
 KERNEL_LEVELS = {
-    "brightness": "truncate",
-    "contrast": "truncate",
-    "saturation": "truncate",
+    **dict.fromkeys(("brightness", "contrast", "saturation", "grayscale", "autocontrast", "sharpness"), "truncate"),
+    **dict.fromkeys(("gaussian_blur", "equalize", "posterize"), "round"),
     "hue": "hue",
-    "grayscale": "truncate",
-    "gaussian_blur": "round",
-    "hflip": "exact",
-    "affine": "exact",
-    "autocontrast": "truncate",
-    "invert": "exact",
-    "equalize": "round",
-    "solarize": "exact",
-    "posterize": "round",
-    "sharpness": "truncate",
+    **dict.fromkeys(("hflip", "affine", "invert", "solarize"), "exact"),
 }
 
 
