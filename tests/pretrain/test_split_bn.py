@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.backbone import load_backbone
+from common.errors import ConfigError
 from converters.to_d2 import d2_name, to_d2_state_dict
 from pretrain.builder import CLSA, SplitBatchNorm
-from pretrain.config import get_cfg, split_bn_groups
+from pretrain.config import PRESETS, get_cfg, load_config, split_bn_groups
 from pretrain.main import main, parse_args
 from pretrain.run_state import save_checkpoint
 
@@ -130,6 +131,12 @@ def test_automatic_split_bn_is_on_where_shuffle_bn_would_be_a_no_op(changes, wor
     cfg = get_cfg()
     cfg.merge_from_list([item for key, value in changes.items() for item in (key, value)])
     assert split_bn_groups(cfg, world_size) == groups
+
+
+def test_sub_batches_that_do_not_divide_the_batch_are_refused_at_load():
+    refusal = r"MODEL.SPLIT_BN_GROUPS \(3\) must divide the batch of each of the 2 processes \(128\)"
+    with pytest.raises(ConfigError, match=refusal):
+        load_config(str(PRESETS / "clsa_single.yaml"), ["MODEL.SPLIT_BN_GROUPS", "3"], world_size=2)
 
 
 def test_a_one_process_run_logs_split_bn(synthetic_root, tiny_pretrain, tmp_path):
