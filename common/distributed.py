@@ -31,6 +31,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.distributed.constants import default_pg_timeout
 
 from common.cli import at_least
 from common.errors import UserError
@@ -261,6 +262,8 @@ def _rendezvous(plan, rank, timeout_s):
             f"{plan.mode}: only {joined} of {plan.world_size} processes joined at {where} within {timeout_s:g} s"
             f"{missing} ({TIMEOUT_VARIABLE} sets the wait)"
         )
+    # Met: from here the group's own operations (NCCL's first communicator, say) get torch's usual wait.
+    store.set_timeout(default_pg_timeout)
     return store
 
 

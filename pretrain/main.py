@@ -3,23 +3,21 @@ r"""CLSA / MoCo v2 pretraining.
     python pretrain/main.py --config-file pretrain/configs/clsa_single.yaml DATA.ROOT /imagenet/train
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
         pretrain/main.py --config-file pretrain/configs/clsa_multi.yaml DATA.ROOT /imagenet/train
+    srun --nodes 2 --ntasks-per-node 8 --gpus-per-node 8 \
+        python pretrain/main.py --config-file pretrain/configs/clsa_multi.yaml DATA.ROOT /imagenet/train
 
 A plain `python pretrain/main.py` starts one process per GPU itself (--num-gpus, default all; one
-process on a machine without GPU); under torchrun it is one of torchrun's processes.
+process on a machine without GPU); under torchrun or srun it is one of their processes
+(common/distributed.py).
 """
 
 import argparse
 import os
 import signal
-import socket
 import sys
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-
-from common import slurm
-from common.cli import at_least, exit_on_user_error, one_line_errors
+from common import distributed, slurm
+from common.cli import exit_on_user_error, one_line_errors
 from common.datasets import check_image_root
 from common.errors import ConfigError
 from pretrain.config import load_config
@@ -41,12 +39,7 @@ def parse_args(argv=None):
         help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
         "or a checkpoint file",
     )
-    parser.add_argument(
-        "--num-gpus",
-        type=at_least(1),
-        default=None,
-        help="processes to start on this machine (default: one per GPU, or 1 without GPU); ignored under torchrun",
-    )
+    distributed.add_arguments(parser)
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. SOLVER.BATCH_SIZE 512"
     )
@@ -59,84 +52,26 @@ def setup(args, world_size):
     return load_config(args.config_file, args.opts, world_size)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawned(local_rank, world_size, cfg, resume):
-    # mp.spawn passes its start method on to the processes it starts; their DataLoader workers fork,
-    # as in any other process on Linux (the view transforms hold lambdas, which spawn cannot pickle).
-    mp.set_start_method("fork", force=True)
-    _run(cfg, resume, local_rank, world_size, local_rank)
-
-
-def _run(cfg, resume, rank, world_size, local_rank):
-    if world_size > 1:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend, rank=rank, world_size=world_size)
-    try:
-        train(cfg, resume, rank, world_size, local_rank)
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
+def _train(process, cfg, resume):
+    train(cfg, resume, process.rank, process.world_size, process.local_rank)
 
 
 def configure(args, world_size=None):
-    """(cfg, world size, under torchrun?) for `world_size` processes (default: torchrun's, or those
-    this machine starts); raises a UserError for every mistake a user can fix, before anything is
-    written."""
-    torchrun = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    if world_size is None:
-        world_size = (
-            int(os.environ["WORLD_SIZE"])
-            if torchrun
-            else args.num_gpus
-            if args.num_gpus is not None
-            else max(torch.cuda.device_count(), 1)
-        )
-    cfg = setup(args, world_size)
+    """(cfg, launch plan) for `world_size` processes (default: those of this launch,
+    common.distributed.detect); raises a UserError for every mistake a user can fix, before anything
+    is written."""
+    plan = distributed.detect(args.num_gpus)
+    cfg = setup(args, world_size or plan.world_size)
     check_image_root(cfg.DATA.ROOT)
     if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
         raise ConfigError(f"--resume {args.resume}: no such file; pass a checkpoint file, or --resume auto")
-    return cfg, world_size, torchrun
+    return cfg, plan
 
 
 def main(args, configured=None):
-    cfg, world_size, torchrun = configured or configure(args)
-    if torchrun:
-        _run(cfg, args.resume, int(os.environ["RANK"]), world_size, int(os.environ["LOCAL_RANK"]))
-    elif world_size == 1:
-        _run(cfg, args.resume, 0, 1, 0)
-    else:
-        _spawn(cfg, args.resume, world_size)
-
-
-def _spawn(cfg, resume, world_size):
-    """One process per GPU on this machine, forwarding preemption signals to them."""
-    # The rendezvous address is given to the processes only: left in this process's environment, it
-    # would reach whatever it starts next (a SLURM job refuses an inherited MASTER_ADDR).
-    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}
-    added = {key: value for key, value in rendezvous.items() if key not in os.environ}
-    os.environ.update(added)
-    try:
-        context = mp.spawn(_spawned, args=(world_size, cfg, resume), nprocs=world_size, join=False)
-    finally:
-        for key in added:
-            del os.environ[key]
-
-    def forward_signal(signum, frame):  # preemption reaches the launcher; the workers must save
-        for process in context.processes:
-            if process.is_alive():
-                os.kill(process.pid, signum)
-
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, forward_signal)
-    while not context.join():
-        pass
+    cfg, plan = configured or configure(args)
+    # Spawned processes get preemption signals from this one: they must save.
+    distributed.launch(_train, cfg, args.resume, plan=plan, stop_signals=STOP_SIGNALS)
 
 
 def run_argv(argv):

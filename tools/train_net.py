@@ -25,7 +25,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import detection  # noqa: F401  (registers Res5ROIHeadsExtraNorm)
-from common import slurm
+from common import distributed, slurm
 from common.cli import at_least, exit_on_user_error, one_line_errors
 from common.config_files import merge_config
 from common.errors import ConfigError
@@ -157,25 +157,38 @@ def parse_args(argv=None):
     return args
 
 
+def launch_args(args):
+    """(GPUs per machine, machines, machine rank, dist url) of detectron2's launch: its own flags for
+    a plain `python`; under srun, submitit or torchrun, this task's place as common.distributed
+    detects it (one task per node, which starts a process per GPU)."""
+    plan = distributed.detect()
+    if plan.mode in ("spawn", "single process"):
+        return args.num_gpus, args.num_machines, args.machine_rank, args.dist_url
+    if plan.world_size != plan.nodes * plan.processes:
+        raise ConfigError(
+            f"{plan.mode}: {plan.world_size} tasks on {plan.nodes} node(s); tools/train_net.py runs one task "
+            "per node (detectron2's launch starts a process per GPU), e.g. srun --ntasks-per-node 1"
+        )
+    print(plan.describe(), flush=True)
+    dist_url = f"tcp://{plan.master_addr}:{plan.master_port}"
+    return plan.processes, plan.nodes, plan.first_rank // plan.processes, dist_url
+
+
 def run_argv(argv):
     """The command line `argv`, run as __main__ runs it."""
     args = parse_args(argv)
     if args.seeds > 1:
         run_seeds(args, argv)
     else:
+        num_gpus, num_machines, machine_rank, dist_url = launch_args(args)
         launch(
             main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
+            num_gpus,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
             args=(with_one_seed(args),),
         )
-
-
-def run_slurm_task(argv):
-    """What a SLURM job runs on each node: `argv` with this node's place in detectron2's launch."""
-    run_argv([*slurm.detectron2_launch_args(), *argv])
 
 
 def cli_main():
@@ -187,12 +200,12 @@ def cli_main():
         # detectron2's --resume continues from OUTPUT_DIR's last_checkpoint.
         slurm.submit(
             flags,
-            slurm.Job("tools.train_net:run_slurm_task", argv, ["--resume"], task_per_gpu=False),
+            slurm.Job("tools.train_net:run_argv", argv, ["--resume"], task_per_gpu=False),
             load_cfg(args).OUTPUT_DIR,
             "clsa-detection",
         )
     else:
-        run_argv(sys.argv[1:])
+        exit_on_user_error(run_argv, sys.argv[1:])
 
 
 if __name__ == "__main__":

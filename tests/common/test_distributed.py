@@ -127,7 +127,8 @@ def test_srun_with_one_task_per_node_starts_a_process_per_gpu(bare_environment):
     for name, value in {**SRUN, "SLURM_NTASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}.items():
         bare_environment.setenv(name, value)
     plan = distributed.detect(num_gpus=4)
-    assert (plan.world_size, plan.first_rank, plan.first_local_rank, plan.processes) == (8, 4, 0, 4)
+    assert (plan.world_size, plan.first_rank, plan.first_local_rank, plan.processes, plan.nodes) == (8, 4, 0, 4, 2)
+    assert plan.describe() == "launch: srun, ranks 4-7 of world size 8 on 2 node(s)"
 
 
 def test_plain_python_without_gpu_is_one_process(bare_environment):
