@@ -20,28 +20,16 @@ from pretrain.views import batched_ops as ops
 from pretrain.views.sampler import crop_boxes
 from pretrain.views.spec import KERNEL_LEVELS, Executor, Views, normalize, plan
 
-
 # After each op the images are brought back to grey levels as v2's uint8 kernel of that op leaves
 # them (spec.KERNEL_LEVELS), so that the batched executor computes what the per-image one computes on
 # uint8: a threshold op or Equalize later in the chain then sees the same levels. The truncations keep
 # a margin of 2^-12 level below each integer for float32's rounding noise.
-def _truncated(images):
-    return images.mul(255.0).add_(2.0**-12).floor_().div_(255.0)
-
-
-def _hue_levels(images):
-    return images.mul(255.999).floor_().div_(255.0)
-
-
-def _rounded(images):
-    return images.mul(255.0).round_().div_(255.0)
-
-
-def _exact(images):
-    return images
-
-
-_LEVELS = {"truncate": _truncated, "hue": _hue_levels, "round": _rounded, "exact": _exact}
+_LEVELS = {
+    "truncate": lambda images: images.mul(255.0).add_(2.0**-12).floor_().div_(255.0),
+    "hue": lambda images: images.mul(255.999).floor_().div_(255.0),
+    "round": lambda images: images.mul(255.0).round_().div_(255.0),
+    "exact": lambda images: images,
+}
 
 
 def run_plan(images, steps):
@@ -160,7 +148,7 @@ class BatchedViews(Executor):
         padded = PaddedImages(images, crop_method=self.crop_method)
         out = []
         for view, p in zip(self.view_set.views.flat(), params.flat()):
-            crops = _rounded(padded.crops(crop_boxes(p, padded.heights, padded.widths), view.size))
+            crops = _LEVELS["round"](padded.crops(crop_boxes(p, padded.heights, padded.widths), view.size))
             run_plan(crops, plan(view, p))
             out.append(crops)
         return Views.from_flat(out, len(params.weak))

@@ -46,21 +46,12 @@ class ViewParams:
 
 
 def _columns(view, num_ops):
-    """How many uniforms each draw of a view's record takes, in the order they are taken."""
+    """How many uniforms each draw of a view's record takes, in the order they are taken (a strong view's
+    picks, applied draws and magnitudes last)."""
     attempts = WEAK_STAGE.crop_attempts
-    return {
-        "crop_area": attempts,
-        "crop_log_ratio": attempts,
-        "crop_offset": 2,
-        "jitter": 1,
-        "jitter_order": 4,
-        "jitter_factors": 4,
-        "grayscale": 1,
-        "blur": 1,
-        "blur_sigma": 1,
-        "flip": 1,
-        "strong": 3 * num_ops if view.strong else 0,  # the picks, the applied draws and the magnitudes
-    }
+    crop = dict(crop_area=attempts, crop_log_ratio=attempts, crop_offset=2)
+    weak = dict(jitter=1, jitter_order=4, jitter_factors=4, grayscale=1, blur=1, blur_sigma=1, flip=1)
+    return {**crop, **weak, "strong": 3 * num_ops if view.strong else 0}
 
 
 def _view_params(view, u, num_ops, prob):
