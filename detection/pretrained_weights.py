@@ -18,6 +18,10 @@ NEW_WEIGHT_PREFIXES = ("roi_heads.res5.norm.",)
 PRETRAINED_PREFIXES = ("backbone.", "roi_heads.res5.")
 
 
+class _UnsafeObject(pickle.UnpicklingError):
+    """A global that _ArraysOnlyUnpickler does not allow: code, not weights."""
+
+
 class _ArraysOnlyUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists, numbers, strings and numpy arrays, and nothing that runs code."""
 
@@ -37,7 +41,7 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED or (module == "numpy" and name.startswith("dtype")):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: not an array checkpoint")
+        raise _UnsafeObject(f"refusing to load {module}.{name}: not an array checkpoint")
 
 
 # Names that mark a checkpoint detectron2 cannot use as it is: this suite's pretraining checkpoints,
@@ -117,7 +121,7 @@ def _unreadable_reason(filename, err):
     """Why `filename` could not be read: objects that safe loading refuses (never called damaged, and
     without torch's advice to load unsafely), a damaged file, or no checkpoint at all."""
     if filename.endswith(".pkl"):
-        if isinstance(err, pickle.UnpicklingError):
+        if isinstance(err, _UnsafeObject):
             return f"holds objects that safe loading refuses ({err}); pass a .pkl written by converters/to_d2.py"
         return f"not a readable detectron2 checkpoint ({type(err).__name__}: {err}); {_FIX}"
     if os.path.isfile(filename):
