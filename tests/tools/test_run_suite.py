@@ -24,14 +24,13 @@ def checkpoint(tmp_path_factory):
 
 
 def test_a_second_run_with_the_same_checkpoint_runs_no_stage(checkpoint, tmp_path):
-    first = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert,report")
+    first = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "convert: done" in first.stdout and (tmp_path / "convert" / "model_d2.pkl").is_file()
-    assert "VOC07+12 detection not run" in (tmp_path / "report.md").read_text()
     stamp = json.loads((tmp_path / "convert" / "stage.json").read_text())
     assert stamp["weights_sha256"] and stamp["command"][-1].endswith("model_d2.pkl")
 
-    second = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert,report")
+    second = _suite("--weights", str(checkpoint), "--out", str(tmp_path), "--only", "convert")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "convert: already done for this checkpoint and data, skipped" in second.stdout
 
@@ -48,13 +47,22 @@ def test_results_of_another_checkpoint_or_profile_are_never_reused_or_overwritte
     assert stamp["weights_sha256"] == sha256_file(checkpoint), "the first run's results must be kept"
 
 
-def test_a_failed_stage_is_recorded_and_the_run_fails(tmp_path):
+def test_a_checkpoint_no_stage_can_read_is_refused_once_before_anything_is_written(tmp_path):
     bad = tmp_path / "notes.pth"
     bad.write_text("not a checkpoint")
-    proc = _suite("--weights", str(bad), "--out", str(tmp_path / "suite"), "--only", "convert,report")
-    assert proc.returncode != 0 and "failed stages: convert" in proc.stderr
-    assert (tmp_path / "suite" / "convert" / "FAILED").read_text().startswith("exit code 2")
-    assert (tmp_path / "suite" / "report.md").is_file(), "the report still runs after a failed stage"
+    proc = _suite("--weights", str(bad), "--out", str(tmp_path / "suite"))
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {bad}: ") and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "suite").exists() and "[suite]" not in proc.stdout
+
+
+def test_a_failed_stage_is_recorded_with_its_error_and_the_run_fails(checkpoint, tmp_path):
+    out = tmp_path / "suite"
+    proc = _suite("--weights", str(checkpoint), "--out", str(out), "--only", "convert", "--stage-args", "convert=--bad")
+    assert proc.returncode == 1 and "failed stages: convert" in proc.stderr
+    failed = (out / "convert" / "FAILED").read_text()
+    assert failed.startswith("exit code 2: error: unrecognized arguments: --bad"), failed
+    status = _suite("--status", str(out))
+    assert status.returncode == 0 and status.stdout == f"convert          failed: {failed.split(': ', 1)[1]}"
 
 
 def test_relative_paths_are_taken_from_the_callers_folder(checkpoint, tmp_path):
@@ -160,3 +168,136 @@ def test_imagenet_knn_stage_runs_with_imagenet_and_fills_its_report_column(check
     top1 = json.loads((tmp_path / "imagenet_knn" / "results.json").read_text())["metrics"]["top1_k20"]
     extended = json.loads((tmp_path / "report.json").read_text())["ours"][tmp_path.name]["extended"]
     assert extended["ImageNet kNN top-1 (k=20)"]["mean"] == pytest.approx(top1)
+
+
+@pytest.mark.parametrize("schedule, max_iter", [("1x", 90000), ("2x", 180000)])
+def test_stage_args_reach_a_detection_stage_as_flags_and_overrides_after_the_profiles(tmp_path, schedule, max_iter):
+    """detectron2 parses the stage's command as train_net would: --seeds before the overrides, and the
+    stage's overrides after the smoke profile's, so that they win."""
+    from argparse import Namespace
+
+    from tools import run_suite, train_net
+
+    args = Namespace(
+        stage_args={"coco_det": ["--seeds", "2", "SOLVER.MAX_ITER", "7"]},
+        profile="smoke",
+        num_gpus=1,
+        seeds=5,
+        coco_schedule=schedule,
+        out=tmp_path,
+    )
+    command = run_suite.stage_command("coco_det", args, tmp_path / "w.pth", tmp_path / "w.pkl", tmp_path / "coco")
+    parsed = train_net.parse_args(command[2:])
+    assert parsed.seeds == 2 and parsed.config_file.endswith(run_suite.COCO_CONFIGS[schedule])
+    assert train_net.load_cfg(parsed).SOLVER.MAX_ITER == 7
+    args.stage_args = {}
+    command = run_suite.stage_command("coco_det", args, tmp_path / "w.pth", tmp_path / "w.pkl", tmp_path / "coco")
+    assert train_net.load_cfg(train_net.parse_args(command[2:] + ["SOLVER.MAX_ITER", str(max_iter)])).SOLVER.STEPS
+    args.profile = "full"
+    command = run_suite.stage_command("coco_det", args, tmp_path / "w.pth", tmp_path / "w.pkl", tmp_path / "coco")
+    assert train_net.load_cfg(train_net.parse_args(command[2:])).SOLVER.MAX_ITER == max_iter
+
+
+@pytest.fixture(scope="module")
+def converted_suite(checkpoint, tmp_path_factory):
+    """A suite folder whose convert stage finished."""
+    out = tmp_path_factory.mktemp("converted") / "suite"
+    proc = _suite("--weights", str(checkpoint), "--out", str(out), "--only", "convert")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_a_suite_moved_and_resumed_from_another_checkout_skips_what_is_done(checkpoint, converted_suite, tmp_path):
+    """The stamps name scripts relative to the checkout, the checkpoint by its sha256 and outputs
+    relative to OUT: another path for each of them is the same run."""
+    import shutil
+
+    checkout = tmp_path / "checkout"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, checkout / name)
+    moved = shutil.copytree(converted_suite, tmp_path / "moved" / "suite")
+    weights = shutil.copy(checkpoint, tmp_path / "copy.pth")
+
+    def resume(*extra):
+        return subprocess.run(
+            [sys.executable, str(checkout / "tools/run_suite.py"), "--weights", str(weights), "--out", str(moved)]
+            + ["--only", "convert", *extra],
+            capture_output=True,
+            text=True,
+        )
+
+    resumed = resume()
+    assert resumed.returncode == 0 and "convert: already done" in resumed.stdout, resumed.stdout + resumed.stderr
+    changed = resume("--stage-args", "convert=--overwrite")
+    assert changed.returncode == 2 and changed.stderr == (
+        f"error: {moved / 'convert' / 'stage.json'}: written by another run (command [..., "
+        "'$OUT/convert/model_d2.pkl'] -> [..., '$OUT/convert/model_d2.pkl', '--overwrite']); use another --out, "
+        "or move that folder away; it is not overwritten\n"
+    )
+
+
+def test_a_stamp_with_the_absolute_paths_of_older_versions_is_still_taken_as_done(
+    checkpoint, converted_suite, tmp_path
+):
+    import shutil
+
+    out = shutil.copytree(converted_suite, tmp_path / "suite")
+    stamp = json.loads((out / "convert" / "stage.json").read_text())
+    stamp["command"] = [str(REPO / "converters/to_d2.py"), str(checkpoint), str(out / "convert" / "model_d2.pkl")]
+    (out / "convert" / "stage.json").write_text(json.dumps(stamp))
+    proc = _suite("--weights", str(checkpoint), "--out", str(out), "--only", "convert")
+    assert proc.returncode == 0 and "convert: already done" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.slow  # three stage jobs, twice, with submitit's local executor: ~1-2 min on a busy 2-core machine
+def test_slurm_fans_the_stages_out_after_the_conversion_and_reruns_only_what_failed(
+    checkpoint, tmp_path, synthetic_root
+):
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from tools import run_suite
+
+    out = tmp_path / "suite"
+    suite = ["--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0", "--time", "30", "--profile", "smoke"]
+    suite += ["--weights", str(checkpoint), "--out", str(out), "--only", "convert,imagenet_knn,report"]
+    suite += ["--imagenet", str(synthetic_root / "imagenet")]
+
+    def finish(jobs):
+        for job in jobs.values():
+            try:
+                job.result()
+            except (FailedJobError, UncompletedJobError):
+                pass
+
+    def status():
+        return subprocess.run(
+            [sys.executable, str(REPO / "tools/run_suite.py"), "--status", str(out)], capture_output=True, text=True
+        ).stdout.splitlines()
+
+    def span(stage):
+        end = (out / stage / "stage.json").stat().st_mtime
+        return end - json.loads((out / stage / "stage.json").read_text())["seconds"] - 0.1, end
+
+    first = run_suite.main([*suite, "--stage-args", "imagenet_knn=--batch-size 0"])
+    assert sorted(first) == ["convert", "imagenet_knn", "report"]
+    finish(first)
+    assert status() == [
+        "convert          done",
+        "imagenet_knn     failed: error: argument --batch-size: must be at least 1, got 0 (see knn.py --help)",
+        f"report           not started (job {first['report'].job_id} ended)",
+    ]
+    converted = (out / "convert" / "stage.json").read_bytes()
+    assert (out / "imagenet_knn" / "log.txt").stat().st_mtime >= (out / "convert" / "stage.json").stat().st_mtime
+
+    second = run_suite.main(suite)
+    assert sorted(second) == ["imagenet_knn", "report"], "the conversion is done"
+    assert run_suite.main(suite) == {}, "jobs still queued or running are not submitted again"
+    assert status()[1:] == [f"{stage:<16} running (job {second[stage].job_id})" for stage in ("imagenet_knn", "report")]
+    finish(second)
+    assert status() == ["convert          done", "imagenet_knn     done", "report           done"]
+    assert (out / "convert" / "stage.json").read_bytes() == converted
+    assert span("convert")[1] <= span("imagenet_knn")[0] and span("imagenet_knn")[1] <= span("report")[0]
+    assert run_suite.main(suite) == {}
