@@ -128,10 +128,17 @@ def run_identity(config_yaml):
 
 
 def check_same_run(path, checkpoint, config_yaml):
-    """Raises RecordMismatchError naming the RUN_KEYS on which `checkpoint` and `config_yaml` differ."""
+    """Raises RecordMismatchError naming the RUN_KEYS on which `checkpoint` and `config_yaml` differ, and
+    CheckpointError for a checkpoint whose config is not plain YAML."""
+    try:
+        saved = run_identity(checkpoint["config"])
+    except yaml.YAMLError as error:
+        raise CheckpointError(
+            path, f"its config is not plain YAML ({error.problem}); no run of this suite wrote it"
+        ) from None
     check_record(
         path,
-        run_identity(checkpoint["config"]),
+        saved,
         run_identity(config_yaml),
         "resume with the checkpoint's own config, or start this run in a new OUTPUT_DIR",
     )

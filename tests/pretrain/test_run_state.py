@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from common.errors import CheckpointError
-from pretrain.run_state import find_resume_checkpoint, load_checkpoint, save_checkpoint
+from pretrain.run_state import check_same_run, find_resume_checkpoint, load_checkpoint, save_checkpoint
 
 
 def tiny_checkpoint(output_dir, iteration):
@@ -61,3 +61,11 @@ def test_a_checkpoint_with_embedded_code_is_refused_as_unsafe_not_called_truncat
     message = str(error.value)
     assert "holds objects that safe loading (weights_only=True) refuses" in message, message
     assert "truncated" not in message and "print" in message and "\n" not in message
+
+
+def test_a_checkpoint_whose_config_carries_a_python_tag_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    checkpoint = {"config": f"SEED: !!python/object/apply:os.system ['touch {marker}']\n"}
+    with pytest.raises(CheckpointError, match="its config is not plain YAML"):
+        check_same_run(tmp_path / "model_0000001.pth", checkpoint, "SEED: 0\n")
+    assert not marker.exists()
