@@ -7,6 +7,8 @@ is set here, before any test module imports detectron2.
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +29,19 @@ def synthetic_root():
 
     generate(_DATASETS, seed=0, size="tiny")
     return _DATASETS
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`make demo` at the tiny size, run once per test session: (its output folder, its finished process).
+    Its suite trains and evaluates both detectors at the smoke sizes, so the detection smoke tests read
+    their results from it rather than train again."""
+    out = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run(
+        [sys.executable, "tools/demo.py", "--out", str(out), "--size", "tiny"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
 
 
 class TinyPretrain:
@@ -87,6 +102,18 @@ class TinyPretrain:
 def tiny_pretrain():
     """The tiny pretraining command line and the checks on its outputs (`TinyPretrain`)."""
     return TinyPretrain
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(synthetic_root, tiny_pretrain, tmp_path_factory):
+    """The output folder of one finished tiny pretraining run (4 iterations, a checkpoint every 2), made
+    once per test session for the tests that read a run's files or resume from its checkpoint."""
+    from pretrain.main import main, parse_args
+
+    output_dir = tmp_path_factory.mktemp("tiny_pretrained")
+    schedule = ("SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD_ITERS", "2")
+    main(parse_args(tiny_pretrain.args(synthetic_root / "imagenet" / "train", output_dir, *schedule)))
+    return output_dir
 
 
 def pytest_collection_modifyitems(config, items):

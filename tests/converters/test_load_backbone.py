@@ -139,20 +139,22 @@ def test_pretraining_checkpoint_without_the_requested_encoder_is_an_error(tmp_pa
 
 
 @pytest.mark.parametrize("encoder", ["query", "key"])
-def test_checkpoint_written_by_pretraining_is_read(tmp_path, encoder):
-    from pretrain.builder import CLSA
-    from pretrain.run_state import save_checkpoint
-
-    model = CLSA(arch="resnet18", queue_size=64)
-    model.encoder_k.load_state_dict(random_resnet("resnet18", seed=3).state_dict(), strict=False)
-    optimizer = torch.optim.SGD(model.encoder_q.parameters(), lr=0.03, momentum=0.9)
-    path = save_checkpoint(tmp_path, "model_0000009", model, optimizer, iteration=9, epoch=0, config_yaml="A: 1\n")
+def test_checkpoint_written_by_pretraining_is_read(tiny_pretrained, encoder):
+    """The session's tiny pretraining run: after 4 steps the momentum encoder differs from the query one."""
+    path = tiny_pretrained / "model_final.pth"
+    saved = torch.load(path, weights_only=True)["model"]
 
     backbone = load_backbone(path, encoder=encoder)
 
     assert (backbone.source_kind, backbone.arch) == ("clsa-suite pretraining checkpoint", "resnet18")
-    encoder_module = model.encoder_q if encoder == "query" else model.encoder_k
-    assert_same_tensors(backbone.state_dict, backbone_tensors(encoder_module))
+    prefix, other = ("encoder_q.", "encoder_k.") if encoder == "query" else ("encoder_k.", "encoder_q.")
+    expected = {
+        name[len(prefix) :]: value
+        for name, value in saved.items()
+        if name.startswith(prefix) and not name.startswith(f"{prefix}fc.") and not name.endswith("num_batches_tracked")
+    }
+    assert_same_tensors(backbone.state_dict, expected)
+    assert not torch.equal(backbone.state_dict["conv1.weight"], saved[f"{other}conv1.weight"])
 
 
 def test_resume_and_conversion_raise_the_one_checkpoint_error_the_clis_catch(tmp_path):

@@ -21,21 +21,20 @@ from pretrain.run_state import load_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_run_writes_detectron2_style_outputs(train_root, tiny_pretrain, tmp_path):
-    args = tiny_pretrain.args(train_root, tmp_path, "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD_ITERS", "2")
-    main(parse_args(args))
-    log = (tmp_path / "log.txt").read_text()
+def test_run_writes_detectron2_style_outputs(tiny_pretrain, tiny_pretrained):
+    """4 iterations, a checkpoint every 2."""
+    log = (tiny_pretrained / "log.txt").read_text()
     assert "views made per image in DataLoader workers" in log  # auto, no GPU
     assert "shuffle-BN" in log and "no-op" in log
     assert "environment: torch" in log and "config sha256" in log
     assert re.search(r"eta: 0:00:00  epoch: \d+/\d+  iter: 3/4  instance_acc: .* img/s: .* max_rss: \d+M", log)
-    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
-    assert (tmp_path / "model_0000001.pth").exists() and (tmp_path / "config.yaml").exists()
-    assert list(tmp_path.glob("events.out.tfevents.*"))
-    lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert (tiny_pretrained / "last_checkpoint").read_text() == "model_final.pth"
+    assert (tiny_pretrained / "model_0000001.pth").exists() and (tiny_pretrained / "config.yaml").exists()
+    assert list(tiny_pretrained.glob("events.out.tfevents.*"))
+    lines = [json.loads(line) for line in (tiny_pretrained / "metrics.json").read_text().splitlines()]
     assert [line["iteration"] for line in lines] == [1, 3]
     assert {"loss", "loss_contrastive", "loss_ddm", "instance_acc", "lr", "img_per_s", "data_time"} <= set(lines[0])
-    checkpoint = tiny_pretrain.final_state(tmp_path)
+    checkpoint = tiny_pretrain.final_state(tiny_pretrained)
     assert checkpoint["iteration"] == 3 and checkpoint["model"]["queue_ptr"].item() == 0  # 4 x 8 keys, K 16
     assert "resnet18" in checkpoint["config"]
 
@@ -83,13 +82,6 @@ def test_resume_after_kill_9_removes_stale_temp_files_and_logs_each_iteration_on
     assert lines[2]["loss"] != 1.0
 
 
-@pytest.fixture(scope="module")
-def one_iteration_run(train_root, tiny_pretrain, tmp_path_factory):
-    output_dir = tmp_path_factory.mktemp("one_iteration")
-    main(parse_args(tiny_pretrain.args(train_root, output_dir, "SOLVER.MAX_ITER", "1")))
-    return output_dir
-
-
 @pytest.mark.parametrize(
     "overrides, differing",
     [
@@ -100,20 +92,20 @@ def one_iteration_run(train_root, tiny_pretrain, tmp_path_factory):
 )
 @pytest.mark.parametrize("resume", ["auto", "model_final.pth"])
 def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
-    train_root, tiny_pretrain, one_iteration_run, tmp_path, overrides, differing, resume
+    train_root, tiny_pretrain, tiny_pretrained, tmp_path, overrides, differing, resume
 ):
-    output_dir = one_iteration_run if resume == "auto" else tmp_path
-    config_before = (one_iteration_run / "config.yaml").read_text()
-    resume = resume if resume == "auto" else str(one_iteration_run / resume)
-    # MAX_ITER 1: a resume that wrongly went ahead would find the run finished rather than train.
-    args = tiny_pretrain.args(train_root, output_dir, "MODEL.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "1", *overrides)
+    output_dir = tiny_pretrained if resume == "auto" else tmp_path
+    config_before = (tiny_pretrained / "config.yaml").read_text()
+    resume = resume if resume == "auto" else str(tiny_pretrained / resume)
+    # The run's own MAX_ITER: a resume that wrongly went ahead would find the run finished rather than train.
+    args = tiny_pretrain.args(train_root, output_dir, "MODEL.QUEUE_SIZE", "16", "SOLVER.MAX_ITER", "4", *overrides)
     with pytest.raises(RecordMismatchError) as error:
         main(parse_args(["--resume", resume, *args]))
     message = str(error.value)
-    assert message.startswith(f"{one_iteration_run / 'model_final.pth'}: written by another run")
+    assert message.startswith(f"{tiny_pretrained / 'model_final.pth'}: written by another run")
     assert f"({differing});" in message and "new OUTPUT_DIR" in message and "\n" not in message
-    assert (one_iteration_run / "config.yaml").read_text() == config_before
-    assert tiny_pretrain.final_state(one_iteration_run)["iteration"] == 0
+    assert (tiny_pretrained / "config.yaml").read_text() == config_before
+    assert tiny_pretrain.final_state(tiny_pretrained)["iteration"] == 3
 
 
 def start_and_wait_for_metrics(cmd, output_dir):
