@@ -49,8 +49,10 @@ class SplitBatchNorm(nn.BatchNorm2d):
             self.momentum,
             self.eps,
         )
-        self.running_mean.copy_(mean.view(g, c).mean(dim=0))
-        self.running_var.copy_(var.view(g, c).mean(dim=0))
+        # Each sub-batch moved its copy of the running statistics; they move by the mean of those steps,
+        # so that momentum 0 leaves them exactly as they were (MODEL.CHECKPOINT_STRONG's recomputation).
+        self.running_mean.add_((mean.view(g, c) - self.running_mean).mean(dim=0))
+        self.running_var.add_((var.view(g, c) - self.running_var).mean(dim=0))
         return out.view(n, c, h, w)
 
 

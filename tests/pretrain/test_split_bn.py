@@ -73,6 +73,19 @@ def test_eval_is_batchnorm2d_with_the_same_running_statistics():
     torch.testing.assert_close(bn.eval()(x), plain.eval()(x), rtol=0, atol=0)
 
 
+def test_momentum_0_leaves_the_running_statistics_exactly_as_they_were():
+    """What MODEL.CHECKPOINT_STRONG's recomputation relies on to count a batch once (CLSA._frozen_bn_statistics)."""
+    bn = SplitBatchNorm(64, 8, momentum=0.0)
+    bn.running_mean.normal_()
+    bn.running_var.uniform_(0.5, 2.0)
+    before = {name: b.clone() for name, b in bn.named_buffers() if name != "num_batches_tracked"}
+
+    bn.train()(torch.randn(16, 64, 3, 3))
+
+    for name, value in before.items():
+        assert torch.equal(getattr(bn, name), value), name
+
+
 def test_a_batch_that_does_not_split_evenly_is_refused():
     with pytest.raises(ValueError, match="a batch of 6 does not split into 4"):
         split_bn().train()(batch(n=6))
