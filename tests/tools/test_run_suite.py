@@ -198,6 +198,24 @@ def test_stage_args_reach_a_detection_stage_as_flags_and_overrides_after_the_pro
     assert train_net.load_cfg(train_net.parse_args(command[2:])).SOLVER.MAX_ITER == max_iter
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("nope=--x", "'nope=--x' is not STAGE=\"ARGS\" with STAGE one of convert,"),
+        ("voc07_svm", "'voc07_svm' is not STAGE=\"ARGS\""),
+        ("voc07_svm=--layer 'res5", '"voc07_svm=--layer \'res5": No closing quotation'),
+    ],
+)
+def test_malformed_stage_args_are_one_error_line(value, message, capsys):
+    from tools import run_suite
+
+    with pytest.raises(SystemExit) as exit_code:
+        run_suite.main(["--weights", "w.pth", "--out", "o", "--stage-args", value])
+    err = capsys.readouterr().err
+    assert exit_code.value.code == 2 and err.startswith(f"error: argument --stage-args: {message}"), err
+    assert len(err.splitlines()) == 1
+
+
 @pytest.fixture(scope="module")
 def converted_suite(checkpoint, tmp_path_factory):
     """A suite folder whose convert stage finished."""
@@ -294,8 +312,8 @@ def test_slurm_fans_the_stages_out_after_the_conversion_and_reruns_only_what_fai
 
     second = run_suite.main(suite)
     assert sorted(second) == ["imagenet_knn", "report"], "the conversion is done"
-    assert run_suite.main(suite) == {}, "jobs still queued or running are not submitted again"
     assert status()[1:] == [f"{stage:<16} running (job {second[stage].job_id})" for stage in ("imagenet_knn", "report")]
+    assert run_suite.main(suite) == {}, "jobs still queued or running are not submitted again"
     finish(second)
     assert status() == ["convert          done", "imagenet_knn     done", "report           done"]
     assert (out / "convert" / "stage.json").read_bytes() == converted
