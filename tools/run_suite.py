@@ -331,7 +331,7 @@ def recorded_jobs(out):
 
 def stage_state(out, stage, job):
     """One stage's state in words: done, queued or running (a job of --slurm), failed with its log's
-    last line, stopped without a result, or not started."""
+    last line, started without a result yet, or not started."""
     folder = out / stage
     if job is not None:
         state = slurm.job_state(slurm.recorded_job(job["cluster"], out, job["job_id"]))
@@ -343,7 +343,8 @@ def stage_state(out, stage, job):
     if (folder / STAMP).is_file():
         return "done"
     if (folder / "log.txt").is_file():
-        return f"stopped without a result: {last_line(folder / 'log.txt')}"
+        # A stage run here (without --slurm) that is still running, or that was killed.
+        return f"started, no result yet: {last_line(folder / 'log.txt')}"
     return "not started" + (f" (job {job['job_id']} ended)" if job is not None else "")
 
 

@@ -198,6 +198,44 @@ def test_stage_args_reach_a_detection_stage_as_flags_and_overrides_after_the_pro
     assert train_net.load_cfg(train_net.parse_args(command[2:])).SOLVER.MAX_ITER == max_iter
 
 
+def test_status_tells_each_state_from_the_stage_folders_and_the_recorded_jobs(tmp_path, capsys):
+    """A local executor's job id is its controller's pid: a live process named so stands for a running job."""
+    from common.errors import UserError
+    from tools import run_suite
+
+    out = tmp_path / "suite"
+    for stage, files in {
+        "convert": {"stage.json": "{}"},
+        "voc07_svm": {"log.txt": "cmd\nerror: bad flag\nTraceback of the launcher\n", "FAILED": "exit code 2"},
+        "voc07_linear": {"log.txt": "cmd\nepoch 3\n"},
+        "voc_det": {"stage.json": "{}", "FAILED": "exit code 1: x"},
+    }.items():
+        (out / stage).mkdir(parents=True)
+        for name, text in files.items():
+            (out / stage / name).write_text(text)
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit"])
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    try:
+        jobs = {"voc_det": str(running.pid), "report": ended.stdout.strip()}
+        (out / "slurm").mkdir()
+        (out / "slurm" / "jobs.json").write_text(
+            json.dumps({stage: {"job_id": job, "cluster": "local"} for stage, job in jobs.items()})
+        )
+        run_suite.main(["--status", str(out)])
+    finally:
+        running.kill()
+        running.wait()
+    assert capsys.readouterr().out.splitlines() == [
+        "convert          done",
+        "voc07_svm        failed: error: bad flag",
+        "voc07_linear     started, no result yet: epoch 3",
+        f"voc_det          running (job {running.pid})",
+        f"report           not started (job {jobs['report']} ended)",
+    ]
+    with pytest.raises(UserError, match="holds no stage of run_suite; pass a run_suite --out folder"):
+        run_suite.main(["--status", str(tmp_path)])
+
+
 @pytest.mark.parametrize(
     "value, message",
     [
