@@ -9,7 +9,7 @@ TorchDispatchMode that counts:
 Meta tensors have shapes but no data, so the counts are those of a GPU run without one, and the run
 finishing shows the views need no device-to-host sync. Each figure is printed with its ratio to the
 figure counted at commit 6e5ff6a, whose executor kept float images and gathered and scattered the rows
-of every op (another count of the same kind, whose bytes fall 10-20% below this one's on that code:
+of every op (another count of the same kind, whose bytes differ from this one's by up to 15% on that code:
 benchmarks.md, "View traffic on the meta device", has both).
 
     python benchmarks/view_traffic.py
@@ -38,6 +38,8 @@ FLOAT_EXECUTOR = {
 }
 # Ops that make no kernel: a view of a tensor, or memory not yet written.
 _NO_KERNEL = {"empty", "empty_strided", "empty_like", "new_empty", "new_empty_strided"}
+_GATHER = torch.ops.aten.index.Tensor
+_ROWS_OF_FIRST = {_GATHER, torch.ops.aten.index_put_.default}
 
 
 class DeviceWork(TorchDispatchMode):
@@ -59,10 +61,21 @@ class DeviceWork(TorchDispatchMode):
             self.h2d += 1
             return out
         self.launches += 1
-        # An in-place op's result is its first operand: counted once, as the op reads and writes it.
+        if func in _ROWS_OF_FIRST:
+            # A gather reads, and a scatter writes, only the rows of its first operand that it returns
+            # or is given: those rows twice (read and written) and the indices.
+            rows = outputs[0] if func is _GATHER else inputs[-1]
+            indices = inputs[1:] if func is _GATHER else inputs[1:-1]
+            self.bytes += 2 * _nbytes(rows) + sum(map(_nbytes, indices))
+            return out
+        # An in-place op's result is its first operand: counted once.
         operands = {id(t): t for t in inputs + outputs if t.device.type == "meta"}.values()
-        self.bytes += sum(t.numel() * t.element_size() for t in operands)
+        self.bytes += sum(map(_nbytes, operands))
         return out
+
+
+def _nbytes(tensor):
+    return tensor.numel() * tensor.element_size()
 
 
 def imagenet_like(n, seed=0):
