@@ -11,6 +11,7 @@ and replaced by the next readable image so that every batch keeps its size.
 import logging
 import math
 import multiprocessing
+from typing import NamedTuple
 
 import torch
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
@@ -108,13 +109,16 @@ class EncodedImageFolder(PretrainImageFolder):
     """Items are (payload, index), for decoding in batches on the training device (`decode_batch`),
     whose views the batched executor makes from `view_params(indices)`.
 
-    The payload of a JPEG is its bytes as on disk (1-D uint8), so DataLoader workers only read
-    files. Other formats are decoded by the worker on the CPU (uint8 3 x H x W, RGB).
+    The payload of a JPEG that the batch decoder takes whole (`device_decodes`) is its bytes as on
+    disk (1-D uint8), so DataLoader workers only read it. Other images, progressive and CMYK JPEGs
+    among them, are decoded by the worker on the CPU (uint8 3 x H x W, RGB): nvjpeg decodes a
+    progressive file one at a time with its Huffman stage on the host and does not take CMYK, which
+    would leave that work to the training process.
     """
 
     def read(self, path, index):
         data = _read_bytes(path)
-        if bytes(data[:3].tolist()) == _JPEG_MAGIC:
+        if device_decodes(data):
             return data
         return decode_image(data, mode=ImageReadMode.RGB)
 
@@ -152,12 +156,21 @@ def _is_decode_error(error):
 # Start-of-frame markers, each followed by length (2 bytes), precision (1), height (2), width (2) and
 # the number of components (1).
 _START_OF_FRAME = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Sequential Huffman coding, baseline and extended: the frames a batched nvjpeg decode takes, in grey
+# or YCbCr.
+_SEQUENTIAL_HUFFMAN = {0xC0, 0xC1}
 
 
-def jpeg_components(data):
-    """The number of colour components in a JPEG's frame header (3 for YCbCr, 4 for CMYK/YCCK, 1 for
-    grey), or None if no frame header is found."""
+class JpegFrame(NamedTuple):
+    marker: int  # the start-of-frame marker's second byte: 0xC0 baseline, 0xC2 progressive, ...
+    components: int  # 3 for YCbCr, 4 for CMYK/YCCK, 1 for grey
+
+
+def jpeg_frame(data):
+    """The frame header of JPEG bytes (a tensor or bytes) as a JpegFrame, or None if none is found."""
     header = data[:65536].numpy().tobytes() if torch.is_tensor(data) else bytes(data[:65536])
+    if header[:3] != _JPEG_MAGIC:
+        return None
     position = 2
     while position + 9 < len(header):
         if header[position] != 0xFF:
@@ -167,9 +180,19 @@ def jpeg_components(data):
             position += 1
             continue
         if marker in _START_OF_FRAME:
-            return header[position + 9]
+            return JpegFrame(marker, header[position + 9])
         position += 2 + int.from_bytes(header[position + 2 : position + 4], "big")
     return None
+
+
+def device_decodes(data):
+    """Whether image bytes go to the batch decoder as they are: a JPEG of sequential Huffman coding in
+    grey or YCbCr, or a JPEG whose frame header cannot be read (the decoder's refusal then replaces it,
+    as for any corrupt JPEG)."""
+    if bytes(data[:3].tolist() if torch.is_tensor(data) else data[:3]) != _JPEG_MAGIC:
+        return False
+    frame = jpeg_frame(data)
+    return frame is None or (frame.marker in _SEQUENTIAL_HUFFMAN and frame.components in (1, 3))
 
 
 def _decode_one(data, device):
@@ -212,22 +235,16 @@ def decode_batch(batch, indices, dataset, device):
     """The images of a `collate_encoded` batch as uint8 3 x H x W RGB tensors on `device`, and the
     indices actually used.
 
-    JPEGs are decoded together (nvjpeg on a GPU), except CMYK ones, which nvjpeg does not take and which
-    the CPU decodes (ImageNet's train set has 22), so that one of them does not send the whole batch
-    down one decode per image. If the batch decode fails, each image is decoded alone, on the CPU
-    where the device's decoder rejects it; an image no decoder reads is replaced through
+    The JPEGs, which the workers left only where `device_decodes` (EncodedImageFolder.read), are
+    decoded together (nvjpeg on a GPU). If the batch decode fails, each image is decoded alone, on the
+    CPU where the device's decoder rejects it; an image no decoder reads is replaced through
     `dataset.replace_undecodable`, so the batch keeps its size.
     """
     payloads = split_encoded(*batch)
     images, indices = list(payloads), indices.tolist()
     jpegs = [i for i, payload in enumerate(payloads) if payload.ndim == 1]
-    on_host = [i for i in jpegs if device.type != "cpu" and jpeg_components(payloads[i]) == 4]
-    on_device = [i for i in jpegs if i not in on_host]
-    decoded = []
-    if on_device:  # none in a batch of, say, PNGs, which the workers decoded
-        decoded += zip(on_device, _decode_jpegs([payloads[i] for i in on_device], device))
-    if on_host:
-        decoded += zip(on_host, _decode_jpegs([payloads[i] for i in on_host], torch.device("cpu")))
+    # None in a batch of, say, PNGs, which the workers decoded.
+    decoded = zip(jpegs, _decode_jpegs([payloads[i] for i in jpegs], device)) if jpegs else []
     for i, image in decoded:
         if isinstance(image, RuntimeError):
             image, indices[i] = dataset.replace_undecodable(indices[i], image)

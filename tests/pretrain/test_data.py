@@ -2,16 +2,23 @@
 reach the loop, and leaving the loop stops the producer and ends the loader's iterator; and the
 DATA.AUGMENT values that select the executor."""
 
+import io
 import threading
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from common.errors import ConfigError
+from pretrain import image_folders
 from pretrain.config import load_config
-from pretrain.data import DeviceBatches, PretrainData
-from pretrain.views.spec import Views
+from pretrain.data import DeviceBatches, PretrainData, build_data
+from pretrain.views.spec import Views, ViewSet
+
+REPO = Path(__file__).resolve().parents[2]
 
 WAIT_S = 10  # far longer than a thread switch: only a producer that never runs concurrently waits so long
 
@@ -112,3 +119,33 @@ def test_the_former_augment_value_workers_is_refused_naming_per_image():
     assert load_config("", ["DATA.AUGMENT", "per_image"], world_size=1).DATA.AUGMENT == "per_image"
     with pytest.raises(ConfigError, match="DATA.AUGMENT 'workers' is now called 'per_image'"):
         load_config("", ["DATA.AUGMENT", "workers"], world_size=1)
+
+
+def test_progressive_and_cmyk_jpegs_make_views_on_the_batched_path_and_the_producer_decodes_only_baseline_ones(
+    tmp_path, monkeypatch
+):
+    """A progressive and a CMYK file in each batch of 4: the DataLoader workers decode them, so the
+    producer's batch decode sees baseline JPEGs only."""
+    for i in range(8):
+        array = np.random.default_rng(i).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(array).convert("CMYK" if i % 4 == 1 else "RGB").save(buffer, "JPEG", progressive=i % 4 == 2)
+        (tmp_path / f"c{i % 2}").mkdir(exist_ok=True)
+        (tmp_path / f"c{i % 2}" / f"{i}.JPEG").write_bytes(buffer.getvalue())
+    decoded = []
+    real_decode = image_folders.decode_jpeg
+
+    def decode(data, *args, **kwargs):
+        decoded.extend(image_folders.jpeg_frame(x) for x in (data if isinstance(data, list) else [data]))
+        return real_decode(data, *args, **kwargs)
+
+    monkeypatch.setattr(image_folders, "decode_jpeg", decode)
+    views = [[32, 0.2, 1.0]]
+    opts = ["DATA.ROOT", str(tmp_path), "DATA.AUGMENT", "batched", "DATA.NUM_WORKERS", "1", "SOLVER.BATCH_SIZE", "4"]
+    opts += ["DATA.KEY_VIEW", str(views[0]), "DATA.WEAK_VIEWS", str(views), "DATA.STRONG_VIEWS", "[[24, 0.1, 0.5]]"]
+    cfg = load_config(str(REPO / "pretrain/configs/clsa_single.yaml"), opts, world_size=1)
+    data = build_data(cfg, ViewSet.from_cfg(cfg), torch.device("cpu"), rank=0, world_size=1)
+    data.sampler.set_epoch(0)
+    made = [views.strong[0].shape for views in DeviceBatches(data)]
+    assert made == [(4, 3, 24, 24)] * 2
+    assert len(decoded) == 4 and set(decoded) == {(0xC0, 3)}  # 2 of each batch of 4

@@ -213,12 +213,16 @@ def encoded(seed, mode="RGB", **save):
     return buffer.getvalue()
 
 
-def test_jpeg_components_reads_the_frame_header():
-    assert image_folders.jpeg_components(encoded(0)) == 3
-    assert image_folders.jpeg_components(encoded(0, progressive=True)) == 3
-    assert image_folders.jpeg_components(encoded(0, "CMYK")) == 4
-    assert image_folders.jpeg_components(encoded(0, "L")) == 1
-    assert image_folders.jpeg_components(b"not a jpeg at all") is None
+def test_the_frame_header_says_which_jpegs_the_device_decodes():
+    assert image_folders.jpeg_frame(encoded(0)) == (0xC0, 3)
+    assert image_folders.jpeg_frame(encoded(0, progressive=True)) == (0xC2, 3)
+    assert image_folders.jpeg_frame(encoded(0, "CMYK")) == (0xC0, 4)
+    assert image_folders.jpeg_frame(encoded(0, "L")) == (0xC0, 1)
+    assert image_folders.jpeg_frame(b"not a jpeg at all") is None
+    files = [encoded(0), encoded(0, "L"), encoded(0, progressive=True), encoded(0, "CMYK"), jpeg_bytes(0, format="PNG")]
+    assert [image_folders.device_decodes(data) for data in files] == [True, True, False, False, False]
+    # No frame header in the bytes kept: the batch decoder refuses it and the image is replaced.
+    assert image_folders.device_decodes(encoded(0)[:100])
 
 
 def test_cmyk_and_progressive_jpegs_decode_as_pil_decodes_them(tmp_path):
@@ -244,7 +248,7 @@ def device_decoder(monkeypatch, fail_with=None):
         if str(device) != "cpu":
             if fail_with is not None:
                 raise fail_with
-            if any(image_folders.jpeg_components(x) == 4 for x in batch):
+            if any(image_folders.jpeg_frame(x).components == 4 for x in batch):
                 raise RuntimeError("nvjpeg: unsupported colour space")
             decoded = [real_decode(x, mode=mode).to("meta") for x in batch]
             return decoded if isinstance(data, list) else decoded[0]
@@ -254,14 +258,21 @@ def device_decoder(monkeypatch, fail_with=None):
     return calls
 
 
-def test_a_cmyk_jpeg_is_decoded_on_the_cpu_and_the_rest_of_the_batch_together(tmp_path, monkeypatch):
-    files = {f"a/{i}.JPEG": encoded(i) for i in range(4)} | {"a/4.JPEG": encoded(4, "CMYK")}
-    dataset = dataset_of(make_tree(tmp_path / "train", files), EncodedImageFolder)
+def test_the_workers_decode_progressive_and_cmyk_jpegs_and_the_device_the_rest_together(tmp_path, monkeypatch):
+    odd = {"a/4.JPEG": encoded(4, "CMYK"), "a/5.JPEG": encoded(5, progressive=True)}
+    files = {f"a/{i}.JPEG": encoded(i) for i in range(4)} | odd
+    root = make_tree(tmp_path / "train", files)
+    dataset = dataset_of(root, EncodedImageFolder)
+    items = [dataset[i] for i in range(6)]
+    assert [payload.ndim for payload, _ in items] == [1, 1, 1, 1, 3, 3]  # bytes, and the workers' pixels
     calls = device_decoder(monkeypatch)
-    images, used = decode_batch(*collate_encoded([dataset[i] for i in range(5)]), dataset, torch.device("meta"))
-    assert used == [0, 1, 2, 3, 4] and dataset.num_skipped == 0
-    assert calls == [("meta", 4), ("cpu", 1)]  # one batch decode on the device, the CMYK file on the host
-    assert [image.device.type for image in images] == ["meta"] * 5
+    images, used = decode_batch(*collate_encoded(items), dataset, torch.device("meta"))
+    assert used == [0, 1, 2, 3, 4, 5] and dataset.num_skipped == 0
+    assert calls == [("meta", 4)]  # one batch decode on the device, nothing on the host
+    assert [image.device.type for image in images] == ["meta"] * 6
+    for (pixels, _), name in zip(items[4:], odd):
+        expected = np.asarray(Image.open(root / name).convert("RGB")).astype(int)
+        assert np.abs(pixels.permute(1, 2, 0).numpy().astype(int) - expected).max() <= 1, name
 
 
 @pytest.mark.parametrize(
