@@ -173,7 +173,7 @@ def _script_command(stage, args, weights, d2_weights, out, extra):
             + extra
         )
     if stage == "voc07_clsa":
-        # One process: its batch of 16 gains little from more GPUs (torchrun runs it on several by hand).
+        # A plain `python`: the launcher starts one process per visible GPU, and the batch of 16 is their total.
         return (
             py
             + [
