@@ -133,25 +133,24 @@ def affine_matrices(names, magnitudes, height, width):
     A matrix maps an output pixel to the input pixel it reads, both relative to the image centre (x
     right, y down), v2.functional.affine's convention. Shears pivot on the top-left corner, rotations
     (degrees, counter-clockwise) on the centre; translations are fractions of the side, rounded to
-    whole pixels so that nearest sampling moves pixels intact.
+    whole pixels so that nearest sampling moves pixels intact. `names` and `magnitudes` hold one
+    entry per image.
     """
-    m = np.asarray(magnitudes, dtype=np.float64)
+    names, m = np.asarray(names), np.asarray(magnitudes, dtype=np.float64)
+    unknown = ~np.isin(names, _NAMES[_GEOMETRIC])
+    if unknown.any():
+        raise ValueError(f"{str(names[unknown][0])!r} is not a geometric op of Table 1")
     out = np.zeros((len(m), 2, 3))
     out[:, 0, 0] = out[:, 1, 1] = 1.0
-    for row, (name, value) in enumerate(zip(names, m)):
-        if name == "ShearX":  # input x = x + s * (y + h/2): the top edge stays put
-            out[row, 0, 1], out[row, 0, 2] = value, value * height / 2
-        elif name == "ShearY":
-            out[row, 1, 0], out[row, 1, 2] = value, value * width / 2
-        elif name == "TranslateX":
-            out[row, 0, 2] = -np.round(value * width)
-        elif name == "TranslateY":
-            out[row, 1, 2] = -np.round(value * height)
-        elif name == "Rotate":
-            cos, sin = np.cos(np.deg2rad(value)), np.sin(np.deg2rad(value))
-            out[row, :, :2] = ((cos, -sin), (sin, cos))
-        else:
-            raise ValueError(f"{name!r} is not a geometric op of Table 1")
+    shear_x, shear_y = names == "ShearX", names == "ShearY"
+    out[shear_x, 0, 1], out[shear_x, 0, 2] = m[shear_x], m[shear_x] * height / 2  # x + s (y + h/2): the top edge stays
+    out[shear_y, 1, 0], out[shear_y, 1, 2] = m[shear_y], m[shear_y] * width / 2
+    translate_x, translate_y = names == "TranslateX", names == "TranslateY"
+    out[translate_x, 0, 2] = -np.round(m[translate_x] * width)
+    out[translate_y, 1, 2] = -np.round(m[translate_y] * height)
+    rotate = names == "Rotate"
+    cos, sin = np.cos(np.deg2rad(m[rotate])), np.sin(np.deg2rad(m[rotate]))
+    out[rotate, 0, 0], out[rotate, 0, 1], out[rotate, 1, 0], out[rotate, 1, 1] = cos, -sin, sin, cos
     return out
 
 

@@ -208,6 +208,43 @@ def test_geometric_ops_match_the_reference_codes_pil_ops(name, magnitude, pil_op
     assert (warp(name, magnitude, image) == expected).all(axis=-1).mean() > 0.99
 
 
+def one_matrix(name, value, height, width):
+    """One image's matrix, written out op by op (independently of the vectorised affine_matrices)."""
+    out = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    if name == "ShearX":
+        out[0, 1], out[0, 2] = value, value * height / 2
+    elif name == "ShearY":
+        out[1, 0], out[1, 2] = value, value * width / 2
+    elif name == "TranslateX":
+        out[0, 2] = -np.round(value * width)
+    elif name == "TranslateY":
+        out[1, 2] = -np.round(value * height)
+    else:
+        cos, sin = np.cos(np.deg2rad(value)), np.sin(np.deg2rad(value))
+        out[:, :2] = ((cos, -sin), (sin, cos))
+    return out
+
+
+def test_affine_matrices_of_a_batch_are_each_images_own():
+    names = ["ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"]
+    by_hand = np.array(
+        [
+            [[1, 0.2, 1.0], [0, 1, 0]],  # shear 0.2 pivoting on the top edge: 0.2 * 10 / 2
+            [[1, 0, 0], [-0.1, 1, -1.0]],  # -0.1 * 20 / 2
+            [[1, 0, -5], [0, 1, 0]],  # 0.26 * 20 = 5.2 pixels, rounded
+            [[1, 0, 0], [0, 1, 2]],  # -0.25 * 10 = -2.5, rounded half to even
+            [[np.sqrt(3) / 2, -0.5, 0], [0.5, np.sqrt(3) / 2, 0]],
+        ]
+    )
+    np.testing.assert_allclose(affine_matrices(names, [0.2, -0.1, 0.26, -0.25, 30.0], 10, 20), by_hand, atol=1e-15)
+    rng = np.random.default_rng(0)
+    many = rng.choice(names, 300)
+    values = np.where(many == "Rotate", rng.uniform(-30, 30, 300), rng.uniform(-0.3, 0.3, 300))
+    expected = np.stack([one_matrix(name, value, 17, 23) for name, value in zip(many, values)])
+    assert np.array_equal(affine_matrices(many, values, 17, 23), expected)
+    assert affine_matrices([], [], 17, 23).shape == (0, 2, 3)
+
+
 def test_only_geometric_ops_have_matrices():
     with pytest.raises(ValueError, match="not a geometric op"):
         affine_matrices(["Invert"], [0.0], 10, 10)
