@@ -10,7 +10,7 @@ first step and after the last, from metrics.json.
 from pathlib import Path
 
 from common.synthetic import generate_shapes
-from pretrain.main import main, parse_args
+from pretrain import launch
 from pretrain.metrics import read_metrics
 
 RECIPE = Path(__file__).resolve().parent / "configs" / "cpu" / "learning_check.yaml"
@@ -33,24 +33,7 @@ def run(out, seed=0, *overrides):
     {"init": top-1 %, "pretrained": top-1 %, "margin": points, "passed": bool}."""
     out = Path(out)
     shapes = generate_shapes(out, seed=seed)
-    main(
-        parse_args(
-            [
-                "--config-file",
-                str(RECIPE),
-                "--resume",
-                "auto",
-                "DATA.ROOT",
-                str(shapes / "train"),
-                "KNN.ROOT",
-                str(shapes),
-                "OUTPUT_DIR",
-                str(out / "pretrain"),
-                "SEED",
-                str(seed),
-                *overrides,
-            ]
-        )
-    )
+    opts = ["DATA.ROOT", str(shapes / "train"), "KNN.ROOT", str(shapes), "OUTPUT_DIR", str(out / "pretrain")]
+    launch.run(*launch.configure(str(RECIPE), [*opts, "SEED", str(seed), *overrides], resume="auto"), resume="auto")
     init, pretrained = knn_before_and_after(out / "pretrain" / "metrics.json")
     return {"init": init, "pretrained": pretrained, "margin": pretrained - init, "passed": pretrained - init >= MARGIN}

@@ -12,39 +12,45 @@ process on a machine without GPU); under torchrun or srun it is one of their pro
 """
 
 import argparse
-import os
+import re
 import signal
 import sys
 
 from common import distributed, slurm
-from common.cli import exit_on_user_error, one_line_errors
-from common.datasets import check_image_root
-from common.errors import ConfigError
+from common.cli import entry_parser, exit_on_user_error
+from pretrain import launch
 from pretrain.config import load_config
-from pretrain.engine import train
-from pretrain.preemption import STOP_SIGNALS
+
+# A dotted upper-case name, as the overrides' keys (SOLVER.BASE_LR).
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
 
 
 def parse_args(argv=None):
-    parser = one_line_errors(
-        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )
+    parser = entry_parser(__doc__)
     parser.add_argument(
         "--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml"
     )
     parser.add_argument(
         "--resume",
+        nargs="?",
+        const="auto",
         default="",
-        metavar="auto|PATH",
-        help="'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if none); "
-        "or a checkpoint file",
+        metavar="PATH",
+        help="alone or 'auto': continue from the newest readable checkpoint in OUTPUT_DIR (start fresh if "
+        "none); or continue from the checkpoint file PATH",
     )
     distributed.add_arguments(parser)
     parser.add_argument(
         "opts", nargs=argparse.REMAINDER, metavar="KEY VALUE", help="config overrides, e.g. SOLVER.BATCH_SIZE 512"
     )
     slurm.add_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if CONFIG_KEY.match(args.resume):
+        parser.error(
+            f"--resume took the config key {args.resume} as its checkpoint; write --resume last, "
+            f"or --resume auto, before the KEY VALUE overrides"
+        )
+    return args
 
 
 def setup(args, world_size):
@@ -52,26 +58,14 @@ def setup(args, world_size):
     return load_config(args.config_file, args.opts, world_size)
 
 
-def _train(process, cfg, resume):
-    train(cfg, resume, process.rank, process.world_size, process.local_rank)
-
-
 def configure(args, world_size=None):
-    """(cfg, launch plan) for `world_size` processes (default: those of this launch,
-    common.distributed.detect); raises a UserError for every mistake a user can fix, before anything
-    is written."""
-    plan = distributed.detect(args.num_gpus)
-    cfg = setup(args, world_size or plan.world_size)
-    check_image_root(cfg.DATA.ROOT)
-    if args.resume not in ("", "auto") and not os.path.isfile(args.resume):
-        raise ConfigError(f"--resume {args.resume}: no such file; pass a checkpoint file, or --resume auto")
-    return cfg, plan
+    """(cfg, launch plan) of the command line `args` (pretrain.launch.configure)."""
+    return launch.configure(args.config_file, args.opts, args.resume, args.num_gpus, world_size)
 
 
 def main(args, configured=None):
     cfg, plan = configured or configure(args)
-    # Spawned processes get preemption signals from this one: they must save.
-    distributed.launch(_train, cfg, args.resume, plan=plan, stop_signals=STOP_SIGNALS)
+    launch.run(cfg, plan, args.resume)
 
 
 def run_argv(argv):
