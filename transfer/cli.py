@@ -1,14 +1,13 @@
 """The command-line flags every transfer script shares."""
 
-import argparse
 from pathlib import Path
 
-from common.cli import one_line_errors
+from common.cli import entry_parser
 
 
 def parser(doc, default_output_dir):
     """The flags every transfer script has; --help prints the script's docstring: its protocol."""
-    p = one_line_errors(argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
+    p = entry_parser(doc)
     p.add_argument(
         "--weights",
         type=Path,
@@ -17,3 +16,10 @@ def parser(doc, default_output_dir):
     )
     p.add_argument("--output-dir", type=Path, default=Path(default_output_dir), help="results.json goes here")
     return p
+
+
+def add_voc2007_data(p):
+    """--data of the VOC07 scripts (--data-root, its older name, still works)."""
+    p.add_argument(
+        "--data", "--data-root", dest="data_root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)"
+    )

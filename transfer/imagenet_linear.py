@@ -27,7 +27,7 @@ from common import distributed
 from common.cli import at_least, exit_on_user_error
 from common.datasets import IMAGENET_SPLITS
 from common.errors import ConfigError
-from common.imagenet import image_folders
+from common.imagenet import check_imagenet_root, image_folders
 from transfer import cli, results
 from transfer.epoch_checkpoint import EpochCheckpoint
 from transfer.frozen_resnet import build_model, check_backbone_unchanged
@@ -195,7 +195,9 @@ def main(args):
             f"--batch-size {args.batch_size} is the total over {world} processes and must "
             f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}"
         )
-    distributed.launch(run, args, plan=plan)
+    check_imagenet_root(args.data)
+    with results.output_folder(args.output_dir, "imagenet_linear", args.weights, plan.first_rank):
+        distributed.launch(run, args, plan=plan)
 
 
 def cli_main():

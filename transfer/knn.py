@@ -18,7 +18,7 @@ import time
 from common import distributed
 from common.cli import at_least, exit_on_user_error, positive
 from common.datasets import IMAGENET_SPLITS
-from common.imagenet import center_crop_transform, image_folders
+from common.imagenet import center_crop_transform, check_imagenet_root, image_folders
 from common.knn import KS, TEMPERATURE, knn_accuracy
 from common.trunk import build_trunk
 from transfer import cli, results
@@ -87,7 +87,10 @@ def run(process, args):
 
 
 def main(args):
-    distributed.launch(run, args, num_gpus=args.num_gpus)
+    plan = distributed.detect(args.num_gpus)
+    check_imagenet_root(args.data)
+    with results.output_folder(args.output_dir, "knn", args.weights, plan.first_rank):
+        distributed.launch(run, args, plan=plan)
 
 
 def cli_main():

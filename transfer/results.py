@@ -5,11 +5,16 @@ settings), "weights" (path, sha256, arch, kind), "data_root" and "data" (the dat
 "split_sizes", "processes", "wall_time_s" (with its "total"), then what the protocol adds.
 """
 
+import contextlib
+import json
 import time
 from pathlib import Path
 
 from common.backbone import load_backbone
+from common.errors import CheckpointError
 from common.io import atomic_write_json, fingerprint_files, sha256_file
+from common.locking import output_lock
+from common.records import check_record
 
 
 def load_weights(path):
@@ -22,6 +27,30 @@ def load_weights(path):
         "arch": backbone.arch,
         "source_kind": backbone.source_kind,
     }
+
+
+@contextlib.contextmanager
+def output_folder(output_dir, task, weights_path, first_rank=0):
+    """Holds `output_dir` for this run (the launcher of global rank 0 holds it for every process) and
+    refuses a folder whose results.json another task or checkpoint wrote: a rerun for the same weights
+    replaces it, other weights need their own folder."""
+    if not Path(weights_path).is_file():  # before the folder is made
+        raise CheckpointError(weights_path, "no such file")
+    with output_lock(output_dir) if first_rank == 0 else contextlib.nullcontext():
+        path = Path(output_dir) / "results.json"
+        if first_rank == 0 and path.exists():
+            try:
+                saved = json.loads(path.read_text())
+                saved = {"task": saved["task"], "weights.sha256": saved["weights"]["sha256"]}
+            except (ValueError, KeyError, TypeError):
+                saved = None
+            check_record(
+                path,
+                saved,
+                {"task": task, "weights.sha256": sha256_file(weights_path)},
+                "pass another --output-dir, or remove that results.json to replace it",
+            )
+        yield
 
 
 def protocol(doc, settings):

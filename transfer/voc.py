@@ -14,12 +14,12 @@ LAYOUT = "VOC2007/{JPEGImages/<id>.jpg, ImageSets/Main/<class>_{trainval,test}.t
 
 
 def voc2007_root(data_root=None):
-    """--data-root, else $DETECTRON2_DATASETS/VOC2007 (detectron2's convention), checked for its layout."""
+    """--data, else $DETECTRON2_DATASETS/VOC2007 (detectron2's convention), checked for its layout."""
     root = Path(data_root) if data_root is not None else detectron2_datasets_root() / "VOC2007"
     for sub in ("JPEGImages", "ImageSets/Main"):
         if not (root / sub).is_dir():
             raise DatasetError(
-                f"{root / sub} not found: expected the layout {LAYOUT}; pass --data-root "
+                f"{root / sub} not found: expected the layout {LAYOUT}; pass --data "
                 "or set DETECTRON2_DATASETS to the folder that holds VOC2007"
             )
     return root

@@ -43,7 +43,7 @@ from common.cli import at_least, exit_on_user_error, positive
 from common.datasets import VOC2007_SPLITS
 from transfer import cli, clsa_voc, results
 from transfer.metrics import per_class_voc_ap, per_image_ap
-from transfer.voc import VOC_CLASSES, load_voc07
+from transfer.voc import VOC_CLASSES, load_voc07, voc2007_root
 
 # The defaults that differ between the protocols.
 PROTOCOL_DEFAULTS = {"features": {"batch_size": 256, "workers": 2}, clsa_voc.NAME: {"batch_size": 16, "workers": 8}}
@@ -58,7 +58,7 @@ def get_parser():
         help="features: linear layer on cached frozen features, trainval -> test (the paper's text); "
         "clsa: the CLSA reference code's protocol (Table 3's 93.6)",
     )
-    p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
+    cli.add_voc2007_data(p)
     p.add_argument("--epochs", type=at_least(1), default=100)
     p.add_argument("--lr", type=positive(), default=0.05)
     p.add_argument("--batch-size", type=at_least(1), help="default 256 (features), 16 (clsa; total over all processes)")
@@ -133,6 +133,12 @@ def report(args, weights, root, splits, features, ap, image_ap, start, train_sec
 def main(args):
     if args.protocol == clsa_voc.NAME:
         return clsa_voc.main(args)
+    voc2007_root(args.data_root)  # a missing VOC2007 is named before the output folder is made
+    with results.output_folder(args.output_dir, "voc07_linear", args.weights):
+        return _features_protocol(args)
+
+
+def _features_protocol(args):
     start = time.perf_counter()
     weights, root, splits, features = load_voc07(args, "res5")
     train_start = time.perf_counter()

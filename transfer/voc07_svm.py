@@ -27,12 +27,12 @@ from common.trunk import LAYERS
 from transfer import cli, results, svm
 from transfer.features import l2_normalise
 from transfer.metrics import per_class_voc_ap
-from transfer.voc import VOC_CLASSES, load_voc07
+from transfer.voc import VOC_CLASSES, load_voc07, voc2007_root
 
 
 def get_parser():
     p = cli.parser(__doc__, "output/voc07_svm")
-    p.add_argument("--data-root", help="VOC2007 folder (default: $DETECTRON2_DATASETS/VOC2007)")
+    cli.add_voc2007_data(p)
     p.add_argument(
         "--layer",
         choices=sorted(LAYERS),
@@ -54,7 +54,7 @@ def get_parser():
     p.add_argument("--seed", type=int, default=0, help="low-shot sampling seed")
     p.add_argument("--jobs", type=joblib_jobs, default=-1, help="joblib workers (-1: all cores)")
     p.add_argument("--cache-dir", help="feature cache (default: ~/.cache/clsa-suite/features)")
-    p.add_argument("--batch-size", type=at_least(1), default=64, help="feature extraction batch")
+    p.add_argument("--batch-size", type=at_least(1), default=64, help="feature extraction batch (one process)")
     p.add_argument("--workers", type=at_least(0), default=2, help="data-loading workers for extraction")
     return p
 
@@ -94,6 +94,12 @@ def low_shot(args, features, splits, best):
 
 
 def main(args):
+    voc2007_root(args.data_root)  # a missing VOC2007 is named before the output folder is made
+    with results.output_folder(args.output_dir, "voc07_svm", args.weights):
+        return _svm_protocol(args)
+
+
+def _svm_protocol(args):
     start = time.perf_counter()
     weights, root, splits, raw = load_voc07(args, args.layer, batch_size=args.batch_size)
     features = {name: l2_normalise(f) for name, f in raw.items()}
