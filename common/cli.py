@@ -25,6 +25,26 @@ def exit_on_user_error(main, *args):
         sys.exit(130)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the script's docstring as written and shows each option's default, unless its help
+    already states it or there is none (no value, an empty one, an off switch)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        unset = default is argparse.SUPPRESS or (not default and default != 0) or default is False
+        unset = unset or not action.option_strings
+        if unset or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def entry_parser(description, **kwargs):
+    """The argument parser of an entry script: its docstring as --help's text, defaults shown, and a bad
+    argument reported on one line (one_line_errors)."""
+    return one_line_errors(argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, **kwargs))
+
+
 def one_line_errors(parser):
     """Makes `parser` report a bad argument as `error: ...` on one line, exit code 2."""
 

@@ -1,11 +1,10 @@
 """Command-line plumbing the converters share: CKPT [OUT] --encoder, exit code 2 on bad input, summary."""
 
-import argparse
 import filecmp
 from pathlib import Path
 
 from common.backbone import ENCODERS, load_backbone
-from common.cli import exit_on_user_error, one_line_errors
+from common.cli import entry_parser, exit_on_user_error
 from common.errors import CheckpointError, ConfigError
 from common.io import temporary_sibling
 
@@ -25,7 +24,7 @@ def run(argv, description, default_suffix, write, same=_same_bytes):
 
 
 def _convert(argv, description, default_suffix, write, same):
-    parser = one_line_errors(argparse.ArgumentParser(description=description))
+    parser = entry_parser(description)
     parser.add_argument("ckpt", type=Path, help="checkpoint to convert")
     parser.add_argument("out", type=Path, nargs="?", help=f"output file (default: CKPT with suffix {default_suffix})")
     parser.add_argument(

@@ -37,7 +37,7 @@ def check_datasets(names):
                 raise DatasetError(
                     f"data set {name!r} expects {os.path.abspath(path)}, which does not exist. Set "
                     f"DETECTRON2_DATASETS (now {str(root)!r}) to the folder holding VOC2007/, VOC2012/ and "
-                    "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --out DIR"
+                    "coco/, or generate the synthetic ones: python tools/make_synthetic_data.py --output-dir DIR"
                 )
         meta = MetadataCatalog.get(name)
         if hasattr(meta, "dirname") and hasattr(meta, "split"):

@@ -1,7 +1,7 @@
 """Writes the built-in synthetic data sets in the real ImageNet, Pascal VOC and COCO 2017 layouts.
 
-    python tools/make_synthetic_data.py --out datasets [--seed 0] [--size tiny|small]
-    python tools/make_synthetic_data.py --out datasets --variant shapes
+    python tools/make_synthetic_data.py --output-dir datasets [--seed 0] [--size tiny|small]
+    python tools/make_synthetic_data.py --output-dir datasets --variant shapes
 
 --variant shapes writes only datasets/shapes/{train,val}: ten classes told apart by shape alone
 (a white outline deformed per image on one grey ground), the set the pretraining learning check runs on.
@@ -11,18 +11,17 @@ Then point the suite at them: DETECTRON2_DATASETS=datasets for detectron2's buil
 datasets/imagenet/train as the pretraining DATA.ROOT.
 """
 
-import argparse
 import time
 
-from common.cli import exit_on_user_error, one_line_errors
+from common.cli import entry_parser, exit_on_user_error
 from common.synthetic import SIZES, generate, generate_shapes
 
 
 def main(argv=None):
-    parser = one_line_errors(
-        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = entry_parser(__doc__)
+    parser.add_argument(
+        "--output-dir", "--out", required=True, help="folder to write imagenet/, VOC2007/, VOC2012/, coco/ into"
     )
-    parser.add_argument("--out", required=True, help="folder to write imagenet/, VOC2007/, VOC2012/, coco/ into")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--size", choices=sorted(SIZES), default="tiny", help="tiny: seconds, for tests; small: the demo"
@@ -36,9 +35,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     start = time.time()
     folders = (
-        [generate_shapes(args.out, seed=args.seed)]
+        [generate_shapes(args.output_dir, seed=args.seed)]
         if args.variant == "shapes"
-        else generate(args.out, seed=args.seed, size=args.size)
+        else generate(args.output_dir, seed=args.seed, size=args.size)
     )
     for folder in folders:
         print(f"  {folder}")
