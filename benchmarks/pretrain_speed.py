@@ -197,9 +197,9 @@ def profile_batched(preset, args, device, root, trace):
         return result
 
     def iteration():
-        encoded, indices = timed("ipc", next, loader)
-        images, indices = timed("decode", decode_batch, encoded, indices, data.dataset, device)
-        params = data.dataset.view_params(indices)
+        encoded, indices, uniforms = timed("ipc", next, loader)
+        images, used = timed("decode", decode_batch, encoded, indices, data.dataset, device)
+        params = data.dataset.view_params(used, (indices.tolist(), uniforms))
         dtype = torch.bfloat16 if fast else torch.float32
         views = timed("views", data.batched_views, images, params, dtype, memory_format)
         if model:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pretrain.image_folders import EncodedImageFolder, PerImageFolder, collate_encoded, decode_batch
+from pretrain.image_folders import EncodedImageFolder, PerImageFolder, decode_batch
 from pretrain.loader import ResumableDistributedSampler, build_loader, fit_shared_memory
 from pretrain.views.batched import BatchedViews
 from pretrain.views.per_image import to_model
@@ -41,12 +41,14 @@ class PretrainData:
     batched_views: BatchedViews | None  # the batched executor; the per-image one runs in the data set
     stream: torch.cuda.Stream | None  # where the views are made on a GPU
 
-    def views_on_device(self, batch, indices):
-        """The views of a loader batch (and its image indices), normalised for the model on the device."""
+    def views_on_device(self, batch, indices, uniforms=None):
+        """The views of a loader batch (its image indices and, on the batched path, the draws of their
+        views), normalised for the model on the device."""
         if self.executor == "per_image":
             return to_model(batch, self.device, self.view_dtype, self.memory_format)
-        images, indices = decode_batch(batch, indices, self.dataset, self.device)
-        return self.batched_views(images, self.dataset.view_params(indices), self.view_dtype, self.memory_format)
+        images, used = decode_batch(batch, indices, self.dataset, self.device)
+        params = self.dataset.view_params(used, (indices.tolist(), uniforms))
+        return self.batched_views(images, params, self.view_dtype, self.memory_format)
 
 
 def build_data(
@@ -73,7 +75,7 @@ def build_data(
         cfg.SEED,
         cfg.DATA.NUM_WORKERS,
         pin_memory=device.type == "cuda" and executor == "per_image",
-        collate_fn=collate_encoded if executor == "batched" else None,
+        collate_fn=dataset.collate if executor == "batched" else None,
     )
     # One stream for the whole run: the caching allocator keeps freed blocks per stream.
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -168,12 +170,12 @@ def _put(ready, item, stop):
 def _views_made(data, loader):
     """(views, event recorded after them on the side stream, or None on the CPU) of each batch of `loader`."""
     side = data.stream
-    for batch, indices in loader:
+    for batch in loader:
         if side is None:
-            yield data.views_on_device(batch, indices), None
+            yield data.views_on_device(*batch), None
             continue
         with torch.cuda.stream(side):
-            views = data.views_on_device(batch, indices)
+            views = data.views_on_device(*batch)
             made = torch.cuda.Event()
             made.record(side)
         yield views, made

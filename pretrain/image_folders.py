@@ -19,7 +19,7 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from common.datasets import UNREADABLE_IMAGE, check_image_root
 from common.image_folder import ScannedImageFolder, check_pixel_limit
 from pretrain.views.per_image import PerImageViews
-from pretrain.views.sampler import sample
+from pretrain.views.sampler import draws, records, sample
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,19 @@ class PretrainImageFolder(ScannedImageFolder):
     def set_epoch(self, epoch):
         self.epoch = epoch
 
-    def view_params(self, indices):
-        """The records of the views of images `indices` in the current epoch."""
-        return sample(self.view_set, self.seed, self.epoch, indices)
+    def view_params(self, indices, drawn=None):
+        """The records of the views of images `indices` in the current epoch. `drawn`: (indices, uniforms),
+        the draws (pretrain.views.sampler.draws) a DataLoader worker made for a batch, used for each image
+        still in it (an image replaced after the worker drew, `decode_batch`, is drawn again)."""
+        indices = [int(index) for index in indices]
+        if drawn is None:
+            return sample(self.view_set, self.seed, self.epoch, indices)
+        drawn_indices, uniforms = drawn
+        redraw = [row for row, (index, used) in enumerate(zip(drawn_indices, indices)) if index != used]
+        if redraw:
+            uniforms = uniforms.copy()
+            uniforms[redraw] = draws(self.view_set, self.seed, self.epoch, [indices[row] for row in redraw])
+        return records(self.view_set, uniforms)
 
     def __getitem__(self, index):
         return self._first_readable(index, self.read)
@@ -121,6 +131,12 @@ class EncodedImageFolder(PretrainImageFolder):
         if device_decodes(data):
             return data
         return decode_image(data, mode=ImageReadMode.RGB)
+
+    def collate(self, items):
+        """`collate_encoded`'s batch and indices, and the draws of the images' views (`view_params`), made
+        here in the DataLoader worker, so that the training process does not make them."""
+        batch, indices = collate_encoded(items)
+        return batch, indices, draws(self.view_set, self.seed, self.epoch, indices.tolist())
 
     def replace_undecodable(self, index, error):
         """Image `index` did not decode: warn and count it, and return the next image that decodes

@@ -32,6 +32,21 @@ _LEVELS = {
 }
 
 
+def pack(steps):
+    """The `steps` (spec.Step) that some image drew, as (kernel, index, args) with the drawing rows'
+    indices and each array argument cut to those rows, and all their indices and array values in one
+    int64 and one float64 array."""
+    steps = [(kernel, np.flatnonzero(rows), args) for kernel, rows, args in steps]
+    steps = [
+        (kernel, index, [np.asarray(a[index], np.float64) if isinstance(a, np.ndarray) else a for a in args])
+        for kernel, index, args in steps
+        if len(index)
+    ]
+    indices = np.concatenate([index for _, index, _ in steps]) if steps else np.zeros(0, np.int64)
+    arrays = [a.ravel() for _, _, args in steps for a in args if isinstance(a, np.ndarray)]
+    return steps, indices, np.concatenate(arrays) if arrays else np.zeros(0)
+
+
 def run_plan(images, steps):
     """Runs `steps` (spec.Step) in order on `images` in place: images[rows] =
     levels(kernel(images[rows], *args[rows])).
@@ -39,17 +54,10 @@ def run_plan(images, steps):
     The rows' indices and parameters of all steps go to the device in one int64 and one float64 copy
     (from pinned memory on a GPU), not one or two copies per step: a view makes up to ~70 steps.
     """
-    steps = [(kernel, np.flatnonzero(rows), args) for kernel, rows, args in steps]
-    steps = [
-        (kernel, index, [np.asarray(a[index], np.float64) if isinstance(a, np.ndarray) else a for a in args])
-        for kernel, index, args in steps
-        if len(index)
-    ]
+    steps, indices, values = pack(steps)
     if not steps:
         return
-    indices = _to_device(np.concatenate([index for _, index, _ in steps]), images.device)
-    arrays = [a for _, _, args in steps for a in args if isinstance(a, np.ndarray)]
-    values = _to_device(np.concatenate([a.ravel() for a in arrays]) if arrays else np.zeros(0), images.device)
+    indices, values = _to_device(indices, images.device), _to_device(values, images.device)
     index_at = value_at = 0
     for kernel, index, args in steps:
         rows = indices[index_at : index_at + len(index)]

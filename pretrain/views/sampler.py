@@ -88,14 +88,26 @@ def _view_params(view, u, num_ops, prob):
     return params
 
 
-def sample(view_set, seed, epoch, indices):
-    """The parameters of every view of the images `indices` in `epoch`, as Views of ViewParams."""
+def draws(view_set, seed, epoch, indices):
+    """The uniforms of every view of the images `indices` in `epoch` (N x the views' count), each image's
+    from its own generator: what `records` turns into their parameters."""
+    total = sum(sum(_columns(view, view_set.num_ops).values()) for view in view_set.views.flat())
+    rows = [np.random.default_rng((seed, epoch, int(index))).random(total) for index in indices]
+    return np.stack(rows) if rows else np.zeros((0, total))
+
+
+def records(view_set, uniforms):
+    """The parameters of every view (Views of ViewParams) of the images whose `draws` are `uniforms`."""
     specs = view_set.views.flat()
     counts = [sum(_columns(view, view_set.num_ops).values()) for view in specs]
-    uniforms = np.stack([np.random.default_rng((seed, epoch, int(index))).random(sum(counts)) for index in indices])
     per_view = np.split(uniforms, np.cumsum(counts)[:-1], axis=1)
     params = [_view_params(view, u, view_set.num_ops, view_set.prob) for view, u in zip(specs, per_view)]
     return Views.from_flat(params, len(view_set.views.weak))
+
+
+def sample(view_set, seed, epoch, indices):
+    """The parameters of every view of the images `indices` in `epoch`, as Views of ViewParams."""
+    return records(view_set, draws(view_set, seed, epoch, indices))
 
 
 def crop_boxes(params, heights, widths):

@@ -12,6 +12,7 @@ from common.datasets import check_image_root
 from common.errors import DatasetError
 from pretrain import image_folders
 from pretrain.image_folders import EncodedImageFolder, PerImageFolder, collate_encoded, decode_batch
+from pretrain.views.sampler import sample
 from pretrain.views.spec import Views, ViewSet, ViewSpec
 
 # A cheap stand-in for a preset: key, one weak and one strong view.
@@ -168,6 +169,18 @@ def test_batch_decode_equals_pil_and_replaces_undecodable_jpegs_keeping_the_batc
     for image, index in zip(images, used):
         expected = np.asarray(Image.open(dataset.samples[index][0]).convert("RGB"))
         assert image.dtype == torch.uint8 and np.array_equal(image.permute(1, 2, 0).numpy(), expected)
+
+
+def test_the_workers_draw_each_images_views_and_an_image_replaced_later_is_drawn_again(tree_with_corrupt_images):
+    dataset = dataset_of(tree_with_corrupt_images, EncodedImageFolder)
+    dataset.set_epoch(3)
+    payloads, indices, uniforms = dataset.collate([dataset[i] for i in range(5)])
+    images, used = decode_batch(payloads, indices, dataset, torch.device("cpu"))
+    assert indices.tolist() == [0, 1, 3, 3, 4] and used == [1, 1, 3, 3, 1]  # two replaced after the draws
+    ours = dataset.view_params(used, (indices.tolist(), uniforms))
+    for mine, theirs in zip(ours.flat(), sample(SMALL_VIEWS, 0, 3, used).flat()):
+        for name, value in vars(theirs).items():
+            assert np.array_equal(getattr(mine, name), value), name
 
 
 def test_a_batch_without_jpegs_is_the_workers_decoded_pixels(tmp_path):
