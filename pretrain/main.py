@@ -21,8 +21,8 @@ from common.cli import entry_parser, exit_on_user_error
 from pretrain import launch
 from pretrain.config import load_config
 
-# A dotted upper-case name, as the overrides' keys (SOLVER.BASE_LR).
-CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+$")
+# An upper-case name, as the overrides' keys (SEED, SOLVER.BASE_LR).
+CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
 
 
 def parse_args(argv=None):
