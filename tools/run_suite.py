@@ -23,6 +23,7 @@ its numbers only test the pipeline.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,10 +35,11 @@ from pathlib import Path
 
 from common import slurm
 from common.backbone import load_backbone
-from common.cli import at_least, exit_on_user_error, one_line_errors
+from common.cli import at_least, entry_parser, exit_on_user_error
 from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
 from common.errors import CheckpointError, UserError
 from common.io import atomic_write_json, fingerprint_files, sha256_file
+from common.locking import output_lock
 from common.records import check_record
 from pretrain.run_state import find_resume_checkpoint
 
@@ -379,7 +381,7 @@ def submit_suite(args, flags, command, stages, done, weights):
                 active[stage] = job
                 continue
         after = list(active.values()) if stage == "report" else [active["convert"]] if "convert" in active else []
-        argv = [*command, "--weights", str(weights), "--out", str(args.out), "--only", stage]
+        argv = [*command, "--weights", str(weights), "--output-dir", str(args.out), "--only", stage]
         job = slurm.Job("tools.run_suite:main", argv, [], task_per_gpu=False)
         # Converting and reporting need no GPU.
         gpus = 0 if stage in ("convert", "report") else None
@@ -391,13 +393,13 @@ def submit_suite(args, flags, command, stages, done, weights):
 
 
 def main(argv=None):
-    parser = one_line_errors(
-        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )
+    parser = entry_parser(__doc__)
     parser.add_argument("--weights", help="checkpoint, or a pretraining OUTPUT_DIR")
     # Absolute, because the stages run from the repository root, not from the caller's folder.
     absolute = lambda path: Path(path).resolve()  # noqa: E731
-    parser.add_argument("--out", type=absolute, help="suite output folder for this checkpoint")
+    parser.add_argument(
+        "--output-dir", "--out", dest="out", type=absolute, help="suite output folder for this checkpoint"
+    )
     parser.add_argument(
         "--status", type=absolute, metavar="OUT", help="print the state of each stage of the suite in OUT, and exit"
     )
@@ -431,7 +433,7 @@ def main(argv=None):
         return print_status(args.status)
     for name in ("weights", "out"):
         if getattr(args, name) is None:
-            parser.error(f"--{name} is required (or --status OUT)")
+            parser.error(f"--{name.replace('out', 'output-dir')} is required (or --status OUT)")
     if args.slurm and args.nodes != 1:
         parser.error("run_suite runs each stage on one node (a stage starts one process per GPU); use --nodes 1")
     if args.num_gpus is None:
@@ -454,6 +456,14 @@ def main(argv=None):
             parser.error(f"{stage} needs --imagenet ROOT")
 
     weights = resolve_weights(args.weights)
+    # One suite run per --out: a run of all its stages, or the submission of their jobs, holds it. The
+    # jobs' own runs (--only STAGE) run side by side; each stage's script holds its stage folder.
+    with output_lock(args.out) if not args.only else contextlib.nullcontext():
+        return _run(args, stages, weights, argv)
+
+
+def _run(args, stages, weights, argv):
+    """The suite of `stages` for the checkpoint `weights` in args.out: checked, then run or submitted."""
     sha = sha256_file(weights)
     d2_weights = args.out / "convert" / "model_d2.pkl"
     # The suite's identity: one checkpoint on one set of data. Every stage folder already in --out is
