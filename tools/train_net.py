@@ -10,6 +10,7 @@ the weights and their sha256, the seed and the iteration count). With --seeds N 
 OUTPUT_DIR/seed_K and OUTPUT_DIR/results.json holds their mean and std.
 """
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -29,7 +30,8 @@ from common import distributed, slurm
 from common.cli import at_least, exit_on_user_error, one_line_errors
 from common.config_files import merge_config
 from common.errors import ConfigError
-from common.io import atomic_write_json
+from common.io import atomic_write_json, writing_into
+from common.locking import output_lock
 from detection.datasets import check_datasets
 from detection.evaluation import build_evaluator
 from detection.pretrained_weights import PretrainedWeightsCheckpointer, check_weights_file
@@ -92,8 +94,13 @@ def check_inputs(args):
 
 def main(args):
     cfg = setup(args)
-    weights = cfg.MODEL.WEIGHTS
-    if not weights:
+    # A full or read-only OUTPUT_DIR met by detectron2's own writers is one line naming it.
+    with writing_into(cfg.OUTPUT_DIR):
+        return _train_and_test(cfg, args)
+
+
+def _train_and_test(cfg, args):
+    if not cfg.MODEL.WEIGHTS:
         logger.warning("MODEL.WEIGHTS is empty: the backbone starts from RANDOM INIT, not pretrained weights")
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -177,10 +184,14 @@ def launch_args(args):
 def run_argv(argv):
     """The command line `argv`, run as __main__ runs it."""
     args = parse_args(argv)
+    output_dir = load_cfg(args).OUTPUT_DIR
     if args.seeds > 1:
-        run_seeds(args, argv)
-    else:
-        num_gpus, num_machines, machine_rank, dist_url = launch_args(args)
+        with output_lock(output_dir):  # each trial's own run holds its seed_K folder
+            run_seeds(args, argv)
+        return
+    num_gpus, num_machines, machine_rank, dist_url = launch_args(args)
+    # One run per OUTPUT_DIR: the first machine's launcher holds it for all of the run's processes.
+    with output_lock(output_dir) if machine_rank == 0 else contextlib.nullcontext():
         launch(
             main,
             num_gpus,
