@@ -9,8 +9,6 @@ overlap, so each polygon is exactly the visible mask. Output is a pure function 
 import json
 import math
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -20,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from common.constants import VOC_CLASSES
 from common.errors import ConfigError
+from common.io import temporary_sibling
 from common.records import check_record
 
 # COCO category ids (COCO's own numbering) that the synthetic COCO images contain; the json still
@@ -462,10 +461,8 @@ def _generated_with(target, params):
 
 def _write_atomically(target, params, write, rng):
     """`write(folder, rng)` into a temporary sibling of `target`, renamed onto it with a marker of `params`."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    # Named for this process, so that the next writer removes what a killed one (kill -9) left.
+    with temporary_sibling(target, folder=True) as staging:
         write(staging / "data", rng)
         (staging / "data" / MARKER).write_text(json.dumps(params))
         os.replace(staging / "data", target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

@@ -1,6 +1,7 @@
 import hashlib
 import json
 import math
+import socket
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -170,3 +171,11 @@ def test_shapes_variant_is_told_apart_by_shape_not_colour(tmp_path, synthetic_ro
     assert generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64) == root  # kept
     with pytest.raises(RecordMismatchError, match="not overwritten"):
         generate_shapes(tmp_path, seed=1, train_per_class=30, val_per_class=10, side=64)
+
+
+def test_a_set_that_a_killed_writer_left_half_written_is_removed_by_the_next_writer(tmp_path):
+    dead_pid = 2**22 + 1  # above Linux's pid_max: no live process has it
+    leftover = tmp_path / f".shapes.{dead_pid}@{socket.gethostname()}.abc.tmp"
+    (leftover / "data").mkdir(parents=True)
+    generate_shapes(tmp_path, seed=0)
+    assert not leftover.exists() and (tmp_path / "shapes" / "train").is_dir()
