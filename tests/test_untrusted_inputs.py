@@ -149,7 +149,7 @@ LOADERS = {
     ),
     # A tag refused by yaml.safe_load, with yaml's own multi-line message.
     "checkpoint_config": (_run_identity, "yaml", False, {"pretrain/run_state.py:run_identity"}),
-    # np.load refuses object arrays (allow_pickle=False) with numpy's ValueError.
+    # np.load refuses object arrays (allow_pickle=False); the entry is then extracted again.
     "feature_cache": (_feature_cache, "npy", False, {"transfer/features.py:cached_features"}),
 }
 # Calls that read only what this code wrote or shipped in the same process, never a user's file.

@@ -11,6 +11,7 @@ The layers ("res5", "res5_2x2") are common/trunk.py's.
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,10 @@ def cached_features(backbone, weights_sha256, split, paths, layer="res5", cache_
         raise ValueError(f"unknown layer {layer!r}; choose one of {sorted(LAYERS)}")
     path = cache_path(cache_dir or default_cache_dir(), weights_sha256, split, layer, paths)
     if path.is_file():
-        return np.load(path)
+        try:
+            return np.load(path)  # allow_pickle=False: an object array is refused, never unpickled
+        except (ValueError, OSError, EOFError) as error:  # cut short, or not ours: extracted again
+            warnings.warn(f"{path}: unreadable feature cache entry ({error}); extracting again", stacklevel=2)
     features = extract(build_trunk(backbone, layer), paths, desc=f"{split} {layer}", **extract_args)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, features)

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -50,6 +51,20 @@ def test_feature_cache_misses_when_an_image_is_replaced_in_place(tmp_path, synth
     np.testing.assert_array_equal(after[1], before[1])
     assert not np.allclose(after[0], before[0])
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+def test_a_cache_entry_cut_short_is_extracted_again_with_a_warning(tmp_path, synthetic_root, monkeypatch):
+    paths = sorted((synthetic_root / "VOC2007" / "JPEGImages").glob("*.jpg"))[:2]
+    monkeypatch.setattr(
+        features, "build_trunk", lambda backbone, layer: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    )
+    first = features.cached_features(None, "w0", "test", paths, "res5", tmp_path, num_workers=0)
+    (entry,) = tmp_path.glob("*.npy")
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable feature cache entry"):
+        again = features.cached_features(None, "w0", "test", paths, "res5", tmp_path, num_workers=0)
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_array_equal(np.load(entry), first)
 
 
 def test_l2_normalise_matches_goyal_formula():
