@@ -80,6 +80,9 @@ def main():
         f"{'SyncBN' if args.sync_bn else 'shuffle-BN'}, {args.steps} timed steps after {args.steps}"
     )
     print(f"{'processes':>9} {'global batch':>12} {'img/s':>9} {'per process':>11} {'scaling':>8}")
+    if gpus and args.processes > gpus:  # no scaling to show: the one-process run alone would only cost time
+        print(f"skipped: {args.processes} processes need {args.processes} GPUs, this machine has {gpus}")
+        return
     # One epoch holds both windows: no epoch-end checkpoint or new workers inside them.
     images = (2 * args.steps + 4) * args.batch_size * args.processes
     with tempfile.TemporaryDirectory(prefix="clsa-bench-processes-") as work:
@@ -88,8 +91,6 @@ def main():
         for processes in (1, args.processes):
             if args.sync_bn and not gpus:
                 rates[processes] = "skipped: SyncBatchNorm needs GPUs"
-            elif gpus and processes > gpus:
-                rates[processes] = f"skipped: {processes} processes need {processes} GPUs, this machine has {gpus}"
             else:
                 rates[processes] = run(processes, args, Path(work) / "train", Path(work) / f"run_{processes}")
             rate = rates[processes]

@@ -10,16 +10,19 @@ Rows (images/s counts source images, each with its key and query views):
   cores: DataLoader workers per image vs the batched path in the training process.
 - with --trace FILE, 3 iterations of the batched path under torch.profiler, split into ipc (receiving
   the batch from the workers), decode, views and step, each run in turn and timed to its end on the
-  device; the Chrome trace goes to FILE.
+  device; the Chrome trace goes to FILE (gzipped if it ends in .gz).
+--paths picks rows (step_fp32, step_bf16, per_image, batched); "vs step" needs step_bf16, measured in
+the same run. On a GPU the run is set up as training sets it up: cudnn.benchmark on, and --compile
+compiles each encoder for static shapes (pretrain/engine.py).
 The files are synthetic 500x375 JPEGs of about 95 KiB (ImageNet's average), read from the page cache;
-one in 16 is progressive and one in 128 CMYK.
+one in 16 is progressive and one in 128 CMYK (the DataLoader workers decode those on the batched path).
 Peak GPU memory (allocated and reserved) is reported for each row; a row that fails prints its error and
 the others still run. The end-to-end rows time only batches made inside the timed window: their warm-up
 also uses up the batches the workers prefetched.
 
     python benchmarks/pretrain_speed.py                          # GPU: ResNet-50, batch 256
     python benchmarks/pretrain_speed.py --compile                # with torch.compile'd encoders
-    python benchmarks/pretrain_speed.py --batch-size 32 --presets clsa_single --trace trace.json
+    python benchmarks/pretrain_speed.py --batch-size 32 --presets clsa_single --trace trace.json.gz
     python benchmarks/pretrain_speed.py --presets clsa_multi --checkpoint-strong
     python benchmarks/pretrain_speed.py --batch-size 32 --steps 16 --warmup 4 --workers 2   # CPU: data paths
 """
@@ -47,12 +50,13 @@ from pretrain.views.spec import ViewSet
 UNIQUE_JPEGS = 256
 PROGRESSIVE_EVERY, CMYK_EVERY = 16, 128
 PROFILED_ITERATIONS = 3
+PATHS = ("step_fp32", "step_bf16", "per_image", "batched")
 
 
 def write_jpeg_folder(root, count):
     """An ImageFolder of `count` files: UNIQUE_JPEGS distinct JPEGs, repeated through symlinks. One in
-    PROGRESSIVE_EVERY is progressive and one in CMYK_EVERY CMYK, which nvjpeg does not decode: the
-    batched path decodes those on the CPU."""
+    PROGRESSIVE_EVERY is progressive and one in CMYK_EVERY CMYK, which nvjpeg does not batch: the
+    batched path's DataLoader workers decode those on the CPU."""
     jpegs = photo_like_jpegs(min(count, UNIQUE_JPEGS), 500, 375, quality=94)
     for i in range(len(jpegs)):
         if i % PROGRESSIVE_EVERY == PROGRESSIVE_EVERY - 1 or i % CMYK_EVERY == CMYK_EVERY // 2:
@@ -77,8 +81,8 @@ def make_model(args, device, fast):
     model = CLSA(args.arch, queue_size=args.queue_size, checkpoint_strong=args.checkpoint_strong)
     model.to(device, memory_format=torch.channels_last if fast else torch.contiguous_format)
     if args.compile:
-        model.encoder_q.compile()
-        model.encoder_k.compile()
+        model.encoder_q.compile(dynamic=False)  # as pretrain/engine.py: one graph per view size
+        model.encoder_k.compile(dynamic=False)
     optimizer = torch.optim.SGD(
         model.encoder_q.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4, fused=device.type == "cuda"
     )
@@ -246,6 +250,7 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers")
     parser.add_argument("--compile", action="store_true", help="torch.compile both encoders")
     parser.add_argument("--checkpoint-strong", action="store_true", help="MODEL.CHECKPOINT_STRONG")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS), help="the rows to measure")
     parser.add_argument(
         "--trace",
         type=Path,
@@ -261,6 +266,8 @@ def main():
     args = parser.parse_args()
     args.queue_size -= args.queue_size % args.batch_size
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training: fixed view sizes
     if args.augment_only is None:
         args.augment_only = device.type == "cpu"
     name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
@@ -277,10 +284,12 @@ def main():
         for preset in args.presets:
             rows = {}
             if not args.augment_only:
-                rows["step fp32"] = measured(step_only, preset, args, device, False)
-                rows["step bf16"] = measured(step_only, preset, args, device, device.type == "cuda")
+                for path, fast in (("step_fp32", False), ("step_bf16", device.type == "cuda")):
+                    if path in args.paths:
+                        rows[path.replace("_", " ")] = measured(step_only, preset, args, device, fast)
             for augment in ("per_image", "batched"):
-                rows[augment] = measured(end_to_end, preset, augment, args, device, root)
+                if augment in args.paths:
+                    rows[augment] = measured(end_to_end, preset, augment, args, device, root)
             step = rows.get("step bf16")
             step = None if isinstance(step, Exception) else step
             for path, row in rows.items():
@@ -290,7 +299,8 @@ def main():
                     continue
                 share = f"{row[0] / step[0]:.0%}" if step else "-"
                 print(f"{preset:<12} {path:<10} {row[0]:>8.1f} {share:>8} {row[1][0]:>9.1f} {row[1][1]:>9.1f}")
-            if args.augment_only and not any(isinstance(row, Exception) for row in rows.values()):
+            both = {"per_image", "batched"} <= rows.keys()
+            if args.augment_only and both and not any(isinstance(row, Exception) for row in rows.values()):
                 print(f"{preset:<12} batched / per_image: {rows['batched'][0] / rows['per_image'][0]:.2f}x")
         if args.trace:
             parts = measured(profile_batched, args.presets[0], args, device, root, args.trace)
