@@ -1,31 +1,34 @@
+"""`make demo` end to end at the tiny size (the run is the session's `demo_run`, tests/conftest.py)."""
+
 import json
 import math
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 @pytest.mark.slow
-def test_demo_end_to_end_fills_every_table3_cell(tmp_path):
-    """`make demo` at the tiny size: pretraining, conversion, every transfer stage and the report."""
-    proc = subprocess.run(
-        [sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((tmp_path / "suite" / "clsa_single_demo" / "report.json").read_text())
+def test_demo_end_to_end_fills_every_table3_cell_and_a_second_run_redoes_nothing(demo_run):
+    """Pretraining, conversion, every transfer stage and the report; run again, each is skipped."""
+    out, first = demo_run
+    report = json.loads((out / "suite" / "clsa_single_demo" / "report.json").read_text())
     row = report["ours"]["clsa_single_demo"]
     assert row["synthetic_data"] is True
     for column in report["columns"]:
         assert math.isfinite(row["table3"][column].get("mean", math.nan)), (column, row["table3"][column])
-    assert "SMOKE-SCALE" in proc.stdout
-    knn_line = re.search(r"kNN top-1 \(k=20\) on the synthetic ImageNet val split: random init \d+\.\d%.*", proc.stdout)
+    assert "SMOKE-SCALE" in first.stdout
+    knn = r"kNN top-1 \(k=20\) on the synthetic ImageNet val split: random init \d+\.\d%.*"
+    knn_line = re.search(knn, first.stdout)
     assert knn_line
     assert row["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
 
     again = subprocess.run(
-        [sys.executable, "tools/demo.py", "--out", str(tmp_path), "--size", "tiny"], capture_output=True, text=True
+        [sys.executable, "tools/demo.py", "--out", str(out), "--size", "tiny"], cwd=REPO, capture_output=True, text=True
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model_final.pth exists, skipped" in again.stdout
