@@ -2,7 +2,8 @@
 
 import pytest
 import torch
-from converter_inputs import moco_checkpoint, pretrain_checkpoint, random_resnet
+
+from tests.converters.converter_inputs import moco_checkpoint, pretrain_checkpoint, random_resnet
 
 
 @pytest.fixture(scope="session")

@@ -3,10 +3,10 @@ import re
 import pytest
 import torch
 import torchvision
-from converter_inputs import backbone_tensors, pretrain_checkpoint, random_resnet, zero_state_dict
 
 from common.backbone import load_backbone
 from common.errors import CheckpointError
+from tests.converters.converter_inputs import backbone_tensors, pretrain_checkpoint, random_resnet, zero_state_dict
 
 
 @pytest.fixture(scope="module")

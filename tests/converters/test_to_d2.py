@@ -6,12 +6,12 @@ import re
 import numpy as np
 import pytest
 import torch
-from converter_inputs import zero_state_dict
 
 from common.backbone import Backbone, load_backbone
 from common.errors import CheckpointError
 from common.io import sha256_file
 from converters import to_d2, to_torchvision
+from tests.converters.converter_inputs import zero_state_dict
 
 
 def exit_code(converter, argv):

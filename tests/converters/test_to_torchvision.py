@@ -1,9 +1,9 @@
 import torch
 import torchvision
-from converter_inputs import backbone_tensors
 
 from common.backbone import load_backbone
 from converters import to_torchvision
+from tests.converters.converter_inputs import backbone_tensors
 
 
 def test_round_trip_is_bit_exact_and_torchvision_misses_only_fc(pretrain_ckpt, query_encoder, tmp_path, capsys):
