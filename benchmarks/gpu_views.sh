@@ -12,7 +12,7 @@
 #   - processes: 1 and 2 processes through pretrain/main.py with shuffle-BN, then with SyncBN (a
 #     machine with one GPU says they need two);
 #   - per_core: the per-core CPU figures of the same machine (benchmarks/pretrain_data_speed.py).
-# Targets (README, "Throughput"): Single >= 2500 and Multi >= 700 img/s end to end, each >= 90% of step only.
+# What the rows are read against: Single 2500 and Multi 700 img/s end to end, 90% of step only (benchmarks.md).
 # The rows write at most 8 files to $OUT (default benchmarks-gpu-out/): <row>.txt and the trace.
 # Python: $PYTHON, else .venv/bin/python if the set-up made one, else python3. SMOKE=1 runs the rows
 # at toy sizes on any machine, to check the script itself; it skips --compile, whose CPU compilation
