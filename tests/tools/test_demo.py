@@ -2,7 +2,6 @@
 
 import json
 import math
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +21,8 @@ def test_demo_end_to_end_fills_every_table3_cell_and_a_second_run_redoes_nothing
     for column in report["columns"]:
         assert math.isfinite(row["table3"][column].get("mean", math.nan)), (column, row["table3"][column])
     assert "SMOKE-SCALE" in first.stdout
-    knn = r"kNN top-1 \(k=20\) on the synthetic ImageNet val split: random init \d+\.\d%.*"
-    knn_line = re.search(knn, first.stdout)
-    assert knn_line
+    # Six iterations cannot show learning; the demo names the check that does, and scores nothing itself.
+    assert "`make learning-check` shows that" in first.stdout and "random init" not in first.stdout
     assert row["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
 
     again = subprocess.run(
@@ -32,6 +30,5 @@ def test_demo_end_to_end_fills_every_table3_cell_and_a_second_run_redoes_nothing
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "model_final.pth exists, skipped" in again.stdout
-    assert knn_line.group(0) in again.stdout  # read again from the finished run's metrics.json
     for stage in ("convert", "voc07_svm", "voc07_linear", "voc07_clsa", "voc_det", "coco_det"):
         assert f"{stage}: already done for this checkpoint and data, skipped" in again.stdout
