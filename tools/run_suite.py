@@ -503,15 +503,17 @@ def _run(args, stages, weights, argv):
         raise SystemExit(f"[suite] failed stages: {', '.join(failed)} (see their log.txt)")
 
 
+def _main_telling_how_to_resume():
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("\n[suite] the stage that was running is stopped and marked FAILED; the same command resumes")
+        raise
+
+
 def cli_main():
     """`python tools/run_suite.py`, and the `clsa-suite` command of an installed package."""
-    try:
-        exit_on_user_error(main)
-    except KeyboardInterrupt:
-        sys.exit(
-            "\n[suite] interrupted; the stage that was running is stopped and marked FAILED. Run the same "
-            "command again to resume"
-        )
+    exit_on_user_error(_main_telling_how_to_resume)
 
 
 if __name__ == "__main__":

@@ -315,6 +315,6 @@ def main(args):
     """The protocol on the processes of this launch; results.json's record on the first of them."""
     plan = distributed.detect(args.num_gpus)
     check_flags(args, plan.world_size)
-    voc2007_root(args.data_root)
+    results.check_inputs(args.weights, voc2007_root, args.data_root)
     with results.output_folder(args.output_dir, "voc07_linear", args.weights, plan.first_rank):
         return distributed.launch(run, args, plan=plan)

@@ -195,7 +195,7 @@ def main(args):
             f"--batch-size {args.batch_size} is the total over {world} processes and must "
             f"divide evenly, e.g. --batch-size {args.batch_size // world * world or world}"
         )
-    check_imagenet_root(args.data)
+    results.check_inputs(args.weights, check_imagenet_root, args.data)
     with results.output_folder(args.output_dir, "imagenet_linear", args.weights, plan.first_rank):
         distributed.launch(run, args, plan=plan)
 

@@ -88,7 +88,7 @@ def run(process, args):
 
 def main(args):
     plan = distributed.detect(args.num_gpus)
-    check_imagenet_root(args.data)
+    results.check_inputs(args.weights, check_imagenet_root, args.data)
     with results.output_folder(args.output_dir, "knn", args.weights, plan.first_rank):
         distributed.launch(run, args, plan=plan)
 

@@ -29,13 +29,19 @@ def load_weights(path):
     }
 
 
+def check_inputs(weights_path, data_check, data_root):
+    """The checks a transfer script makes before its output folder exists: the weights file, then
+    `data_check(data_root)` (a DatasetError naming what is missing)."""
+    if not Path(weights_path).is_file():
+        raise CheckpointError(weights_path, "no such file")
+    data_check(data_root)
+
+
 @contextlib.contextmanager
 def output_folder(output_dir, task, weights_path, first_rank=0):
     """Holds `output_dir` for this run (the launcher of global rank 0 holds it for every process) and
     refuses a folder whose results.json another task or checkpoint wrote: a rerun for the same weights
     replaces it, other weights need their own folder."""
-    if not Path(weights_path).is_file():  # before the folder is made
-        raise CheckpointError(weights_path, "no such file")
     with output_lock(output_dir) if first_rank == 0 else contextlib.nullcontext():
         path = Path(output_dir) / "results.json"
         if first_rank == 0 and path.exists():

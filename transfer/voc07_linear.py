@@ -133,7 +133,7 @@ def report(args, weights, root, splits, features, ap, image_ap, start, train_sec
 def main(args):
     if args.protocol == clsa_voc.NAME:
         return clsa_voc.main(args)
-    voc2007_root(args.data_root)  # a missing VOC2007 is named before the output folder is made
+    results.check_inputs(args.weights, voc2007_root, args.data_root)
     with results.output_folder(args.output_dir, "voc07_linear", args.weights):
         return _features_protocol(args)
 

@@ -94,7 +94,7 @@ def low_shot(args, features, splits, best):
 
 
 def main(args):
-    voc2007_root(args.data_root)  # a missing VOC2007 is named before the output folder is made
+    results.check_inputs(args.weights, voc2007_root, args.data_root)
     with results.output_folder(args.output_dir, "voc07_svm", args.weights):
         return _svm_protocol(args)
 

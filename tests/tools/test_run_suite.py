@@ -141,7 +141,8 @@ def test_a_stage_log_is_live_and_ctrl_c_stops_the_stage_without_a_traceback(chec
     assert stage and not (tmp_path / "suite" / "voc07_svm" / "results.json").exists()
     suite.send_signal(signal.SIGINT)
     stdout, stderr = suite.communicate(timeout=120)
-    assert suite.returncode == 1 and "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert suite.returncode == 130 and "Traceback" not in stderr and "interrupted" in stderr, stderr
+    assert "the same command resumes" in stdout
     for pid in stage:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     assert (tmp_path / "suite" / "voc07_svm" / "FAILED").read_text().startswith("interrupted")
