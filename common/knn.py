@@ -10,9 +10,9 @@ pretraining's kNN monitor on a subset.
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from common.distributed import all_reduce_sum, gather_slices, rank_and_world, rank_slice
+from common.progress import progress_bar
 
 KS = (10, 20, 100, 200)
 TEMPERATURE = 0.07
@@ -33,7 +33,7 @@ def local_features(trunk, dataset, device, batch_size=256, num_workers=0, desc="
         generator=torch.Generator(),
     )
     features, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, unit="batch", disable=rank_and_world()[0] != 0, leave=False):
+    for images, targets in progress_bar(loader, rank_and_world()[0] == 0, desc=desc, unit="batch", leave=False):
         features.append(F.normalize(trunk(images.to(device, non_blocking=True)).float(), dim=1))
         labels.append(targets.to(device))
     return torch.cat(features), torch.cat(labels)

@@ -37,7 +37,7 @@ from common import slurm
 from common.backbone import load_backbone
 from common.cli import at_least, entry_parser, exit_on_user_error
 from common.datasets import DETECTRON2_SPLITS, IMAGENET_SPLITS, detectron2_datasets_root
-from common.errors import CheckpointError, UserError
+from common.errors import CheckpointError, RecordMismatchError, UserError
 from common.io import atomic_write_json, fingerprint_files, sha256_file
 from common.locking import output_lock
 from common.records import check_record
@@ -221,7 +221,8 @@ def _script_command(stage, args, weights, d2_weights, out, extra):
             + smoke
         )
     if stage == "report":
-        return py + [str(REPO / "tools/report.py"), str(args.out)] + extra
+        # The checkpoint's folder is its pretraining OUTPUT_DIR: the report draws its curves from there.
+        return py + [str(REPO / "tools/report.py"), str(args.out), "--pretrain-dir", str(weights.parent)] + extra
     raise ValueError(stage)
 
 
@@ -289,13 +290,16 @@ def stop(proc, grace=30):
 def portable(words, weights, out):
     """A stage's command after its interpreter (the same run from another venv is the same run), as
     its stamp records it: scripts relative to the repository, the checkpoint as $WEIGHTS (its sha256
-    is recorded beside) and output paths under $OUT. A suite moved elsewhere, or resumed from another
-    clone, then has the same stamps. Older stamps, which hold absolute paths, read the same as long
-    as those paths are this clone's, this checkpoint's and this OUT's."""
+    is recorded beside), its folder as $WEIGHTS_FOLDER and output paths under $OUT. A suite moved
+    elsewhere, or resumed from another clone, then has the same stamps. Older stamps, which hold
+    absolute paths, read the same as long as those paths are this clone's, this checkpoint's and
+    this OUT's."""
 
     def word(arg):
         if arg == str(weights):
             return "$WEIGHTS"
+        if arg == str(weights.parent):
+            return "$WEIGHTS_FOLDER"
         for root, name in ((out, "$OUT"), (REPO, None)):
             if arg.startswith(f"{root}{os.sep}"):
                 relative = arg[len(str(root)) + 1 :]
@@ -315,8 +319,19 @@ def stage_is_done(out, stamp, weights=None, suite=None):
     saved = json.loads(path.read_text())
     if isinstance(saved, dict) and isinstance(saved.get("command"), list) and suite is not None:
         saved["command"] = portable(saved["command"], weights, suite)
-    check_record(path, saved, stamp, "use another --out, or move that folder away; it is not overwritten")
+    check_record(path, saved, stamp, "use another --output-dir, or move that folder away; it is not overwritten")
     return True
+
+
+def _is_done(stage, suite, stamp, weights):
+    """stage_is_done; a report written by another command is not done rather than foreign: it is
+    rewritten from the stages' results, which loses nothing."""
+    try:
+        return stage_is_done(suite / stage, stamp, weights, suite)
+    except RecordMismatchError:
+        if stage != "report":
+            raise
+        return False
 
 
 def last_line(path):
@@ -478,7 +493,7 @@ def _run(args, stages, weights, argv):
     }
     for stage in {"imagenet_linear", "imagenet_knn"} & set(stamps):
         stamps[stage]["imagenet"] = fingerprint_files(args.imagenet, IMAGENET_SPLITS)
-    done = {stage: stage_is_done(args.out / stage, stamps[stage], weights, args.out) for stage in stages}
+    done = {stage: _is_done(stage, args.out, stamps[stage], weights) for stage in stages}
     if args.slurm:
         if (args.out / "report" / "FAILED").is_file():  # a report that failed after an earlier one
             done["report"] = False

@@ -32,11 +32,11 @@ import torch
 from PIL import Image
 from torch import nn
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from common import distributed
 from common.datasets import VOC2007_SPLITS
 from common.errors import ConfigError
+from common.progress import progress_bar
 from transfer import results
 from transfer.epoch_checkpoint import EpochCheckpoint
 from transfer.frozen_resnet import build_model, check_backbone_unchanged
@@ -116,7 +116,7 @@ def train_one_epoch(net, loader, optimizer, device, world, show, desc):
     net.train()
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total = 0.0
-    for images, targets in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
+    for images, targets in progress_bar(loader, show, desc=desc, unit="batch", leave=False):
         loss = loss_fn(net(images.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
         optimizer.zero_grad()
         # DDP averages gradients over processes; x world makes them those of the loss summed over the whole batch.
@@ -135,7 +135,7 @@ def predict(model, dataset, device, batch_size, workers, show=True, desc="eval")
         distributed.rank_slice(dataset), batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
     )
     chunks = []
-    for images, _ in tqdm(loader, desc=desc, unit="batch", disable=not show, leave=False):
+    for images, _ in progress_bar(loader, show, desc=desc, unit="batch", leave=False):
         crops = images.shape[1] if images.dim() == 5 else 1
         logits = model(images.flatten(0, images.dim() - 4).to(device, non_blocking=True))
         chunks.append(logits.view(len(images), crops, -1).mean(1).float())

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import v2
-from tqdm import tqdm
 
 from common.constants import IMAGENET_MEAN, IMAGENET_STD
 from common.datasets import UNREADABLE_IMAGE
 from common.errors import DatasetError
 from common.io import atomic_path
+from common.progress import progress_bar
 from common.trunk import LAYERS, build_trunk
 
 # Part of every cache key: bump it when the transform or the pooling changes.
@@ -74,7 +74,7 @@ def extract(trunk, paths, batch_size=64, num_workers=2, desc="features"):
         ImageList(paths), batch_size=batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"
     )
     chunks = []
-    for batch, errors in tqdm(loader, desc=desc, unit="batch"):
+    for batch, errors in progress_bar(loader, desc=desc, unit="batch"):
         bad = next((i for i, error in enumerate(errors) if error), None)
         if bad is not None:
             raise DatasetError(

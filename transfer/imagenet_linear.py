@@ -21,13 +21,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from common import distributed
 from common.cli import at_least, exit_on_user_error
 from common.datasets import IMAGENET_SPLITS
 from common.errors import ConfigError
 from common.imagenet import check_imagenet_root, image_folders
+from common.progress import progress_bar
 from transfer import cli, results
 from transfer.epoch_checkpoint import EpochCheckpoint
 from transfer.frozen_resnet import build_model, check_backbone_unchanged
@@ -118,7 +118,7 @@ def train_one_epoch(t, epoch, args):
     if t.sampler is not None:
         t.sampler.set_epoch(epoch)
     loss_fn, device = nn.CrossEntropyLoss(), t.process.device
-    bar = tqdm(t.train_loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch", disable=t.process.rank != 0)
+    bar = progress_bar(t.train_loader, t.process.rank == 0, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch")
     for images, targets in bar:
         loss = loss_fn(t.net(images.to(device, non_blocking=True)), targets.to(device, non_blocking=True))
         t.optimizer.zero_grad()
@@ -131,7 +131,7 @@ def evaluate(t):
     """(top-1 %, top-5 %, images scored) over every process's slice of val."""
     correct1 = correct5 = seen = 0
     # The plain module: DDP's forward would broadcast buffers, a collective that uneven slices would hang.
-    for images, targets in tqdm(t.val_loader, desc="val", unit="batch", disable=t.process.rank != 0, leave=False):
+    for images, targets in progress_bar(t.val_loader, t.process.rank == 0, desc="val", unit="batch", leave=False):
         logits = t.model(images.to(t.process.device, non_blocking=True))
         top5 = logits.topk(min(5, logits.shape[1]), 1).indices.cpu()
         hit = top5 == targets[:, None]

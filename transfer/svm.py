@@ -17,8 +17,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
-from tqdm import tqdm
 
+from common.progress import progress_bar
 from transfer.metrics import per_class_voc_ap
 
 # VISSL's list plus the 2^-4 .. 2^-19 that Goyal et al. append; sorted so that ties pick the smaller cost.
@@ -79,7 +79,7 @@ def cross_validate_costs(features, targets, costs=COSTS, n_jobs=-1, progress=Fal
     aps = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_fold_ap)(features, targets[:, c], costs[k], *folds[c][f]) for c, k, f in tasks
     )
-    aps = list(tqdm(aps, total=len(tasks), desc="SVM cost sweep", unit="fit", disable=not progress))
+    aps = list(progress_bar(aps, progress, total=len(tasks), desc="SVM cost sweep", unit="fit"))
     table = np.zeros((targets.shape[1], len(costs), FOLDS))
     for (c, k, f), (ap, _) in zip(tasks, aps):
         table[c, k, f] = ap

@@ -36,11 +36,11 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from common import distributed
 from common.cli import at_least, exit_on_user_error, positive
 from common.datasets import VOC2007_SPLITS
+from common.progress import progress_bar
 from transfer import cli, clsa_voc, results
 from transfer.metrics import per_class_voc_ap, per_image_ap
 from transfer.voc import VOC_CLASSES, load_voc07, voc2007_root
@@ -93,7 +93,7 @@ def train_linear(features, labels, epochs, lr, batch_size, seed):
     nn.init.zeros_(layer.bias)
     optimizer = torch.optim.SGD(layer.parameters(), lr=lr, momentum=0.9, weight_decay=0)
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
-    for _ in tqdm(range(epochs), desc="linear layer", unit="epoch"):
+    for _ in progress_bar(range(epochs), desc="linear layer", unit="epoch"):
         for batch in torch.randperm(len(x), generator=generator).split(batch_size):
             optimizer.zero_grad()
             loss_fn(layer(x[batch]), y[batch]).backward()

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,10 @@ def test_demo_end_to_end_fills_every_table3_cell_and_a_second_run_redoes_nothing
     # Six iterations cannot show learning; the demo names the check that does, and scores nothing itself.
     assert "`make learning-check` shows that" in first.stdout and "random init" not in first.stdout
     assert row["table3"]["VOC07 Accuracy"]["protocol"] == "reference protocol"
+    # The pretraining log a user watches, and the curves the report draws from its metrics.json.
+    log = (out / "pretrain" / "log.txt").read_text()
+    assert re.search(r"eta: \S+ +epoch: \d+/\d+ +iter: \d+/\d+ .*loss: [\d.]+ .*lr: ", log), log[-2000:]
+    assert (out / "suite" / "clsa_single_demo" / "curves.png").stat().st_size > 10_000
 
     again = subprocess.run(
         [sys.executable, "tools/demo.py", "--out", str(out), "--size", "tiny"], cwd=REPO, capture_output=True, text=True

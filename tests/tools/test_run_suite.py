@@ -291,7 +291,7 @@ def test_a_suite_moved_and_resumed_from_another_checkout_skips_what_is_done(chec
     changed = resume("--stage-args", "convert=--overwrite")
     assert changed.returncode == 2 and changed.stderr == (
         f"error: {moved / 'convert' / 'stage.json'}: written by another run (command [..., "
-        "'$OUT/convert/model_d2.pkl'] -> [..., '$OUT/convert/model_d2.pkl', '--overwrite']); use another --out, "
+        "'$OUT/convert/model_d2.pkl'] -> [..., '$OUT/convert/model_d2.pkl', '--overwrite']); use another --output-dir, "
         "or move that folder away; it is not overwritten\n"
     )
 
