@@ -142,7 +142,6 @@ def build_training(cfg, resume, rank, world_size, local_rank):
     project = wandb_project(cfg) if rank == 0 else None
     output_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(output_dir, rank)
-    logger.info(startup_line(cfg.dump()))
     cuda = torch.cuda.is_available()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
@@ -154,6 +153,7 @@ def build_training(cfg, resume, rank, world_size, local_rank):
     control = None if world_size == 1 else (dist.new_group(backend="gloo") if cuda else dist.group.WORLD)
     # Before config.yaml is overwritten: a checkpoint of another run stops here and loses nothing.
     found = _find_resume(resume, output_dir, cfg.dump())
+    logger.info(startup_line(cfg.dump()))
     if rank == 0:
         for path in remove_stale_temp_files(output_dir):
             logger.info("removed %s, left by a run killed while writing it", path)

@@ -30,7 +30,8 @@ def setup_logging(output_dir, rank):
     formatter = logging.Formatter(f"[%(asctime)s rank{rank} %(name)s] %(message)s", "%m/%d %H:%M:%S")
     handlers = [logging.StreamHandler(sys.stderr)]
     if rank == 0:
-        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt"))
+        # Opened at the first line: a run refused before it logs anything leaves no log.txt behind.
+        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt", delay=True))
     for handler in handlers:
         handler.setFormatter(formatter)
         logger.addHandler(handler)

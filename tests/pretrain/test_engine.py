@@ -106,6 +106,8 @@ def test_resuming_a_checkpoint_of_another_run_stops_naming_the_file_and_keys(
     assert f"({differing});" in message and "new OUTPUT_DIR" in message and "\n" not in message
     assert (tiny_pretrained / "config.yaml").read_text() == config_before
     assert tiny_pretrain.final_state(tiny_pretrained)["iteration"] == 3
+    if output_dir == tmp_path:  # a new folder: the refusal leaves nothing in it but the run's lock file
+        assert [path.name for path in tmp_path.iterdir()] == [".lock"]
 
 
 def start_and_wait_for_metrics(cmd, output_dir):
