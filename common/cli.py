@@ -39,10 +39,24 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
-def entry_parser(description, **kwargs):
-    """The argument parser of an entry script: its docstring as --help's text, defaults shown, and a bad
-    argument reported on one line (one_line_errors)."""
-    return one_line_errors(argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, **kwargs))
+class EntryParser(argparse.ArgumentParser):
+    """An entry script's parser: once the arguments parse, it prints the start-up line (the stack and
+    GPUs, the git commit, the hash of the arguments), the first line of the script's output."""
+
+    def parse_args(self, args=None, namespace=None):
+        from common.environment import startup_line
+
+        parsed = super().parse_args(args, namespace)
+        print(startup_line(vars(parsed)), flush=True)
+        return parsed
+
+
+def entry_parser(description, announce=True, **kwargs):
+    """The argument parser of an entry script: its docstring as --help's text, defaults shown, a bad
+    argument reported on one line (one_line_errors), and, with `announce`, the start-up line once they
+    parse (pretraining logs its own, with its config's hash, to its log.txt)."""
+    parser_class = EntryParser if announce else argparse.ArgumentParser
+    return one_line_errors(parser_class(description=description, formatter_class=HelpFormatter, **kwargs))
 
 
 def one_line_errors(parser):

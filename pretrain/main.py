@@ -26,7 +26,7 @@ CONFIG_KEY = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*$")
 
 
 def parse_args(argv=None):
-    parser = entry_parser(__doc__)
+    parser = entry_parser(__doc__, announce=False)
     parser.add_argument(
         "--config-file", default="", metavar="FILE", help="YAML preset, e.g. pretrain/configs/clsa_single.yaml"
     )

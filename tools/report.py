@@ -1,6 +1,6 @@
 """The paper's Table 3 for evaluated checkpoints, next to the paper's own rows.
 
-    python tools/report.py SUITE_DIR [SUITE_DIR ...] [--out DIR] [--pretrain-dir OUTPUT_DIR]
+    python tools/report.py SUITE_DIR [SUITE_DIR ...] [--output-dir DIR] [--pretrain-dir OUTPUT_DIR]
 
 Each SUITE_DIR is one checkpoint's `tools/run_suite.py` output: stage folders voc07_svm/,
 voc07_linear/, imagenet_linear/, imagenet_knn/, voc_det/ and coco_det/, each with a results.json
@@ -9,13 +9,11 @@ voc07_linear/, imagenet_linear/, imagenet_knn/, voc_det/ and coco_det/, each wit
 losses, kNN top-1, lr, img/s and data-wait share of that pretraining run against the epoch.
 """
 
-import argparse
 import json
 import math
 from pathlib import Path
 
-from common.cli import exit_on_user_error, one_line_errors
-from common.environment import startup_line
+from common.cli import entry_parser, exit_on_user_error
 from common.errors import UserError
 from common.figures import report_bars, save_png, training_curves
 from common.io import atomic_path, atomic_write_json
@@ -232,11 +230,15 @@ def curves(pretrain_dir):
 
 
 def main(argv=None):
-    parser = one_line_errors(
-        argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    )
+    parser = entry_parser(__doc__)
     parser.add_argument("suite_dirs", nargs="+", type=Path, help="run_suite.py output folders, one per checkpoint")
-    parser.add_argument("--out", type=Path, help="where report.md/.json/.png go (default: the first suite dir)")
+    parser.add_argument(
+        "--output-dir",
+        "--out",
+        dest="out",
+        type=Path,
+        help="where report.md/.json/.png go (default: the first suite dir)",
+    )
     parser.add_argument(
         "--pretrain-dir", type=Path, help="the checkpoints' pretraining OUTPUT_DIR: also write curves.png from it"
     )
@@ -247,7 +249,6 @@ def main(argv=None):
         check_is_suite(d)
     if args.pretrain_dir and not args.pretrain_dir.is_dir():
         parser.error(f"--pretrain-dir {args.pretrain_dir} is not a folder; pass a pretraining OUTPUT_DIR")
-    print(startup_line(vars(args)), flush=True)
     out = args.out or args.suite_dirs[0]
     markdown, data = build_report(args.suite_dirs)
     training = curves(args.pretrain_dir) if args.pretrain_dir else None
