@@ -15,8 +15,9 @@
 # What the rows are read against: Single 2500 and Multi 700 img/s end to end, 90% of step only (benchmarks.md).
 # The rows write at most 8 files to $OUT (default benchmarks-gpu-out/): <row>.txt and the trace.
 # Python: $PYTHON, else .venv/bin/python if the set-up made one, else python3. SMOKE=1 runs the rows
-# at toy sizes on any machine, to check the script itself; it skips --compile, whose CPU compilation
-# alone takes minutes.
+# at toy sizes on any machine, to check the script itself: each script and path once, so it skips
+# --compile (minutes of CPU compilation), the second preset of the single row, multi_checkpoint and
+# the SyncBN processes row (the same code with one flag more).
 #
 #     bash benchmarks/gpu_views.sh
 set -u -o pipefail
@@ -27,7 +28,8 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 mkdir -p "$OUT"
 
-if [ "${SMOKE:-0}" = 1 ]; then
+full() { [ "${SMOKE:-0}" != 1 ]; }  # the rows a smoke run leaves out
+if ! full; then
     size=(--arch resnet18 --batch-size 4 --queue-size 16 --steps 1 --warmup 1 --workers 1 --no-augment-only)
     per_gpu_32=("${size[@]}")
     processes=(--arch resnet18 --batch-size 8 --size 64 --steps 2 --workers 1)
@@ -52,13 +54,13 @@ row() {
 
 rm -f "$OUT"/{single,single_32,multi,multi_checkpoint,single_compile,processes,per_core}.txt "$OUT/single_32_trace.json.gz"
 speed=benchmarks/pretrain_speed.py
-row single 100 $speed --presets clsa_single mocov2 "${size[@]}"
+row single 100 $speed --presets clsa_single $(full && echo mocov2) "${size[@]}"
 row single_32 50 $speed --presets clsa_single --paths step_bf16 batched \
     --trace "$OUT/single_32_trace.json.gz" "${per_gpu_32[@]}"
 row multi 75 $speed --presets clsa_multi --paths step_bf16 per_image batched "${size[@]}"
-row multi_checkpoint 45 $speed --presets clsa_multi --checkpoint-strong --paths step_bf16 batched "${size[@]}"
-[ "${SMOKE:-0}" = 1 ] || row single_compile 105 $speed --presets clsa_single --compile --paths step_bf16 batched "${size[@]}"
+full && row multi_checkpoint 45 $speed --presets clsa_multi --checkpoint-strong --paths step_bf16 batched "${size[@]}"
+full && row single_compile 105 $speed --presets clsa_single --compile --paths step_bf16 batched "${size[@]}"
 row processes 20 benchmarks/pretrain_processes.py --processes 2 "${processes[@]}"
-row processes 20 benchmarks/pretrain_processes.py --processes 2 --sync-bn "${processes[@]}"
+full && row processes 20 benchmarks/pretrain_processes.py --processes 2 --sync-bn "${processes[@]}"
 row per_core 30 benchmarks/pretrain_data_speed.py "${per_core[@]}"
 exit $status
