@@ -21,6 +21,12 @@ _DATASETS = Path(tempfile.mkdtemp(prefix="clsa-tests-datasets-"))
 os.environ["DETECTRON2_DATASETS"] = str(_DATASETS)
 atexit.register(shutil.rmtree, _DATASETS, ignore_errors=True)
 
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs one pytest-xdist worker per core: each worker, and the processes its tests
+    # start, compute on one thread, so that two workers do not fight over both cores.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def synthetic_root():
@@ -117,8 +123,13 @@ def tiny_pretrained(synthetic_root, tiny_pretrain, tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The learning check takes about 16 minutes: it runs only when asked for by name
-    (`make learning-check`, or -m learning_check), so that `make test` stays within CI's time."""
+    """Under pytest-xdist (`make test` runs two workers), the tests that read the session's demo run
+    share one worker, so that it is made once. The learning check takes about 16 minutes: it runs only
+    when asked for by name (`make learning-check`, or -m learning_check), so that `make test` stays
+    within CI's time."""
+    for item in items:
+        if "demo_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("demo_run"))
     if "learning_check" in (config.getoption("markexpr") or ""):
         return
     skip = pytest.mark.skip(reason="the ~16-minute learning check; run it with make learning-check")
