@@ -44,11 +44,11 @@ def test_pkl_holds_float32_arrays_under_detectron2_names_and_an_author(d2_pkl, q
         assert np.array_equal(model[name], tensor.detach().numpy()), name
 
 
-@pytest.mark.xfail(reason="start-up line now printed first on stdout; expectations not yet updated", strict=False)
 def test_summary_names_source_kind_counts_and_output(pretrain_ckpt, tmp_path, capsys):
     assert exit_code(to_d2, [str(pretrain_ckpt), str(tmp_path / "out.pkl")]) == 0
 
-    lines = capsys.readouterr().out.splitlines()
+    startup, *lines = capsys.readouterr().out.splitlines()
+    assert startup.startswith("environment: torch ")
     assert lines[0] == f"source:  {pretrain_ckpt} (clsa-suite pretraining checkpoint, resnet50, --encoder query)"
     assert lines[1] == "kept:    265 tensors"
     assert lines[2].startswith(
