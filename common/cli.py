@@ -40,23 +40,31 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class EntryParser(argparse.ArgumentParser):
-    """An entry script's parser: once the arguments parse, it prints the start-up line (the stack and
-    GPUs, the git commit, the hash of the arguments), the first line of the script's output."""
+    """An entry script's parser: once the arguments parse, and `announce(arguments)` holds, it prints
+    the start-up line (the stack and GPUs, the git commit, the hash of the arguments), the first line
+    of the script's output."""
+
+    def __init__(self, announce, **kwargs):
+        super().__init__(**kwargs)
+        self.announce = announce
 
     def parse_args(self, args=None, namespace=None):
         from common.environment import startup_line
 
         parsed = super().parse_args(args, namespace)
-        print(startup_line(vars(parsed)), flush=True)
+        if self.announce(parsed):
+            print(startup_line(vars(parsed)), flush=True)
         return parsed
 
 
 def entry_parser(description, announce=True, **kwargs):
     """The argument parser of an entry script: its docstring as --help's text, defaults shown, a bad
-    argument reported on one line (one_line_errors), and, with `announce`, the start-up line once they
-    parse (pretraining logs its own, with its config's hash, to its log.txt)."""
-    parser_class = EntryParser if announce else argparse.ArgumentParser
-    return one_line_errors(parser_class(description=description, formatter_class=HelpFormatter, **kwargs))
+    argument reported on one line (one_line_errors), and the start-up line once they parse when
+    `announce` is True or, called with the parsed arguments, returns True. Pretraining logs its own,
+    with its config's hash, to its log.txt; a query whose output is read by scripts prints none."""
+    wanted = announce if callable(announce) else (lambda parsed: announce)
+    parser = EntryParser(wanted, description=description, formatter_class=HelpFormatter, **kwargs)
+    return one_line_errors(parser)
 
 
 def one_line_errors(parser):

@@ -408,7 +408,7 @@ def submit_suite(args, flags, command, stages, done, weights):
 
 
 def main(argv=None):
-    parser = entry_parser(__doc__)
+    parser = entry_parser(__doc__, announce=lambda parsed: not parsed.status)
     parser.add_argument("--weights", help="checkpoint, or a pretraining OUTPUT_DIR")
     # Absolute, because the stages run from the repository root, not from the caller's folder.
     absolute = lambda path: Path(path).resolve()  # noqa: E731

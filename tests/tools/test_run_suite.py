@@ -55,7 +55,6 @@ def test_a_checkpoint_no_stage_can_read_is_refused_once_before_anything_is_writt
     assert not (tmp_path / "suite").exists() and "[suite]" not in proc.stdout
 
 
-@pytest.mark.xfail(reason="start-up line now printed first on stdout; expectations not yet updated", strict=False)
 def test_a_failed_stage_is_recorded_with_its_error_and_the_run_fails(checkpoint, tmp_path):
     out = tmp_path / "suite"
     proc = _suite("--weights", str(checkpoint), "--out", str(out), "--only", "convert", "--stage-args", "convert=--bad")
@@ -200,7 +199,6 @@ def test_stage_args_reach_a_detection_stage_as_flags_and_overrides_after_the_pro
     assert train_net.load_cfg(train_net.parse_args(command[2:])).SOLVER.MAX_ITER == max_iter
 
 
-@pytest.mark.xfail(reason="start-up line now printed first on stdout; expectations not yet updated", strict=False)
 def test_status_tells_each_state_from_the_stage_folders_and_the_recorded_jobs(tmp_path, capsys):
     """A local executor's job id is its controller's pid: a live process named so stands for a running job."""
     from common.errors import UserError
@@ -312,7 +310,6 @@ def test_a_stamp_with_the_absolute_paths_of_older_versions_is_still_taken_as_don
 
 
 @pytest.mark.slow  # three stage jobs, twice, with submitit's local executor: ~1-2 min on a busy 2-core machine
-@pytest.mark.xfail(reason="start-up line now printed first on stdout; expectations not yet updated", strict=False)
 def test_slurm_fans_the_stages_out_after_the_conversion_and_reruns_only_what_failed(
     checkpoint, tmp_path, synthetic_root
 ):
