@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torchvision
 
 from common.checkpoint_files import read_checkpoint
 from common.constants import PRETRAIN_CHECKPOINT_KIND
 from common.errors import CheckpointError
+from common.trunk import CIFAR_STEM, resnet
 
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
@@ -159,13 +159,14 @@ def _infer_arch(path, state):
     if arch is None:
         kind = "bottleneck" if bottleneck else "basic"
         raise CheckpointError(path, f"not a torchvision ResNet-18/34/50/101/152: {kind} blocks per layer {blocks}")
-    return arch
+    conv1 = state.get("conv1.weight")
+    return arch + CIFAR_STEM if conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3) else arch
 
 
 def expected_shapes(arch):
     """Names and shapes of torchvision `arch` without fc.* and num_batches_tracked."""
     with torch.device("meta"):  # shapes only: no memory, no weight init cost
-        model = getattr(torchvision.models, arch)()
+        model = resnet(arch)
     return {
         k: tuple(v.shape)
         for k, v in model.state_dict().items()

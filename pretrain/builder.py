@@ -12,10 +12,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 from torch.utils.checkpoint import checkpoint
 
 from common.distributed import rank_and_world
+from common.trunk import resnet
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
@@ -60,7 +60,7 @@ def build_encoder(arch, dim=128, mlp_hidden=2048, split_bn_groups=1):
     """torchvision `arch` whose `fc` is the projection head Linear(d, hidden)-ReLU-Linear(hidden, dim),
     with SplitBatchNorm over `split_bn_groups` sub-batches when that is more than 1."""
     norm = {"norm_layer": functools.partial(SplitBatchNorm, num_splits=split_bn_groups)} if split_bn_groups > 1 else {}
-    encoder = torchvision.models.get_model(arch, weights=None, **norm)
+    encoder = resnet(arch, **norm)
     encoder.fc = nn.Sequential(
         nn.Linear(encoder.fc.in_features, mlp_hidden), nn.ReLU(inplace=True), nn.Linear(mlp_hidden, dim)
     )

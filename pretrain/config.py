@@ -14,6 +14,7 @@ from fvcore.common.config import CfgNode as CN
 
 from common.config_files import merge_config
 from common.errors import ConfigError
+from common.trunk import ARCHS
 from pretrain.knn_monitor import image_splits
 from pretrain.views.spec import ViewSet
 
@@ -23,7 +24,8 @@ _C = CN()
 
 _C.MODEL = CN()
 # Backbone of the query and the momentum key encoder (torchvision name): resnet50 in the paper,
-# resnet18 for tests and the CPU demo.
+# resnet18 for tests and the CPU demo; with "_cifar" (resnet18_cifar, ...) the CIFAR stem for
+# images of 16-64 px (common/trunk.py), as the learning check uses.
 _C.MODEL.ARCH = "resnet50"
 # Size K of the FIFO queue of negative keys; must be a multiple of the global batch.
 _C.MODEL.QUEUE_SIZE = 65536
@@ -81,6 +83,12 @@ _C.DATA.STRONG_KEY = False
 # The strong stage: this many rounds of one of Table 1's 14 ops, each applied with this probability.
 _C.DATA.STRONG_NUM_OPS = 5
 _C.DATA.STRONG_PROB = 0.5
+# The weak stage's colour (pretrain/views/spec.py): ColorJitter's brightness, contrast, saturation and
+# hue strengths (MoCo v2's 0.4, 0.4, 0.4, 0.1; factors drawn from [max(0, 1 - s), 1 + s], the hue
+# shift from [-h, h] turns), the share of views it is applied to, and the share turned grey.
+_C.DATA.COLOR_JITTER = [0.4, 0.4, 0.4, 0.1]
+_C.DATA.COLOR_JITTER_PROB = 0.8
+_C.DATA.GRAYSCALE_PROB = 0.2
 
 _C.SOLVER = CN()
 # Global batch size over all processes (per-process batch = BATCH_SIZE / world size).
@@ -173,6 +181,8 @@ RANGES = {
     "DATA.NUM_WORKERS": "[0, inf)",
     "DATA.STRONG_NUM_OPS": "[0, inf)",
     "DATA.STRONG_PROB": "[0, 1]",
+    "DATA.COLOR_JITTER_PROB": "[0, 1]",
+    "DATA.GRAYSCALE_PROB": "[0, 1]",
     "SOLVER.BATCH_SIZE": "(0, inf)",
     "SOLVER.BASE_LR": "(0, inf)",
     "SOLVER.MOMENTUM": "[0, 1)",
@@ -190,8 +200,6 @@ RANGES = {
     "LOG_PERIOD": "(0, inf)",
     "SEED": "[0, 18446744073709551616)",  # torch.manual_seed's 64 bits; numpy's generators refuse < 0
 }
-# The backbones the converters can identify in a checkpoint (common/backbone.py).
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 def _check_range(key, value, interval):

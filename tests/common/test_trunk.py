@@ -3,7 +3,7 @@ import torchvision
 from torch import nn
 
 from common.backbone import Backbone
-from common.trunk import LAYERS, build_trunk
+from common.trunk import LAYERS, build_trunk, resnet
 
 
 def test_layers_give_gap_and_2x2_features_of_the_res5_map():
@@ -26,5 +26,28 @@ def test_res5_trunk_is_torchvision_resnet_without_its_classifier():
     reference = weights.eval()
     reference.fc = nn.Identity()
     x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(build_trunk(backbone, "res5")(x), reference(x))
+
+
+def test_the_cifar_stem_keeps_four_times_the_res5_side_of_a_small_image():
+    x = torch.randn(2, 3, 32, 32)
+    trunk = nn.Sequential(*list(resnet("resnet18_cifar").children())[:-2]).eval()
+    imagenet_trunk = nn.Sequential(*list(resnet("resnet18").children())[:-2]).eval()
+    with torch.no_grad():
+        # 32 px: stride 1 and no max-pool leave 32 / 8 = 4; torchvision's stride 2 and max-pool leave 1.
+        assert trunk(x).shape == (2, 512, 4, 4) and imagenet_trunk(x).shape == (2, 512, 1, 1)
+    cifar, imagenet = resnet("resnet50_cifar").state_dict(), torchvision.models.resnet50().state_dict()
+    assert cifar.keys() == imagenet.keys()
+    assert [k for k in cifar if cifar[k].shape != imagenet[k].shape] == ["conv1.weight"]
+    assert cifar["conv1.weight"].shape == (64, 3, 3, 3)
+
+
+def test_a_cifar_stem_backbone_round_trips_through_the_trunk():
+    weights = resnet("resnet18_cifar")
+    backbone = Backbone(weights.state_dict(), "torchvision", "resnet18_cifar", [])
+    reference = weights.eval()
+    reference.fc = nn.Identity()
+    x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(build_trunk(backbone, "res5")(x), reference(x))

@@ -6,6 +6,7 @@ import torchvision
 
 from common.backbone import load_backbone
 from common.errors import CheckpointError
+from common.trunk import resnet
 from tests.converters.converter_inputs import backbone_tensors, pretrain_checkpoint, random_resnet, zero_state_dict
 
 
@@ -84,6 +85,14 @@ def test_arch_is_inferred_and_torchvision_loads_the_result_missing_only_fc(tmp_p
     incompatible = model.load_state_dict(backbone.state_dict, strict=False, assign=True)
     assert sorted(incompatible.missing_keys) == ["fc.bias", "fc.weight"]
     assert incompatible.unexpected_keys == []
+
+
+def test_a_cifar_stem_is_recognised_by_its_three_by_three_conv1(tmp_path):
+    torch.save(resnet("resnet18_cifar").state_dict(), tmp_path / "ckpt.pth")
+    backbone = load_backbone(tmp_path / "ckpt.pth")
+    assert backbone.arch == "resnet18_cifar"
+    incompatible = resnet(backbone.arch).load_state_dict(backbone.state_dict, strict=False)
+    assert sorted(incompatible.missing_keys) == ["fc.bias", "fc.weight"] and incompatible.unexpected_keys == []
 
 
 def test_half_precision_weights_come_back_as_float32(tmp_path, resnet18):
