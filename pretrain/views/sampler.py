@@ -54,9 +54,8 @@ def _columns(view, num_ops):
     return {**crop, **weak, "strong": 3 * num_ops if view.strong else 0}
 
 
-def _view_params(view, u, num_ops, prob):
-    """Decode one view's N x count uniforms `u` into its ViewParams."""
-    stage = WEAK_STAGE
+def _view_params(view, u, num_ops, prob, stage):
+    """Decode one view's N x count uniforms `u` into its ViewParams, with the weak stage `stage`."""
     counts = _columns(view, num_ops)
     u = dict(zip(counts, np.split(u, np.cumsum(list(counts.values()))[:-1], axis=1)))
     low, high = view.scale
@@ -101,7 +100,9 @@ def records(view_set, uniforms):
     specs = view_set.views.flat()
     counts = [sum(_columns(view, view_set.num_ops).values()) for view in specs]
     per_view = np.split(uniforms, np.cumsum(counts)[:-1], axis=1)
-    params = [_view_params(view, u, view_set.num_ops, view_set.prob) for view, u in zip(specs, per_view)]
+    params = [
+        _view_params(view, u, view_set.num_ops, view_set.prob, view_set.weak_stage) for view, u in zip(specs, per_view)
+    ]
     return Views.from_flat(params, len(view_set.views.weak))
 
 

@@ -230,11 +230,13 @@ class ViewSet:
     views: Views  # of ViewSpec
     num_ops: int = 5
     prob: float = 0.5
+    weak_stage: WeakStage = WEAK_STAGE
 
     @classmethod
     def from_cfg(cls, cfg):
         """The views of DATA.KEY_VIEW, DATA.WEAK_VIEWS and DATA.STRONG_VIEWS ([size, min scale, max
-        scale] each), DATA.STRONG_KEY, DATA.STRONG_NUM_OPS and DATA.STRONG_PROB."""
+        scale] each), DATA.STRONG_KEY, DATA.STRONG_NUM_OPS and DATA.STRONG_PROB, and the weak stage's
+        colour of DATA.COLOR_JITTER, DATA.COLOR_JITTER_PROB and DATA.GRAYSCALE_PROB."""
         data = cfg.DATA
         if data.STRONG_NUM_OPS < 0 or not 0.0 <= data.STRONG_PROB <= 1.0:
             raise ValueError(
@@ -246,7 +248,27 @@ class ViewSet:
             [_view_spec(f"DATA.WEAK_VIEWS[{i}]", view, False) for i, view in enumerate(data.WEAK_VIEWS)],
             [_view_spec(f"DATA.STRONG_VIEWS[{i}]", view, True) for i, view in enumerate(data.STRONG_VIEWS)],
         )
-        return cls(views, data.STRONG_NUM_OPS, data.STRONG_PROB)
+        return cls(views, data.STRONG_NUM_OPS, data.STRONG_PROB, _weak_stage(data))
+
+
+def _weak_stage(data):
+    """MoCo v2's weak stage with the colour of DATA.COLOR_JITTER, COLOR_JITTER_PROB and GRAYSCALE_PROB."""
+    try:
+        *strengths, hue = (float(value) for value in data.COLOR_JITTER)
+        valid = len(strengths) == 3 and min(strengths) >= 0.0 and 0.0 <= hue <= 0.5
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(
+            f"DATA.COLOR_JITTER is {data.COLOR_JITTER!r}; it must be [brightness, contrast, saturation, hue] "
+            f"strengths with the first three at least 0 and hue in [0, 0.5], e.g. [0.4, 0.4, 0.4, 0.1]"
+        )
+    return WeakStage(
+        jitter_prob=float(data.COLOR_JITTER_PROB),
+        jitter_low=(*(max(0.0, 1.0 - s) for s in strengths), -hue),
+        jitter_high=(*(1.0 + s for s in strengths), hue),
+        grayscale_prob=float(data.GRAYSCALE_PROB),
+    )
 
 
 def _view_spec(key, value, strong):

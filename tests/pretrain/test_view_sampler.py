@@ -8,6 +8,8 @@ import torch
 from scipy import stats
 from torchvision.transforms import v2
 
+from common.errors import ConfigError
+from pretrain.config import get_cfg, load_config
 from pretrain.views.sampler import crop_boxes, sample
 from pretrain.views.spec import STRONG_OPS, Views, ViewSet, ViewSpec
 
@@ -72,6 +74,28 @@ def test_weak_draws_follow_moco_v2_aug_plus():
     orders = {perm: i for i, perm in enumerate(itertools.permutations(range(4)))}
     counts = np.bincount([orders[tuple(row)] for row in params.jitter_order.tolist()], minlength=24)
     assert stats.chisquare(counts).pvalue > P_MIN
+
+
+def test_the_colour_keys_set_the_weak_stages_jitter_and_grayscale():
+    cfg = get_cfg()
+    cfg.merge_from_list(["DATA.COLOR_JITTER", "[1.5, 0.0, 0.8, 0.5]", "DATA.COLOR_JITTER_PROB", "1.0"])
+    cfg.merge_from_list(["DATA.GRAYSCALE_PROB", "0.5"])
+    n = 8000
+    params = sample(ViewSet.from_cfg(cfg), 0, 0, range(n)).weak[0]
+    assert params.jitter.all() and stats.binomtest(int(params.grayscale.sum()), n, 0.5).pvalue > P_MIN
+    # ColorJitter's ranges: [max(0, 1 - s), 1 + s] for a factor, [-h, h] for the hue shift.
+    for column, (low, high) in enumerate([(0.0, 2.5), (1.0, 1.0), (0.2, 1.8), (-0.5, 0.5)]):
+        factors = params.jitter_factors[:, column]
+        if low == high:
+            assert (factors == low).all()
+        else:
+            assert stats.kstest(factors, stats.uniform(low, high - low).cdf).pvalue > P_MIN
+
+
+@pytest.mark.parametrize("value", ["[0.4, 0.4, 0.4, 0.6]", "[0.4, -0.1, 0.4, 0.1]", "[0.4, 0.4, 0.4]"])
+def test_a_colour_jitter_outside_colorjitters_ranges_is_refused(value):
+    with pytest.raises(ConfigError, match=r"^DATA.COLOR_JITTER is .*; it must be \[brightness, contrast"):
+        load_config("", ["DATA.COLOR_JITTER", value], world_size=1)
 
 
 def test_views_are_drawn_independently_of_each_other():
