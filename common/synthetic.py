@@ -236,27 +236,58 @@ def _deformed(unit_polygon, rng):
     return deformed
 
 
-def write_shapes(root, train_per_class, val_per_class, side, rng):
-    """ImageFolder root/{train,val}/<shape>/<k>.JPEG: a white shape, deformed per image (_deformed),
-    on the same plain grey ground in every image.
+def write_shapes(root, train_per_class, val_per_class, side, rng, coloured=False):
+    """ImageFolder root/{train,val}/<shape>/<k>.JPEG: one shape per image, deformed per image
+    (_deformed), so that its outline tells images apart and it is shape.
 
-    What tells one image from another is then its outline, which is shape. Whatever else varies per
-    image and survives MoCo v2's views becomes what a contrastive model learns first, at the cost of
-    shape: a grey level of the ground or a colour of the object drawn per image made the kNN fall
-    below its random-init value in every run measured (benchmarks.md, "The learning check").
+    Plain: a white shape on the same grey ground in every image. Coloured: each image draws its own
+    ground colour, object colour (set off from the ground in luminance, so that the outline stays
+    visible) and 2-4 strokes and blobs of clutter in further colours, smaller than the object and no
+    class's shape. Colour then tells the images apart too and survives weak views, the shortcut of
+    real photos that colour jitter and grayscale exist to defeat (benchmarks.md, "The learning check").
     """
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for shape in SHAPES:
             folder = root / split / shape
             folder.mkdir(parents=True)
             for k in range(per_class):
-                grey = np.full((side, side, 3), 128.0) + rng.normal(0, 6, (side, side, 3))
-                canvas = Image.fromarray(grey.clip(0, 255).astype(np.uint8))
+                canvas, colour = (_coloured_ground if coloured else _grey_ground)(side, rng)
                 obj = int(rng.uniform(0.5, 0.85) * side)
                 x0, y0 = (int(rng.integers(0, side - obj)) for _ in range(2))
                 outline = _deformed(_unit_polygon(shape), rng)
-                _draw_polygon(canvas, outline, (250, 250, 250), "solid", (x0, y0, obj, obj), rng)
+                _draw_polygon(canvas, outline, colour, "solid", (x0, y0, obj, obj), rng)
                 _save_jpeg(canvas, folder / f"{shape}_{k}.JPEG")
+
+
+def _grey_ground(side, rng):
+    """The plain variant's ground (grey 128 with a little noise) and its white object colour."""
+    grey = np.full((side, side, 3), 128.0) + rng.normal(0, 6, (side, side, 3))
+    return Image.fromarray(grey.clip(0, 255).astype(np.uint8)), (250, 250, 250)
+
+
+def _luminance(rgb):
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def _coloured_ground(side, rng):
+    """The coloured variant's ground (an image's own colour, noise and clutter) and object colour."""
+    ground = rng.uniform(0, 255, 3)
+    image = ground + rng.normal(0, 6, (side, side, 3))
+    canvas = Image.fromarray(image.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(2, 5))):
+        fill = tuple(int(v) for v in rng.uniform(0, 255, 3))
+        x0, y0 = rng.uniform(0, side, 2)
+        if rng.random() < 0.5:
+            end = (rng.uniform(0, side), rng.uniform(0, side))
+            draw.line([(x0, y0), end], fill=fill, width=int(rng.integers(1, 3)))
+        else:
+            r = rng.uniform(2, side / 10)
+            draw.ellipse([x0 - r, y0 - r / 2, x0 + r, y0 + r / 2], fill=fill)
+    while True:
+        colour = rng.uniform(0, 255, 3)
+        if abs(_luminance(colour) - _luminance(ground)) >= 60:
+            return canvas, tuple(int(v) for v in colour)
 
 
 def _voc_xml(image_id, width, height, objects):
@@ -419,26 +450,30 @@ def generate(out, seed=0, size="tiny"):
     return list(targets.values())
 
 
-def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64):
-    """Writes DIR/shapes, the shape-only ImageFolder set (write_shapes) the learning check runs on;
-    returns its folder. Kept, refused or written atomically as generate() does."""
+SHAPES_VARIANTS = {"plain": "shapes", "coloured": "shapes_coloured"}  # variant -> folder
+
+
+def generate_shapes(out, seed=0, train_per_class=100, val_per_class=20, side=64, variant="plain"):
+    """Writes DIR/shapes (variant "plain") or DIR/shapes_coloured ("coloured"), the ImageFolder sets
+    told apart by shape (write_shapes) that the learning check runs on; returns its folder. Kept,
+    refused or written atomically as generate() does."""
     if not 0 <= seed < 2**63:
         raise ConfigError(f"seed {seed} is out of range; use a seed from 0 to 2**63 - 1")
     params = {
         "seed": seed,
-        "variant": "shapes",
+        "variant": SHAPES_VARIANTS[variant],
         "train_per_class": train_per_class,
         "val_per_class": val_per_class,
         "side": side,
         "format_version": 3,
     }
-    target = Path(out) / "shapes"
+    target = Path(out) / SHAPES_VARIANTS[variant]
     if not _generated_with(target, params):
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_atomically(
             target,
             params,
-            lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng),
+            lambda root, rng: write_shapes(root, train_per_class, val_per_class, side, rng, variant == "coloured"),
             np.random.default_rng([seed, 1000]),
         )
     return target

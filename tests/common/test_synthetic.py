@@ -173,6 +173,22 @@ def test_shapes_variant_is_told_apart_by_shape_not_colour(tmp_path, synthetic_ro
         generate_shapes(tmp_path, seed=1, train_per_class=30, val_per_class=10, side=64)
 
 
+def test_the_coloured_shapes_variant_draws_each_images_colours_apart_from_its_class(tmp_path):
+    plain = generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64)
+    root = generate_shapes(tmp_path, seed=0, train_per_class=30, val_per_class=10, side=64, variant="coloured")
+    assert root == tmp_path / "shapes_coloured" and sorted(p.name for p in (root / "train").iterdir()) == sorted(SHAPES)
+
+    def ground_colours(folder):  # the median of each image's border: its ground
+        rows = []
+        for path in sorted(folder.glob("train/*/*.JPEG")):
+            pixels = np.asarray(Image.open(path).convert("RGB")).astype(float)
+            rows.append(np.median(np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]]), axis=0))
+        return np.array(rows)
+
+    assert ground_colours(plain).std(axis=0).max() < 5 < 50 < ground_colours(root).std(axis=0).min()
+    assert _colour_histogram_knn_accuracy(root) < 0.25  # still told apart by shape only
+
+
 def test_a_set_that_a_killed_writer_left_half_written_is_removed_by_the_next_writer(tmp_path):
     dead_pid = 2**22 + 1  # above Linux's pid_max: no live process has it
     leftover = tmp_path / f".shapes.{dead_pid}@{socket.gethostname()}.abc.tmp"
