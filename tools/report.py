@@ -123,6 +123,9 @@ def cell(suite_dir, column):
         return {"missing": f"{STAGE_NAMES[stage]} gave a non-finite {'.'.join(column.path)}"}
     std = _lookup(results.get("metrics_std", {}), column.path)
     found = {"mean": float(value), "std": float(std or 0.0), "n": len(results.get("seeds", [])) or 1}
+    if value == 0 and results.get("iterations"):
+        # A detector that found nothing: say after how short a schedule, so 0.0 does not read as a fault.
+        found["iterations"] = int(results["iterations"])
     return {**found, "protocol": PROTOCOLS[stage]} if len(column.stages) > 1 else found
 
 
@@ -139,6 +142,8 @@ def _format(c):
     if "missing" in c:
         return f"— ({c['missing']})"
     number = f"{c['mean']:.1f} ± {c['std']:.1f}" if c["n"] > 1 else f"{c['mean']:.1f}"
+    if "iterations" in c:
+        return f"{number} (nothing detected after {c['iterations']} iterations)"
     return f"{number} ({c['protocol']})" if "protocol" in c else number
 
 

@@ -67,6 +67,15 @@ def test_our_row_shows_mean_and_std_over_seeds_and_names_what_is_missing(suite):
     assert not re.search(r"\|\s*0\.0\s*\|", markdown.split("### Extended")[0]), "missing must never read as 0"
 
 
+def test_a_detector_that_found_nothing_says_after_how_many_iterations(suite):
+    results = json.loads((suite / "voc_det" / "results.json").read_text())
+    results["metrics"]["bbox"]["AP50"], results["metrics_std"]["bbox"]["AP50"] = 0.0, 0.0
+    (suite / "voc_det" / "results.json").write_text(json.dumps(results))
+    markdown, data = report.build_report([suite])
+    assert _row(markdown, "clsa_single_200ep (ours)")[1] == "0.0 ± 0.0 (nothing detected after 10 iterations)"
+    assert data["ours"]["clsa_single_200ep"]["table3"]["VOC07+12 AP50"]["iterations"] == 10
+
+
 def test_voc07_accuracy_takes_the_reference_protocol_and_names_it_and_the_extended_table_keeps_the_rest(suite):
     _write(suite / "voc07_svm" / "results.json", {"task": "voc07_svm", "metrics": {"voc07_svm_mAP": 85.0}})
     _write(
