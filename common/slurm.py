@@ -75,25 +75,6 @@ def split_argv(argv):
     return add_arguments(one_line_errors(argparse.ArgumentParser(add_help=False))).parse_known_args(argv)
 
 
-def detectron2_launch_args():
-    """detectron2 launch() flags of this SLURM task (one per node; launch() starts a process per GPU)."""
-    import submitit
-    import torch
-
-    env = submitit.JobEnvironment()
-    port = 20000 + int(env.job_id.split("_")[0]) % 20000 if env.job_id.split("_")[0].isdigit() else 29500
-    return [
-        "--num-gpus",
-        str(max(torch.cuda.device_count(), 1)),
-        "--num-machines",
-        str(env.num_nodes),
-        "--machine-rank",
-        str(env.node),
-        "--dist-url",
-        f"tcp://{env.hostnames[0]}:{port}",
-    ]
-
-
 def with_resume(argv, resume_args):
     """`argv` with `resume_args` (e.g. ["--resume", "auto"]) in place of any --resume it had."""
     if not resume_args:

@@ -122,17 +122,21 @@ def tiny_pretrained(synthetic_root, tiny_pretrain, tmp_path_factory):
     return output_dir
 
 
+@pytest.fixture
+def other_checkout(tmp_path):
+    """A copy of the repository's tracked files elsewhere: another checkout of the same commit."""
+    checkout = tmp_path / "checkout"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, checkout / name)
+    return checkout
+
+
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`make test` runs two workers), the tests that read the session's demo run
-    share one worker, so that it is made once. The learning check takes about 16 minutes: it runs only
-    when asked for by name (`make learning-check`, or -m learning_check), so that `make test` stays
-    within CI's time."""
+    share one worker, so that it is made once."""
     for item in items:
         if "demo_run" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("demo_run"))
-    if "learning_check" in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(reason="the ~16-minute learning check; run it with make learning-check")
-    for item in items:
-        if "learning_check" in item.keywords:
-            item.add_marker(skip)

@@ -184,28 +184,3 @@ def test_a_recorded_job_state_is_read_from_squeue_then_sacct(slurm_commands, tmp
     slurm_commands("squeue", squeue)
     slurm_commands("sacct", sacct)
     assert slurm.job_state(slurm.recorded_job("slurm", tmp_path, "12")) == state
-
-
-def test_detectron2_launch_flags_come_from_slurm_variables(monkeypatch):
-    for name, value in {
-        "SUBMITIT_EXECUTOR": "slurm",
-        "SLURM_JOB_ID": "1234",
-        "SLURM_JOB_NUM_NODES": "2",
-        "SLURM_NODEID": "1",
-        "SLURM_NTASKS": "2",
-        "SLURM_PROCID": "1",
-        "SLURM_LOCALID": "0",
-        "SLURM_JOB_NODELIST": "gpu[07-08]",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
-    assert slurm.detectron2_launch_args() == [
-        "--num-gpus",
-        "8",
-        "--num-machines",
-        "2",
-        "--machine-rank",
-        "1",
-        "--dist-url",
-        "tcp://gpu07:21234",
-    ]

@@ -40,19 +40,14 @@ def test_demo_end_to_end_fills_every_table3_cell_and_a_second_run_redoes_nothing
 
 
 @pytest.mark.slow
-def test_the_demo_suite_moved_and_resumed_from_another_checkout_skips_every_stage(demo_run, tmp_path):
+def test_the_demo_suite_moved_and_resumed_from_another_checkout_skips_every_stage(demo_run, other_checkout, tmp_path):
     """Stamps name scripts relative to the checkout and outputs relative to the suite folder: a copy of
     the finished suite, resumed by another checkout's run_suite.py, redoes nothing."""
     import os
     import shutil
 
     out, _ = demo_run
-    checkout = tmp_path / "checkout"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
-    for name in filter(None, tracked.stdout.split("\0")):
-        if (REPO / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, checkout / name)
+    checkout = other_checkout
     moved = shutil.copytree(out / "suite" / "clsa_single_demo", tmp_path / "elsewhere" / "suite")
     resumed = subprocess.run(
         [sys.executable, str(checkout / "tools/run_suite.py"), "--weights", str(out / "pretrain")]

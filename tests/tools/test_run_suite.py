@@ -264,17 +264,14 @@ def converted_suite(checkpoint, tmp_path_factory):
     return out
 
 
-def test_a_suite_moved_and_resumed_from_another_checkout_skips_what_is_done(checkpoint, converted_suite, tmp_path):
+def test_a_suite_moved_and_resumed_from_another_checkout_skips_what_is_done(
+    checkpoint, converted_suite, other_checkout, tmp_path
+):
     """The stamps name scripts relative to the checkout, the checkpoint by its sha256 and outputs
     relative to OUT: another path for each of them is the same run."""
     import shutil
 
-    checkout = tmp_path / "checkout"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
-    for name in filter(None, tracked.stdout.split("\0")):
-        if (REPO / name).is_file():
-            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, checkout / name)
+    checkout = other_checkout
     moved = shutil.copytree(converted_suite, tmp_path / "moved" / "suite")
     weights = shutil.copy(checkpoint, tmp_path / "copy.pth")
 
