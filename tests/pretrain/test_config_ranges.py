@@ -7,6 +7,7 @@ import pytest
 
 from common.backbone import _ARCHS
 from common.errors import ConfigError
+from common.trunk import CIFAR_STEM
 from pretrain.config import ARCHS, RANGES, get_cfg, load_config
 
 
@@ -58,4 +59,5 @@ def test_the_bounds_are_inclusive_or_exclusive_as_written():
 def test_an_unknown_arch_is_refused_at_load_with_the_valid_names():
     with pytest.raises(ConfigError, match="^MODEL.ARCH 'resnet5' is not one of resnet18, resnet34, resnet50,"):
         load_config("", ["MODEL.ARCH", "resnet5"], world_size=1)
-    assert set(ARCHS) == set(_ARCHS.values()), "the archs the converters can identify"
+    identified = {arch + stem for arch in _ARCHS.values() for stem in ("", CIFAR_STEM)}
+    assert set(ARCHS) == identified, "the archs the converters can identify"
