@@ -1,36 +1,105 @@
-"""Shows that pretraining learns: kNN top-1 of a short CPU run against the same network at random init.
+"""Shows that pretraining learns: kNN top-1 of short CPU runs against the same network at random init.
 
-    python tools/learning_check.py [--output-dir learning_check_output]
+    python tools/learning_check.py                       # CLSA-Single on both shapes variants, seed 0
+    python tools/learning_check.py --method mocov2       # MoCo v2, the same recipe without the strong view
+    python tools/learning_check.py --method clsa mocov2 --seed 0 1 2 --jobs 2   # the benchmarks.md table
 
-Writes the shapes set (ten classes told apart by shape alone) to OUT/shapes, pretrains with
-pretrain/configs/cpu/learning_check.yaml into OUT/pretrain, and prints the kNN monitor's top-1
-(k = 20) on the shapes val split before the first step and after the last. Exit code 1 when the
-gain is below pretrain.learning_check.MARGIN points. A second run reuses the finished run.
+Each run writes its shapes set (ten classes told apart by shape alone, pretrain.learning_check) to
+OUT/data/seed_<k>, pretrains with pretrain/configs/cpu/learning_check[_mocov2].yaml into
+OUT/<method>/<variant>/seed_<k>, and reads the kNN monitor's top-1 (k = 20) on the val split before
+the first step, every 250 steps and after the last. Prints one line per run, then a markdown table
+of every run and the mean gain of each method on each variant, CLSA's against MoCo v2's. Exit code 1
+when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs.
+With --jobs N, N runs at a time, each on its share of the cores.
 """
 
+import os
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from statistics import mean
 
-from common.cli import entry_parser, exit_on_user_error
-from pretrain.learning_check import MARGIN, run
+from common.cli import at_least, entry_parser, exit_on_user_error
+from pretrain.learning_check import MARGIN, RECIPES, VARIANTS, run, run_folder
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run_alone(args, method, variant, seed, threads):
+    """One run in its own process with `threads` threads; its result as run() wrote it."""
+    command = [sys.executable, __file__, "--output-dir", str(args.output_dir), "--method", method]
+    command += ["--variant", variant, "--seed", str(seed)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    log = run_folder(args.output_dir, method, variant, seed) / "stdout.txt"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as out:
+        done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"error: the run {method} {variant} seed {seed} failed; its output is in {log}")
+    return run(args.output_dir, method, variant, seed)
+
+
+def _line(result):
+    curve = " / ".join(f"{top1:.1f}" for _, top1 in result["curve"])
+    return (
+        f"{result['method']} {result['variant']} seed {result['seed']}: kNN top-1 (k=20) {curve} "
+        f"({result['margin']:+.1f} points; the check needs +{MARGIN:.0f}) in {result['seconds']:.0f} s"
+    )
+
+
+def table(results):
+    """The markdown table of `results`, then the mean gain of each method per variant."""
+    steps = " / ".join(str(step) for step, _ in results[0]["curve"])
+    lines = [
+        f"| method | variant | seed | kNN top-1 (k = 20) at steps {steps} | gain | wall time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        curve = " / ".join(f"{top1:.1f}" for _, top1 in r["curve"])
+        lines.append(
+            f"| {r['method']} | {r['variant']} | {r['seed']} | {curve} | {r['margin']:+.1f} | {r['seconds']:.0f} s |"
+        )
+    gains = {}
+    for r in results:
+        gains.setdefault(r["variant"], {}).setdefault(r["method"], []).append(r["margin"])
+    lines.append("")
+    for variant, by_method in gains.items():
+        means = {method: mean(values) for method, values in by_method.items()}
+        summary = ", ".join(f"{method} {gain:+.1f}" for method, gain in means.items())
+        if {"clsa", "mocov2"} <= means.keys():
+            summary += f"; CLSA - MoCo v2: {means['clsa'] - means['mocov2']:+.1f} points"
+        lines.append(f"- {variant}: mean gain over {len(next(iter(by_method.values())))} seed(s): {summary}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
     parser = entry_parser(__doc__)
     parser.add_argument(
-        "--output-dir", "--out", type=Path, default=Path("learning_check_output"), help="data set and run folder"
+        "--output-dir", "--out", type=Path, default=Path("learning_check_output"), help="data sets and run folders"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", nargs="+", choices=tuple(RECIPES), default=["clsa"])
+    parser.add_argument("--variant", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    parser.add_argument("--seed", nargs="+", type=at_least(0), default=[0])
+    parser.add_argument("--jobs", type=at_least(1), default=1, help="runs at a time, each on its share of the cores")
     args = parser.parse_args(argv)
+    # Seed by seed, so that an interrupted grid has every method and variant of its first seeds.
+    grid = [(m, v, s) for s in args.seed for m in args.method for v in args.variant]
     start = time.time()
-    result = run(args.output_dir, args.seed)
-    print(
-        f"kNN top-1 (k=20) on the shapes val split: random init {result['init']:.1f}%, pretrained "
-        f"{result['pretrained']:.1f}% ({result['margin']:+.1f} points; the check needs +{MARGIN:.0f}) "
-        f"in {time.time() - start:.0f} s"
-    )
-    if not result["passed"]:
+    if len(grid) == 1:
+        results = [run(args.output_dir, *grid[0])]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            results = list(pool.map(lambda cell: _run_alone(args, *cell, threads), grid))
+    results.sort(key=lambda r: (r["method"], r["variant"], r["seed"]))
+    for result in results:
+        print(_line(result))
+    if len(results) > 1:
+        print(table(results))
+    print(f"{len(results)} run(s) in {time.time() - start:.0f} s")
+    if not all(result["passed"] for result in results):
         sys.exit(1)
 
 

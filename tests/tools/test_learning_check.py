@@ -1,0 +1,30 @@
+"""tools/learning_check.py's table of runs, on hand-made results."""
+
+from tools.learning_check import table
+
+
+def _result(method, variant, seed, curve, seconds=300.0):
+    return {
+        "method": method,
+        "variant": variant,
+        "seed": seed,
+        "curve": [[step, top1] for step, top1 in zip((0, 500, 1000), curve)],
+        "margin": curve[-1] - curve[0],
+        "seconds": seconds,
+    }
+
+
+def test_the_table_lists_every_run_and_each_methods_mean_gain_per_variant():
+    results = [
+        _result("clsa", "plain", 0, (45.0, 50.0, 70.0)),
+        _result("clsa", "plain", 1, (40.0, 42.0, 61.0)),
+        _result("mocov2", "plain", 0, (45.0, 44.0, 55.0)),
+        _result("mocov2", "plain", 1, (40.0, 39.0, 46.0)),
+        _result("clsa", "coloured", 0, (18.0, 15.0, 20.0)),
+    ]
+    lines = table(results).splitlines()
+    assert lines[0] == "| method | variant | seed | kNN top-1 (k = 20) at steps 0 / 500 / 1000 | gain | wall time |"
+    assert lines[3] == "| clsa | plain | 1 | 40.0 / 42.0 / 61.0 | +21.0 | 300 s |"
+    # plain: CLSA (25 + 21) / 2 = 23, MoCo v2 (10 + 6) / 2 = 8; coloured: CLSA alone.
+    assert lines[-2] == "- plain: mean gain over 2 seed(s): clsa +23.0, mocov2 +8.0; CLSA - MoCo v2: +15.0 points"
+    assert lines[-1] == "- coloured: mean gain over 1 seed(s): clsa +2.0"
