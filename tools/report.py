@@ -123,8 +123,9 @@ def cell(suite_dir, column):
         return {"missing": f"{STAGE_NAMES[stage]} gave a non-finite {'.'.join(column.path)}"}
     std = _lookup(results.get("metrics_std", {}), column.path)
     found = {"mean": float(value), "std": float(std or 0.0), "n": len(results.get("seeds", [])) or 1}
-    if value == 0 and results.get("iterations"):
-        # A detector that found nothing: say after how short a schedule, so 0.0 does not read as a fault.
+    if abs(value) < 0.05 and results.get("iterations"):
+        # A detector that found (almost) nothing: say after how short a schedule, so a cell that reads
+        # 0.0 at one decimal does not look like a broken stage.
         found["iterations"] = int(results["iterations"])
     return {**found, "protocol": PROTOCOLS[stage]} if len(column.stages) > 1 else found
 
@@ -141,6 +142,10 @@ def _uses_synthetic_data(suite_dir):
 def _format(c):
     if "missing" in c:
         return f"— ({c['missing']})"
+    if "iterations" in c and c["mean"] != 0:
+        # Two significant digits, so a detector that found a little does not print as a bare 0.0.
+        number = f"{c['mean']:.2g} ± {c['std']:.2g}" if c["n"] > 1 else f"{c['mean']:.2g}"
+        return f"{number} (almost nothing detected after {c['iterations']} iterations)"
     number = f"{c['mean']:.1f} ± {c['std']:.1f}" if c["n"] > 1 else f"{c['mean']:.1f}"
     if "iterations" in c:
         return f"{number} (nothing detected after {c['iterations']} iterations)"

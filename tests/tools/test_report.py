@@ -76,6 +76,15 @@ def test_a_detector_that_found_nothing_says_after_how_many_iterations(suite):
     assert data["ours"]["clsa_single_200ep"]["table3"]["VOC07+12 AP50"]["iterations"] == 10
 
 
+def test_a_detector_that_found_almost_nothing_keeps_its_digits(suite):
+    results = json.loads((suite / "voc_det" / "results.json").read_text())
+    results["metrics"]["bbox"]["AP50"], results["metrics_std"]["bbox"]["AP50"] = 0.0213, 0.004
+    (suite / "voc_det" / "results.json").write_text(json.dumps(results))
+    markdown, _ = report.build_report([suite])
+    expected = "0.021 ± 0.004 (almost nothing detected after 10 iterations)"
+    assert _row(markdown, "clsa_single_200ep (ours)")[1] == expected
+
+
 def test_voc07_accuracy_takes_the_reference_protocol_and_names_it_and_the_extended_table_keeps_the_rest(suite):
     _write(suite / "voc07_svm" / "results.json", {"task": "voc07_svm", "metrics": {"voc07_svm_mAP": 85.0}})
     _write(
