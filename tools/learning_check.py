@@ -22,13 +22,16 @@ from pathlib import Path
 from statistics import mean
 
 from common.cli import at_least, entry_parser, exit_on_user_error
-from pretrain.learning_check import MARGIN, RECIPES, VARIANTS, run, run_folder
+from pretrain.learning_check import MARGIN, RECIPES, RESULT, VARIANTS, run, run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _run_alone(args, method, variant, seed, threads):
-    """One run in its own process with `threads` threads; its result as run() wrote it."""
+    """One run in its own process with `threads` threads; its result as run() wrote it. A finished
+    run is read back here, leaving its log as it was."""
+    if (run_folder(args.output_dir, method, variant, seed) / RESULT).is_file():
+        return run(args.output_dir, method, variant, seed)
     command = [sys.executable, __file__, "--output-dir", str(args.output_dir), "--method", method]
     command += ["--variant", variant, "--seed", str(seed)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
@@ -41,10 +44,13 @@ def _run_alone(args, method, variant, seed, threads):
     return run(args.output_dir, method, variant, seed)
 
 
+def _curve(result):
+    return " / ".join(f"{top1:.1f}" for _, top1 in result["curve"])
+
+
 def _line(result):
-    curve = " / ".join(f"{top1:.1f}" for _, top1 in result["curve"])
     return (
-        f"{result['method']} {result['variant']} seed {result['seed']}: kNN top-1 (k=20) {curve} "
+        f"{result['method']} {result['variant']} seed {result['seed']}: kNN top-1 (k=20) {_curve(result)} "
         f"({result['margin']:+.1f} points; the check needs +{MARGIN:.0f}) in {result['seconds']:.0f} s"
     )
 
@@ -57,10 +63,8 @@ def table(results):
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        curve = " / ".join(f"{top1:.1f}" for _, top1 in r["curve"])
-        lines.append(
-            f"| {r['method']} | {r['variant']} | {r['seed']} | {curve} | {r['margin']:+.1f} | {r['seconds']:.0f} s |"
-        )
+        cells = (r["method"], r["variant"], r["seed"], _curve(r), f"{r['margin']:+.1f}", f"{r['seconds']:.0f} s")
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     gains = {}
     for r in results:
         gains.setdefault(r["variant"], {}).setdefault(r["method"], []).append(r["margin"])
