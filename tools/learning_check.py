@@ -3,6 +3,7 @@
     python tools/learning_check.py                       # CLSA-Single on both shapes variants, seed 0
     python tools/learning_check.py --method mocov2       # MoCo v2, the same recipe without the strong view
     python tools/learning_check.py --method clsa mocov2 --seed 0 1 2 --jobs 2   # the benchmarks.md table
+    python tools/learning_check.py --method mocov2 --output-dir lc_2400 SOLVER.EPOCHS 160   # config overrides
 
 Each run writes its shapes set (ten classes told apart by shape alone, pretrain.learning_check) to
 OUT/data/seed_<k>, pretrains with pretrain/configs/cpu/learning_check[_mocov2].yaml into
@@ -10,7 +11,8 @@ OUT/<method>/<variant>/seed_<k>, and reads the kNN monitor's top-1 (k = 20) on t
 the first step, every 250 steps and after the last. Prints one line per run, then a markdown table
 of every run and the mean gain of each method on each variant, CLSA's against MoCo v2's. Exit code 1
 when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs.
-With --jobs N, N runs at a time, each on its share of the cores.
+Config overrides (KEY VALUE, after `--` when they follow a list such as --seed) apply to every run; a
+grid with other overrides needs its own --output-dir. With --jobs N, N runs at a time, each on its share of the cores.
 """
 
 import os
@@ -31,9 +33,9 @@ def _run_alone(args, method, variant, seed, threads):
     """One run in its own process with `threads` threads; its result as run() wrote it. A finished
     run is read back here, leaving its log as it was."""
     if (run_folder(args.output_dir, method, variant, seed) / RESULT).is_file():
-        return run(args.output_dir, method, variant, seed)
+        return run(args.output_dir, method, variant, seed, args.opts)
     command = [sys.executable, __file__, "--output-dir", str(args.output_dir), "--method", method]
-    command += ["--variant", variant, "--seed", str(seed)]
+    command += ["--variant", variant, "--seed", str(seed), *args.opts]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log = run_folder(args.output_dir, method, variant, seed) / "stdout.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +43,7 @@ def _run_alone(args, method, variant, seed, threads):
         done = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     if done.returncode not in (0, 1):
         raise SystemExit(f"error: the run {method} {variant} seed {seed} failed; its output is in {log}")
-    return run(args.output_dir, method, variant, seed)
+    return run(args.output_dir, method, variant, seed, args.opts)
 
 
 def _curve(result):
@@ -87,12 +89,15 @@ def main(argv=None):
     parser.add_argument("--variant", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--seed", nargs="+", type=at_least(0), default=[0])
     parser.add_argument("--jobs", type=at_least(1), default=1, help="runs at a time, each on its share of the cores")
+    parser.add_argument(
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides of every run, e.g. SOLVER.EPOCHS 160"
+    )
     args = parser.parse_args(argv)
     # Seed by seed, so that an interrupted grid has every method and variant of its first seeds.
     grid = [(m, v, s) for s in args.seed for m in args.method for v in args.variant]
     start = time.time()
     if len(grid) == 1:
-        results = [run(args.output_dir, *grid[0])]
+        results = [run(args.output_dir, *grid[0], overrides=args.opts)]
     else:
         threads = max(1, (os.cpu_count() or 1) // args.jobs)
         with ThreadPoolExecutor(args.jobs) as pool:

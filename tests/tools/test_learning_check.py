@@ -1,5 +1,6 @@
 """tools/learning_check.py's table of runs, on hand-made results."""
 
+import tools.learning_check as entry
 from tools.learning_check import table
 
 
@@ -28,3 +29,19 @@ def test_the_table_lists_every_run_and_each_methods_mean_gain_per_variant():
     # plain: CLSA (25 + 21) / 2 = 23, MoCo v2 (10 + 6) / 2 = 8; coloured: CLSA alone.
     assert lines[-2] == "- plain: mean gain over 2 seed(s): clsa +23.0, mocov2 +8.0; CLSA - MoCo v2: +15.0 points"
     assert lines[-1] == "- coloured: mean gain over 1 seed(s): clsa +2.0"
+
+
+def test_config_overrides_after_the_options_reach_the_run(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake_run(out, method, variant, seed, overrides=()):
+        calls.append(list(overrides))
+        return {**_result(method, variant, seed, (45.0, 40.0, 60.0)), "passed": True}
+
+    monkeypatch.setattr(entry, "run", fake_run)
+    entry.main(
+        ["--method", "mocov2", "--variant", "plain", "--seed", "0", "--out", str(tmp_path), "SOLVER.EPOCHS", "160"]
+    )
+    entry.main(["--method", "mocov2", "--variant", "plain", "--seed", "0", "--", "SOLVER.EPOCHS", "160"])
+    assert calls == [["SOLVER.EPOCHS", "160"]] * 2
+    assert "mocov2 plain seed 0: kNN top-1 (k=20) 45.0 / 40.0 / 60.0 (+15.0 points" in capsys.readouterr().out
