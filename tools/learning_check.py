@@ -35,7 +35,7 @@ def _run_alone(args, method, variant, seed, threads):
     if (run_folder(args.output_dir, method, variant, seed) / RESULT).is_file():
         return run(args.output_dir, method, variant, seed, args.opts)
     command = [sys.executable, __file__, "--output-dir", str(args.output_dir), "--method", method]
-    command += ["--variant", variant, "--seed", str(seed), *args.opts]
+    command += ["--variant", variant, "--seed", str(seed), "--", *args.opts]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     log = run_folder(args.output_dir, method, variant, seed) / "stdout.txt"
     log.parent.mkdir(parents=True, exist_ok=True)

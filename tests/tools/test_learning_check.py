@@ -1,4 +1,7 @@
-"""tools/learning_check.py's table of runs, on hand-made results."""
+"""tools/learning_check.py's table of runs and its config overrides, on hand-made results."""
+
+import subprocess
+from types import SimpleNamespace
 
 import tools.learning_check as entry
 from tools.learning_check import table
@@ -38,10 +41,18 @@ def test_config_overrides_after_the_options_reach_the_run(tmp_path, monkeypatch,
         calls.append(list(overrides))
         return {**_result(method, variant, seed, (45.0, 40.0, 60.0)), "passed": True}
 
+    def run_in_process(command, **kwargs):  # a grid's run, parsed by main as its subprocess would parse it
+        entry.main(command[2:])
+        return subprocess.CompletedProcess(command, 0)
+
     monkeypatch.setattr(entry, "run", fake_run)
+    monkeypatch.setattr(entry, "subprocess", SimpleNamespace(run=run_in_process, STDOUT=subprocess.STDOUT))
     entry.main(
         ["--method", "mocov2", "--variant", "plain", "--seed", "0", "--out", str(tmp_path), "SOLVER.EPOCHS", "160"]
     )
     entry.main(["--method", "mocov2", "--variant", "plain", "--seed", "0", "--", "SOLVER.EPOCHS", "160"])
     assert calls == [["SOLVER.EPOCHS", "160"]] * 2
+    calls.clear()
+    entry.main(["--method", "mocov2", "--seed", "0", "1", "--out", str(tmp_path), "--", "SOLVER.EPOCHS", "160"])
+    assert calls == [["SOLVER.EPOCHS", "160"]] * 8  # 4 runs, each in its subprocess and then read back
     assert "mocov2 plain seed 0: kNN top-1 (k=20) 45.0 / 40.0 / 60.0 (+15.0 points" in capsys.readouterr().out
