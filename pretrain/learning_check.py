@@ -16,6 +16,7 @@ from common.errors import UserError
 from common.io import atomic_write_json
 from common.synthetic import SHAPES_VARIANTS, generate_shapes
 from pretrain import launch
+from pretrain.config import load_config
 from pretrain.metrics import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent / "configs" / "cpu"
@@ -40,6 +41,11 @@ def run_folder(out, method, variant, seed):
     return Path(out) / method / variant / f"seed_{seed}"
 
 
+def check_overrides(method, overrides):
+    """Raises a UserError for a config override that `method`'s recipe refuses, before any set is drawn."""
+    load_config(str(RECIPES[method]), list(overrides), world_size=1)
+
+
 def run(out, method="clsa", variant="plain", seed=0, overrides=()):
     """Pretrains `method` on `variant` with `seed` into run_folder(...)/pretrain, the data set in
     out/data/seed_<seed>; returns the result, {"curve", "margin", "passed", "seconds", ...}, also
@@ -48,6 +54,7 @@ def run(out, method="clsa", variant="plain", seed=0, overrides=()):
     if method not in RECIPES or variant not in VARIANTS:
         choices = f"methods: {', '.join(RECIPES)}; variants: {', '.join(VARIANTS)}"
         raise UserError(f"no learning check {method!r} on {variant!r}; {choices}")
+    check_overrides(method, overrides)
     folder = run_folder(out, method, variant, seed)
     record = {"method": method, "variant": variant, "seed": seed, "overrides": list(overrides)}
     result_path = folder / RESULT

@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import mean
 
 from common.cli import at_least, entry_parser, exit_on_user_error
-from pretrain.learning_check import MARGIN, RECIPES, RESULT, VARIANTS, run, run_folder
+from pretrain.learning_check import MARGIN, RECIPES, RESULT, VARIANTS, check_overrides, run, run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,6 +93,8 @@ def main(argv=None):
         "opts", nargs="*", metavar="KEY VALUE", help="config overrides of every run, e.g. SOLVER.EPOCHS 160"
     )
     args = parser.parse_args(argv)
+    for method in args.method:  # a bad override is refused before a grid starts its runs
+        check_overrides(method, args.opts)
     # Seed by seed, so that an interrupted grid has every method and variant of its first seeds.
     grid = [(m, v, s) for s in args.seed for m in args.method for v in args.variant]
     start = time.time()

@@ -3,8 +3,10 @@
 import subprocess
 from types import SimpleNamespace
 
+import pytest
+
 import tools.learning_check as entry
-from tools.learning_check import table
+from common.errors import UserError
 
 
 def _result(method, variant, seed, curve, seconds=300.0):
@@ -26,7 +28,7 @@ def test_the_table_lists_every_run_and_each_methods_mean_gain_per_variant():
         _result("mocov2", "plain", 1, (40.0, 39.0, 46.0)),
         _result("clsa", "coloured", 0, (18.0, 15.0, 20.0)),
     ]
-    lines = table(results).splitlines()
+    lines = entry.table(results).splitlines()
     assert lines[0] == "| method | variant | seed | kNN top-1 (k = 20) at steps 0 / 500 / 1000 | gain | wall time |"
     assert lines[3] == "| clsa | plain | 1 | 40.0 / 42.0 / 61.0 | +21.0 | 300 s |"
     # plain: CLSA (25 + 21) / 2 = 23, MoCo v2 (10 + 6) / 2 = 8; coloured: CLSA alone.
@@ -35,7 +37,7 @@ def test_the_table_lists_every_run_and_each_methods_mean_gain_per_variant():
 
 
 def test_config_overrides_after_the_options_reach_the_run(tmp_path, monkeypatch, capsys):
-    calls = []
+    calls, output = [], ["--out", str(tmp_path)]
 
     def fake_run(out, method, variant, seed, overrides=()):
         calls.append(list(overrides))
@@ -50,9 +52,16 @@ def test_config_overrides_after_the_options_reach_the_run(tmp_path, monkeypatch,
     entry.main(
         ["--method", "mocov2", "--variant", "plain", "--seed", "0", "--out", str(tmp_path), "SOLVER.EPOCHS", "160"]
     )
-    entry.main(["--method", "mocov2", "--variant", "plain", "--seed", "0", "--", "SOLVER.EPOCHS", "160"])
+    entry.main([*output, "--method", "mocov2", "--variant", "plain", "--seed", "0", "--", "SOLVER.EPOCHS", "160"])
     assert calls == [["SOLVER.EPOCHS", "160"]] * 2
     calls.clear()
     entry.main(["--method", "mocov2", "--seed", "0", "1", "--out", str(tmp_path), "--", "SOLVER.EPOCHS", "160"])
     assert calls == [["SOLVER.EPOCHS", "160"]] * 8  # 4 runs, each in its subprocess and then read back
     assert "mocov2 plain seed 0: kNN top-1 (k=20) 45.0 / 40.0 / 60.0 (+15.0 points" in capsys.readouterr().out
+    calls.clear()
+    # A bad override stops the grid before any of its runs starts, naming only the user's overrides.
+    with pytest.raises(UserError, match="KEY VALUE pairs, got \\['SOLVER.EPOCHS'\\]"):
+        entry.main([*output, "--method", "clsa", "mocov2", "--seed", "0", "1", "--", "SOLVER.EPOCHS"])
+    with pytest.raises(UserError, match="Non-existent key: FOO.BAR"):
+        entry.main([*output, "--method", "mocov2", "--seed", "0", "1", "--", "FOO.BAR", "1"])
+    assert calls == []
