@@ -16,22 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torchvision.models.resnet import Bottleneck
 
 from common.checkpoint_files import read_checkpoint
 from common.constants import PRETRAIN_CHECKPOINT_KIND
 from common.errors import CheckpointError
-from common.trunk import CIFAR_STEM, resnet
+from common.trunk import BLOCKS, CIFAR_STEM, NARROW_WIDTHS, TORCHVISION_WIDTH, resnet, width_suffix
 
 ENCODERS = {"query": "encoder_q.", "key": "encoder_k."}
 
 # (blocks in layer1..layer4, bottleneck blocks?) -> torchvision constructor name
-_ARCHS = {
-    ((2, 2, 2, 2), False): "resnet18",
-    ((3, 4, 6, 3), False): "resnet34",
-    ((3, 4, 6, 3), True): "resnet50",
-    ((3, 4, 23, 3), True): "resnet101",
-    ((3, 8, 36, 3), True): "resnet152",
-}
+_ARCHS = {(layers, block is Bottleneck): name for name, (block, layers) in BLOCKS.items()}
 _LAYER_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.")
 
 
@@ -160,7 +155,11 @@ def _infer_arch(path, state):
         kind = "bottleneck" if bottleneck else "basic"
         raise CheckpointError(path, f"not a torchvision ResNet-18/34/50/101/152: {kind} blocks per layer {blocks}")
     conv1 = state.get("conv1.weight")
-    return arch + CIFAR_STEM if conv1 is not None and tuple(conv1.shape[-2:]) == (3, 3) else arch
+    if conv1 is None:  # the shape check names it missing
+        return arch
+    # Any other width is read as torchvision's, so that the shape check names its mis-shaped tensors.
+    width = conv1.shape[0] if conv1.shape[0] in NARROW_WIDTHS else TORCHVISION_WIDTH
+    return arch + width_suffix(width) + (CIFAR_STEM if tuple(conv1.shape[-2:]) == (3, 3) else "")
 
 
 def expected_shapes(arch):

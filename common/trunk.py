@@ -7,12 +7,34 @@ Layers of the res5 (layer4) map, 7 x 7 at 224 px:
 
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
-# The arch suffix of the CIFAR stem (resnet): ARCHS below are "resnet18" .. "resnet152" and the same
-# five with it.
+# An arch is a torchvision ResNet ("resnet18" .. "resnet152"), optionally narrowed ("_w32": res2 of
+# 32 channels where torchvision has 64, every stage at the same fraction) and optionally with the
+# CIFAR stem ("_cifar"), in that order: "resnet18_w32_cifar".
+BLOCKS = {  # torchvision's block and blocks per stage of each depth
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
+BASE_ARCHS = tuple(BLOCKS)
+TORCHVISION_WIDTH = 64
+NARROW_WIDTHS = (16, 32)
 CIFAR_STEM = "_cifar"
-BASE_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
-ARCHS = (*BASE_ARCHS, *(arch + CIFAR_STEM for arch in BASE_ARCHS))
+
+
+def width_suffix(width):
+    return "" if width == TORCHVISION_WIDTH else f"_w{width}"
+
+
+ARCHS = tuple(
+    base + width_suffix(width) + stem
+    for stem in ("", CIFAR_STEM)
+    for width in (TORCHVISION_WIDTH, *NARROW_WIDTHS)
+    for base in BASE_ARCHS
+)
 
 LAYERS = {
     "res5": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
@@ -20,16 +42,45 @@ LAYERS = {
 }
 
 
+class _NarrowResNet(torchvision.models.ResNet):
+    """torchvision's ResNet with every stage `width / 64` as wide: its module names, its initialisation."""
+
+    def __init__(self, block, layers, width, **kwargs):
+        self.width = width  # read by _make_layer, which ResNet.__init__ calls before its init loop
+        super().__init__(block, layers, **kwargs)
+        self.fc = nn.Linear(8 * width * block.expansion, self.fc.out_features)
+
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
+        if planes == TORCHVISION_WIDTH:  # the first stage: the stem before it narrows with it
+            self.inplanes = self.width
+            self.conv1 = nn.Conv2d(3, self.width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = self._norm_layer(self.width)
+        return super()._make_layer(block, planes * self.width // TORCHVISION_WIDTH, blocks, stride, dilate)
+
+
+def parse_arch(arch):
+    """(torchvision name, res2 width, CIFAR stem?) of an arch of ARCHS."""
+    base = arch.removesuffix(CIFAR_STEM)
+    name, _, width = base.partition("_w")
+    return name, int(width or TORCHVISION_WIDTH), base != arch
+
+
 def resnet(arch, **kwargs):
     """torchvision's ResNet `arch` (of ARCHS) at its initialisation, built with `kwargs`.
 
-    With the suffix "_cifar", the stem of small-image self-supervised work (SimCLR's and solo-learn's
-    CIFAR models): conv1 a 3 x 3 stride-1 convolution and no max-pool. A 32-px image then keeps a 4 x 4
-    res5 map instead of 1 x 1, at 16 times the compute; every other name and shape is torchvision's.
+    With "_wW", a narrow ResNet: res2 has W channels and every later stage twice the one before, so a
+    ResNet-18 at W = 32 has a quarter of the weights and of the convolutions' work, for small-image
+    research and the CPU learning check. With the suffix "_cifar", the stem of small-image
+    self-supervised work (SimCLR's and solo-learn's CIFAR models): conv1 a 3 x 3 stride-1 convolution
+    and no max-pool. A 32-px image then keeps a 4 x 4 res5 map instead of 1 x 1, at 16 times the
+    compute. Every name is torchvision's.
     """
-    base = arch.removesuffix(CIFAR_STEM)
-    model = getattr(torchvision.models, base)(**kwargs)
-    if base != arch:
+    name, width, cifar_stem = parse_arch(arch)
+    if width == TORCHVISION_WIDTH:
+        model = getattr(torchvision.models, name)(**kwargs)
+    else:
+        model = _NarrowResNet(*BLOCKS[name], width=width, **kwargs)
+    if cifar_stem:
         model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision's
         model.maxpool = nn.Identity()

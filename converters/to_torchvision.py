@@ -1,8 +1,8 @@
 """Writes the pretrained backbone as a torchvision ResNet state dict: `python converters/to_torchvision.py CKPT [OUT]`.
 
 `getattr(torchvision.models, arch)().load_state_dict(sd, strict=False)` then reports only fc.* missing.
-A backbone with the CIFAR stem (printed as arch resnet18_cifar, ...) loads into
-`common.trunk.resnet(arch)` instead, torchvision's network with that stem.
+A narrow backbone or one with the CIFAR stem (printed as arch resnet18_w32, resnet18_cifar, ...)
+loads into `common.trunk.resnet(arch)` instead, torchvision's network at that width and with that stem.
 """
 
 import sys

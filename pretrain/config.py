@@ -24,8 +24,9 @@ _C = CN()
 
 _C.MODEL = CN()
 # Backbone of the query and the momentum key encoder (torchvision name): resnet50 in the paper,
-# resnet18 for tests and the CPU demo; with "_cifar" (resnet18_cifar, ...) the CIFAR stem for
-# images of 16-64 px (common/trunk.py).
+# resnet18 for tests and the CPU demo; with "_w16" or "_w32" a narrow one (resnet18_w32: res2 of
+# 32 channels, a quarter of the work), with "_cifar" (resnet18_cifar, resnet18_w32_cifar, ...) the
+# CIFAR stem for images of 16-64 px (common/trunk.py).
 _C.MODEL.ARCH = "resnet50"
 # Size K of the FIFO queue of negative keys; must be a multiple of the global batch.
 _C.MODEL.QUEUE_SIZE = 65536

@@ -43,3 +43,17 @@ def test_the_cifar_stem_keeps_four_times_the_res5_side_of_a_small_image():
     assert cifar.keys() == imagenet.keys()
     assert [k for k in cifar if cifar[k].shape != imagenet[k].shape] == ["conv1.weight"]
     assert cifar["conv1.weight"].shape == (64, 3, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "arch, reference, divisor", [("resnet18_w32", "resnet18", 2), ("resnet50_w16_cifar", "resnet50_cifar", 4)]
+)
+def test_a_narrow_resnet_is_torchvisions_with_every_channel_count_divided(arch, reference, divisor):
+    narrow, full = resnet(arch).state_dict(), resnet(reference).state_dict()
+    assert narrow.keys() == full.keys()
+    for name, tensor in full.items():
+        # conv weights: out and in channels; BN: its channels; fc: its input; conv1 reads the image's 3
+        divided = {"conv1.weight": (0,), "fc.weight": (1,), "fc.bias": ()}.get(name, range(min(tensor.dim(), 2)))
+        shape = [size // divisor if dim in divided else size for dim, size in enumerate(tensor.shape)]
+        assert tuple(narrow[name].shape) == tuple(shape), name
+    assert resnet(arch)(torch.randn(2, 3, 32, 32)).shape == (2, 1000)

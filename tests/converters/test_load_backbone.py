@@ -87,10 +87,11 @@ def test_arch_is_inferred_and_torchvision_loads_the_result_missing_only_fc(tmp_p
     assert incompatible.unexpected_keys == []
 
 
-def test_a_cifar_stem_is_recognised_by_its_three_by_three_conv1(tmp_path):
-    torch.save(resnet("resnet18_cifar").state_dict(), tmp_path / "ckpt.pth")
+@pytest.mark.parametrize("arch", ["resnet18_cifar", "resnet18_w16"])
+def test_a_cifar_stem_or_a_narrow_width_is_recognised_from_conv1(tmp_path, arch):
+    torch.save(resnet(arch).state_dict(), tmp_path / "ckpt.pth")
     backbone = load_backbone(tmp_path / "ckpt.pth")
-    assert backbone.arch == "resnet18_cifar"
+    assert backbone.arch == arch
     incompatible = resnet(backbone.arch).load_state_dict(backbone.state_dict, strict=False)
     assert sorted(incompatible.missing_keys) == ["fc.bias", "fc.weight"] and incompatible.unexpected_keys == []
 
