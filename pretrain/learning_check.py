@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from common.environment import config_hash
 from common.errors import UserError
 from common.io import atomic_write_json
 from common.synthetic import SHAPES_VARIANTS, generate_shapes
@@ -41,28 +42,32 @@ def run_folder(out, method, variant, seed):
     return Path(out) / method / variant / f"seed_{seed}"
 
 
-def check_overrides(method, overrides):
-    """Raises a UserError for a config override that `method`'s recipe refuses, before any set is drawn."""
-    load_config(str(RECIPES[method]), list(overrides), world_size=1)
+def recipe_config(method, overrides):
+    """`method`'s recipe with the config `overrides`; a UserError for an override that it refuses, so
+    that a grid stops before any set is drawn."""
+    return load_config(str(RECIPES[method]), list(overrides), world_size=1)
 
 
 def run(out, method="clsa", variant="plain", seed=0, overrides=()):
     """Pretrains `method` on `variant` with `seed` into run_folder(...)/pretrain, the data set in
     out/data/seed_<seed>; returns the result, {"curve", "margin", "passed", "seconds", ...}, also
     written to run_folder(...)/learning_check.json. A finished run's result is read back, not
-    recomputed; an unfinished one resumes (its seconds are then those of the last part)."""
+    recomputed, when its recipe and overrides are today's; an unfinished one resumes (its seconds are
+    then those of the last part)."""
     if method not in RECIPES or variant not in VARIANTS:
         choices = f"methods: {', '.join(RECIPES)}; variants: {', '.join(VARIANTS)}"
         raise UserError(f"no learning check {method!r} on {variant!r}; {choices}")
-    check_overrides(method, overrides)
+    recipe = config_hash(recipe_config(method, overrides).dump())
     folder = run_folder(out, method, variant, seed)
-    record = {"method": method, "variant": variant, "seed": seed, "overrides": list(overrides)}
+    record = {"method": method, "variant": variant, "seed": seed, "overrides": list(overrides), "recipe": recipe}
     result_path = folder / RESULT
     if result_path.is_file():
         result = json.loads(result_path.read_text())
         if {k: result.get(k) for k in record} != record:
-            other = result.get("overrides")
-            raise UserError(f"{result_path} is a check with overrides {other}; pass another --output-dir")
+            raise UserError(
+                f"{result_path} is a check of another recipe (config sha256 {result.get('recipe')}, overrides "
+                f"{result.get('overrides')}; today's: {recipe}, {list(overrides)}); pass another --output-dir"
+            )
         return result
     start = time.monotonic()
     shapes = generate_shapes(Path(out) / "data" / f"seed_{seed}", seed=seed, variant=variant)

@@ -10,7 +10,7 @@ OUT/data/seed_<k>, pretrains with pretrain/configs/cpu/learning_check[_mocov2].y
 OUT/<method>/<variant>/seed_<k>, and reads the kNN monitor's top-1 (k = 20) on the val split before
 the first step, every 250 steps and after the last. Prints one line per run, then a markdown table
 of every run and the mean gain of each method on each variant, CLSA's against MoCo v2's. Exit code 1
-when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs.
+when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs of the same recipe.
 Config overrides (KEY VALUE, after `--` when they follow a list such as --seed) apply to every run; a
 grid with other overrides needs its own --output-dir. With --jobs N, N runs at a time, each on its share of the cores.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import mean
 
 from common.cli import at_least, entry_parser, exit_on_user_error
-from pretrain.learning_check import MARGIN, RECIPES, RESULT, VARIANTS, check_overrides, run, run_folder
+from pretrain.learning_check import MARGIN, RECIPES, RESULT, VARIANTS, recipe_config, run, run_folder
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     for method in args.method:  # a bad override is refused before a grid starts its runs
-        check_overrides(method, args.opts)
+        recipe_config(method, args.opts)
     # Seed by seed, so that an interrupted grid has every method and variant of its first seeds.
     grid = [(m, v, s) for s in args.seed for m in args.method for v in args.variant]
     start = time.time()

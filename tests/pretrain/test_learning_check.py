@@ -6,7 +6,7 @@ import json
 import pytest
 
 from common.errors import UserError
-from pretrain.learning_check import RESULT, knn_curve, run, run_folder
+from pretrain.learning_check import RECIPES, RESULT, knn_curve, run, run_folder
 
 
 def test_reads_the_knn_curve_from_the_initial_backbone_to_the_last_evaluation(tmp_path):
@@ -25,7 +25,7 @@ def test_reads_the_knn_curve_from_the_initial_backbone_to_the_last_evaluation(tm
 
 
 @pytest.mark.parametrize("method", ["clsa", "mocov2"])
-def test_each_recipe_runs_and_its_result_is_kept_then_reused(tmp_path, method):
+def test_each_recipe_runs_and_its_result_is_kept_then_reused(tmp_path, monkeypatch, method):
     overrides = ("SOLVER.MAX_ITER", "2", "KNN.PERIOD_ITERS", "1", "LOG_PERIOD", "1")
     result = run(tmp_path, method, "coloured", 3, overrides)
     assert [step for step, _ in result["curve"]] == [0, 1, 2]
@@ -35,5 +35,11 @@ def test_each_recipe_runs_and_its_result_is_kept_then_reused(tmp_path, method):
     log = (run_folder(tmp_path, method, "coloured", 3) / "pretrain" / "log.txt").read_text()
     assert ("loss_ddm" in log) == (method == "clsa")  # CLSA's strong view and DDM loss; MoCo v2 has neither
     assert run(tmp_path, method, "coloured", 3, overrides) == result  # read back, not rerun
-    with pytest.raises(UserError, match=f"{RESULT} is a check with overrides"):
+    with pytest.raises(UserError, match=f"{RESULT} is a check of another recipe .*, overrides \\['SOLVER.MAX_ITER'"):
         run(tmp_path, method, "coloured", 3)
+    # A recipe changed since (here its temperature) is not read back as today's either.
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(f"_BASE_: {RECIPES[method]}\nMODEL:\n  TEMPERATURE: 0.3\n")
+    monkeypatch.setitem(RECIPES, method, changed)
+    with pytest.raises(UserError, match=f"{RESULT} is a check of another recipe"):
+        run(tmp_path, method, "coloured", 3, overrides)
