@@ -93,7 +93,8 @@ def _find_resume(resume, output_dir, config_yaml):
     return found
 
 
-def _build_model(cfg, device, memory_format, world_size):
+def build_model(cfg, device, memory_format, world_size):
+    """The CLSA model of `cfg` on `device`, the same initial weights and queue on each of `world_size` processes."""
     torch.manual_seed(cfg.SEED)  # the same initial weights and queue on every process
     m = cfg.MODEL
     groups = split_bn_groups(cfg, world_size)
@@ -123,6 +124,19 @@ def _build_model(cfg, device, memory_format, world_size):
     if m.SYNC_BN:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model.to(device, memory_format=memory_format)
+
+
+def build_optimizer(cfg, model):
+    """SGD on the query encoder (the key encoder follows it by momentum), fused on a GPU."""
+    s = cfg.SOLVER
+    cuda = next(model.parameters()).device.type == "cuda"
+    return torch.optim.SGD(
+        model.encoder_q.parameters(),
+        lr=s.BASE_LR,
+        momentum=s.MOMENTUM,
+        weight_decay=s.WEIGHT_DECAY,
+        fused=True if cuda else None,
+    )
 
 
 def _compile(model, view_set):
@@ -168,15 +182,9 @@ def build_training(cfg, resume, rank, world_size, local_rank):
         memory_format,
     )
 
-    model = _build_model(cfg, device, memory_format, world_size)
+    model = build_model(cfg, device, memory_format, world_size)
+    optimizer = build_optimizer(cfg, model)
     s = cfg.SOLVER
-    optimizer = torch.optim.SGD(
-        model.encoder_q.parameters(),
-        lr=s.BASE_LR,
-        momentum=s.MOMENTUM,
-        weight_decay=s.WEIGHT_DECAY,
-        fused=True if cuda else None,
-    )
     view_dtype = torch.bfloat16 if amp else torch.float32
     view_set = ViewSet.from_cfg(cfg)
     data = build_data(cfg, view_set, device, rank, world_size, view_dtype=view_dtype, memory_format=memory_format)
