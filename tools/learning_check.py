@@ -3,7 +3,7 @@
     python tools/learning_check.py                       # CLSA-Single on both shapes variants, seed 0
     python tools/learning_check.py --method mocov2       # MoCo v2, the same recipe without the strong view
     python tools/learning_check.py --method clsa mocov2 --seed 0 1 2 --jobs 2   # the benchmarks.md table
-    python tools/learning_check.py --method mocov2 --output-dir lc_2400 SOLVER.EPOCHS 160   # config overrides
+    python tools/learning_check.py --method mocov2 --output-dir lc_3000 -- SOLVER.EPOCHS 200   # overrides
 
 Each run writes its shapes set (ten classes told apart by shape alone, pretrain.learning_check) to
 OUT/data/seed_<k>, pretrains with pretrain/configs/cpu/learning_check[_mocov2].yaml into
@@ -90,7 +90,7 @@ def main(argv=None):
     parser.add_argument("--seed", nargs="+", type=at_least(0), default=[0])
     parser.add_argument("--jobs", type=at_least(1), default=1, help="runs at a time, each on its share of the cores")
     parser.add_argument(
-        "opts", nargs="*", metavar="KEY VALUE", help="config overrides of every run, e.g. SOLVER.EPOCHS 160"
+        "opts", nargs="*", metavar="KEY VALUE", help="config overrides of every run, e.g. SOLVER.EPOCHS 200"
     )
     args = parser.parse_args(argv)
     for method in args.method:  # a bad override is refused before a grid starts its runs
