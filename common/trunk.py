@@ -19,7 +19,6 @@ BLOCKS = {  # torchvision's block and blocks per stage of each depth
     "resnet101": (Bottleneck, (3, 4, 23, 3)),
     "resnet152": (Bottleneck, (3, 8, 36, 3)),
 }
-BASE_ARCHS = tuple(BLOCKS)
 TORCHVISION_WIDTH = 64
 NARROW_WIDTHS = (16, 32)
 CIFAR_STEM = "_cifar"
@@ -33,7 +32,7 @@ ARCHS = tuple(
     base + width_suffix(width) + stem
     for stem in ("", CIFAR_STEM)
     for width in (TORCHVISION_WIDTH, *NARROW_WIDTHS)
-    for base in BASE_ARCHS
+    for base in BLOCKS
 )
 
 LAYERS = {

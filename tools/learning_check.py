@@ -10,7 +10,8 @@ OUT/data/seed_<k>, pretrains with pretrain/configs/cpu/learning_check[_mocov2].y
 OUT/<method>/<variant>/seed_<k>, and reads the kNN monitor's top-1 (k = 20) on the val split before
 the first step, every 250 steps and after the last. Prints one line per run, then a markdown table
 of every run and the mean gain of each method on each variant, CLSA's against MoCo v2's. Exit code 1
-when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs of the same recipe.
+when a run gains less than pretrain.learning_check.MARGIN points. A second call reuses finished runs
+of the same recipe.
 Config overrides (KEY VALUE, after `--` when they follow a list such as --seed) apply to every run; a
 grid with other overrides needs its own --output-dir. With --jobs N, N runs at a time, each on its share of the cores.
 """
